@@ -1,0 +1,26 @@
+# The README's two commands. Each creates .venv (pip) on first use and installs the package into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint install
+
+$(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+# Main job: train on the built-in demo data.
+demo: install
+	$(BIN)/inceptionnet summary inception_resnet_v2
+
+# Lint, then the default test run (slow, gpu and network tests are left out; see pyproject.toml).
+test: install lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests

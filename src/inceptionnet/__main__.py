@@ -1,0 +1,5 @@
+import sys
+
+from inceptionnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""The networks of the paper: Inception-v3, Inception-v4, Inception-ResNet-v1 and -v2."""
+
+from inceptionnet.models.base import FeatureInfo, InceptionNetwork, Preprocessing
+from inceptionnet.models.registry import MODELS, FeatureExtractor, create_model, get_entry, list_models
+
+__all__ = [
+    "MODELS",
+    "FeatureExtractor",
+    "FeatureInfo",
+    "InceptionNetwork",
+    "Preprocessing",
+    "create_model",
+    "get_entry",
+    "list_models",
+]

@@ -1,0 +1,122 @@
+"""What every network of the package shares: input checks, heads, feature taps, initialisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from inceptionnet.models.layers import AuxHead, ClassifierHead, check_input_size
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are prepared for a network: the released checkpoints' evaluation settings."""
+
+    input_size: int = 299
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop_fraction: float = 0.875  # central 87.5% crop, TF-slim's central_fraction
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One named intermediate feature map: where it is taken and what it holds.
+
+    `node` is the torch.fx node (module path or operation inside a module) whose output is the map.
+    """
+
+    name: str
+    node: str
+    channels: int
+    stride: int
+
+
+class InceptionNetwork(nn.Module):
+    """Base of the five networks.
+
+    Subclasses build `stem` ... `head` in `__init__` (reading like their overall figure) and split
+    their body at the 17x17 grid, which feeds the auxiliary head:
+
+    - `forward_early(x)`: stem, 35x35 and 17x17 stages;
+    - `forward_late(x)`: reduction to 8x8 and the 8x8 stage (the last feature map).
+    """
+
+    min_input_size: int = 75
+    model_name: str = "inception"
+    preprocessing: Preprocessing = Preprocessing()
+    head: ClassifierHead
+    aux: AuxHead | None
+
+    def __init__(self, *, in_chans: int) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.feature_info: list[FeatureInfo] = []
+
+    # -- the body, split at the auxiliary tap ---------------------------------------------------
+    def forward_early(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_late(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- public API -------------------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        """Channels of the last feature map (the classifier's input)."""
+        return self.head.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Raise a ValueError for inputs below the minimum size or with the wrong channel count."""
+        return check_input_size(x, self.min_input_size, self.in_chans, self.model_name)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before pooling (8x8 at a 299 input)."""
+        return self.forward_late(self.forward_early(self.check_input(x)))
+
+    def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool -> dropout -> FC; with `pre_logits` the pooled features only."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits. With `return_aux=True` (training only) also the auxiliary head's logits."""
+        grid17 = self.forward_early(self.check_input(x))
+        logits = self.forward_head(self.forward_late(grid17))
+        if not return_aux:
+            return logits
+        if self.aux is None:
+            raise ValueError(f"{self.model_name} has no auxiliary head; build it with aux_logits=True")
+        return logits, self.aux(grid17)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier (and the auxiliary classifier) with freshly initialised ones."""
+        drop_rate = self.head.drop.p
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
+        if self.aux is not None:
+            self.aux.fc = nn.Linear(self.aux.fc.in_features, num_classes)
+            init_weights(self.aux.fc)
+        init_weights(self.head)
+
+    def feature_channels(self) -> dict[str, int]:
+        return {f.name: f.channels for f in self.feature_info}
+
+
+def init_weights(module: nn.Module) -> None:
+    """He-normal (fan-in) convolutions, as TF-slim's Inception-v4; N(0, 0.01) classifiers; zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
