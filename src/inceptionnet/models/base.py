@@ -86,12 +86,12 @@ class InceptionNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits. With `return_aux=True` (training only) also the auxiliary head's logits."""
+        if return_aux and self.aux is None:
+            raise ValueError(f"{self.model_name} has no auxiliary head; build it with aux_logits=True")
         grid17 = self.forward_early(self.check_input(x))
         logits = self.forward_head(self.forward_late(grid17))
         if not return_aux:
             return logits
-        if self.aux is None:
-            raise ValueError(f"{self.model_name} has no auxiliary head; build it with aux_logits=True")
         return logits, self.aux(grid17)
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -103,6 +103,7 @@ class FeatureExtractor(nn.Module):
             model,
             return_nodes={f.node: f.name for f in self.feature_info},
             tracer_kwargs={"autowrap_functions": [check_input_size]},
+            concrete_args={"return_aux": False},
         )
 
     @property
