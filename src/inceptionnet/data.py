@@ -1,15 +1,23 @@
-"""Image transforms (and, for training, datasets) built on torchvision."""
+"""Image transforms, datasets and loaders built on torchvision.
+
+Evaluation: `eval_transform`. Training (paper-spec section 9, TF-slim's Inception preprocessing):
+`train_transform`, the train/val ImageFolder pair with up-front checks (`image_folders`), the
+built-in demo data (`DEMO_DATA`), and seeded, resumable loaders (`train_loader`, `val_loader`).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import datasets
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
@@ -88,3 +96,174 @@ def collate_skipping_bad(samples: list[tuple[torch.Tensor, int] | None]) -> Batc
     images = torch.stack([s[0] for s in good])
     targets = torch.tensor([s[1] for s in good], dtype=torch.long)
     return Batch(images, targets, skipped)
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"  # CIFAR-10 subset shipped with the package
+
+# TF-slim's distort_color: brightness +-32/255 and saturation 0.5-1.5 ("fast"); hue +-0.2 and contrast
+# 0.5-1.5 as well ("full"). torchvision multiplies the brightness by 1 +- 32/255 where TF adds up to
+# +-32/255: the same change on white, a smaller one on darker pixels.
+COLOR_DISTORTIONS: dict[str, dict[str, float]] = {
+    "none": {},
+    "fast": {"brightness": 32 / 255, "saturation": 0.5},
+    "full": {"brightness": 32 / 255, "saturation": 0.5, "hue": 0.2, "contrast": 0.5},
+}
+
+
+def train_transform(
+    pre: Preprocessing,
+    *,
+    input_size: int | None = None,
+    min_area: float = 0.05,
+    color_distort: str = "fast",
+    interpolation: str = "bilinear",
+) -> T.Compose:
+    """Training view of the released Inception recipe (TF-slim `preprocess_for_train`).
+
+    A random crop covering `min_area`-100% of the image with aspect ratio 3/4-4/3, resized to the
+    input size, a random horizontal flip, colour distortion in random order, then scaling to
+    [-1, 1] with the model's mean and std (the same normalisation as `eval_transform`).
+    """
+    if color_distort not in COLOR_DISTORTIONS:
+        raise ValueError(f"unknown color_distort {color_distort!r}; choose one of: {', '.join(COLOR_DISTORTIONS)}")
+    size = input_size or pre.input_size
+    steps: list[Any] = [
+        T.ToImage(),
+        T.RandomResizedCrop(
+            size, scale=(min_area, 1.0), ratio=(3 / 4, 4 / 3), interpolation=INTERPOLATIONS[interpolation]
+        ),
+        T.RandomHorizontalFlip(),
+    ]
+    if COLOR_DISTORTIONS[color_distort]:
+        steps.append(T.ColorJitter(**COLOR_DISTORTIONS[color_distort]))
+    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(pre.mean), std=list(pre.std))]
+    return T.Compose(steps)
+
+
+def image_folders(
+    root: str | Path, *, train_transform: Callable[[Any], Any], val_transform: Callable[[Any], Any]
+) -> tuple[ImageFolder, ImageFolder]:
+    """The `root/train/<class>/*` and `root/val/<class>/*` datasets, checked before any training starts.
+
+    Raises a ValueError that names the problem when a folder is missing or empty, or when the class
+    folders of train and val differ (the class indices would silently disagree).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data folder {root} does not exist; expected {root}/train/<class>/* and {root}/val/<class>/*")
+    train = ImageFolder(root / "train", transform=train_transform)
+    val = ImageFolder(root / "val", transform=val_transform)
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))
+        only_val = sorted(set(val.classes) - set(train.classes))
+        raise ValueError(
+            f"class folders differ between {root / 'train'} and {root / 'val'}: only in train {only_train[:10]}, "
+            f"only in val {only_val[:10]}; both must hold the same class folders"
+        )
+    return train, val
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch: independent of workers, ranks and resumes."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SeededSamples(Dataset):
+    """A dataset whose random augmentation of sample i in epoch e depends only on (seed, e, i).
+
+    The transform's random draws come from torch's global generator; each item runs under a forked
+    generator seeded by `sample_seed`, so the caller's random state is untouched and a resumed run
+    sees exactly the augmentations an uninterrupted run would, whatever the number of workers.
+    Call `set_epoch` before creating each epoch's iterator (workers are started per epoch).
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
+            return self.dataset[index]
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (this rank's share of a seeded per-epoch permutation) that can start mid-epoch.
+
+    `set_epoch(epoch, start=k)` skips the first k indices of this rank's share: the samples an
+    interrupted run had already trained on.
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader seeds torch per worker from its generator; seed numpy and random the same way.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train_loader(
+    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, ResumableSampler, SeededSamples]:
+    """Shuffled, seeded training batches of this rank (full batches only), pinned when CUDA is present.
+
+    Returns the loader and the two objects to call `set_epoch` on before each epoch.
+    """
+    samples = SeededSamples(dataset, seed=seed)
+    sampler = ResumableSampler(samples, num_replicas=world_size, rank=rank, seed=seed)
+    if sampler.num_samples < batch_size:
+        raise ValueError(
+            f"{len(samples)} training images give {sampler.num_samples} per process, fewer than one batch of "
+            f"{batch_size}; lower the batch size or add images"
+        )
+    loader = DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_bad,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler, samples
+
+
+def val_loader(
+    dataset: Dataset, *, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """This rank's share of the validation set (every world_size-th image, none repeated), in order."""
+    shard = Subset(dataset, range(rank, len(dataset), world_size))  # type: ignore[arg-type]
+    return DataLoader(
+        shard,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_bad,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -1,0 +1,186 @@
+"""Export a network for deployment (ONNX, TorchScript, torch.export program), checked against eager PyTorch.
+
+The exported graph is the inference network: eval mode, logits only (never the auxiliary head), with
+every BatchNorm folded into the convolution before it (one biased convolution instead of conv + BN:
+less work and fewer nodes per image). After writing the file, `export_model` loads it back with the
+runtime that serves it (onnxruntime, `torch.jit.load`, `torch.export.load`), runs it on a random batch
+and compares its logits with the unfolded eager network; a difference above `tolerance` is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from inceptionnet.models.layers import ConvBN
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+DEFAULT_TOLERANCE = 1e-4  # float32 max abs difference of logits
+MAX_DYNAMIC_BATCH = 1024
+
+
+class ExportError(RuntimeError):
+    """The export failed, or the exported artefact does not reproduce the eager network."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    input_size: int
+    dynamic_batch: bool
+    folded_batchnorms: int
+    max_abs_diff: float  # exported vs eager logits on the check batch
+
+
+class InferenceNetwork(nn.Module):
+    """The network as deployed: images (N, C, H, W) -> logits, nothing else."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """An eval-mode copy of `model` with each ConvBN's BatchNorm folded into its convolution.
+
+    conv(x) * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)) is one convolution
+    with scaled weights and a bias; the BN becomes an identity. The argument is left untouched.
+    Returns the copy and the number of BatchNorms folded.
+    """
+    folded = copy.deepcopy(model).eval()
+    count = 0
+    for module in folded.modules():
+        if isinstance(module, ConvBN) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+            count += 1
+    return folded, count
+
+
+def default_output(model_name: str, fmt: str) -> Path:
+    return Path(f"{model_name}{SUFFIXES[fmt]}")
+
+
+def export_model(
+    model: nn.Module,
+    *,
+    format: str,
+    output: str | os.PathLike[str] | None = None,
+    input_size: int | None = None,
+    dynamic_batch: bool = False,
+    fold_bn: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Write `model` as `format` ("onnx", "torchscript" or "exported-program") and check it against eager.
+
+    The input is (N, in_chans, input_size, input_size), input_size defaulting to the model's
+    preprocessing (299). With `dynamic_batch` the batch dimension is symbolic (1..1024) and the check
+    runs with a batch size different from the one traced; otherwise the batch size is fixed at 1.
+    Raises ExportError if the exported logits differ from eager by more than `tolerance`.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    name = getattr(model, "model_name", "model")
+    size = input_size or model.preprocessing.input_size
+    min_size = getattr(model, "min_input_size", 1)
+    if size < min_size:
+        raise ValueError(f"input size {size} is below the {min_size}x{min_size} minimum of {name}")
+    path = Path(output) if output is not None else default_output(name, format)
+    if format == "exported-program" and path.suffix != ".pt2":
+        raise ValueError(f"torch.export programs are .pt2 archives; name the output {path.with_suffix('.pt2')}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    eager = InferenceNetwork(model).eval()
+    deployed, folded = fold_batchnorm(eager) if fold_bn else (copy.deepcopy(eager).eval(), 0)
+    in_chans = getattr(model, "in_chans", 3)
+    gen = torch.Generator().manual_seed(0)
+    trace_batch, check_batch = (2, 3) if dynamic_batch else (1, 1)
+    example = torch.randn(trace_batch, in_chans, size, size, generator=gen)
+    check = torch.randn(check_batch, in_chans, size, size, generator=gen)
+
+    with torch.no_grad():
+        if format == "onnx":
+            _export_onnx(deployed, example, path, dynamic_batch)
+            got = _run_onnx(path, check)
+        elif format == "torchscript":
+            _export_torchscript(deployed, example, path)
+            got = load_torchscript(path)(check)
+        else:
+            _export_program(deployed, example, path, dynamic_batch)
+            got = torch.export.load(str(path)).module()(check)
+        expected = eager(check)
+    diff = (got.float() - expected.float()).abs().max().item()
+    if not diff <= tolerance:
+        raise ExportError(
+            f"the exported {format} file {path} does not reproduce the eager network: max abs difference "
+            f"of the logits {diff:.3g} > {tolerance:g}"
+        )
+    return ExportResult(path, format, size, dynamic_batch, folded, diff)
+
+
+def _batch_dim() -> torch.export.Dim:
+    return torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+    try:
+        program = torch.onnx.export(
+            model,
+            (example,),
+            None,
+            dynamo=True,  # the torch.export-based exporter (needs onnxscript)
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"images": {0: _batch_dim()}} if dynamic_batch else None,
+            verbose=False,
+        )
+    except ModuleNotFoundError as err:
+        raise ExportError(f"ONNX export needs {err.name}: pip install onnx onnxscript onnxruntime") from None
+    program.save(str(path))
+
+
+def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise ExportError("checking the ONNX file needs onnxruntime: pip install onnxruntime") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    return torch.from_numpy(logits)
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        # torch.jit is deprecated upstream but still the way to produce a TorchScript file;
+        # the input-size checks in forward are Python conditions on this example's shape, which
+        # the trace rightly freezes (the batch dimension is not checked, so it stays free).
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+    traced.save(str(path))
+
+
+def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
+    """`torch.jit.load` on CPU, without its upstream deprecation warning (TorchScript is what was asked for)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _export_program(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+    program = torch.export.export(
+        model, (example,), dynamic_shapes={"images": {0: _batch_dim()}} if dynamic_batch else None
+    )
+    torch.export.save(program, str(path))

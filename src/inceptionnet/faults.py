@@ -1,0 +1,70 @@
+"""What stops a training run early: a termination signal (saved, resumable) or a diverged loss (refused).
+
+`StopRequest` turns SIGTERM (schedulers, `kill`, torchrun forwarding a stop) and SIGINT (Ctrl-C)
+into a flag; the training loop checks it after each optimiser step, agrees on it across ranks,
+writes a checkpoint and returns. `TrainingDiverged` is raised before a step whose loss or
+gradient is NaN or infinite is applied, so no checkpoint ever holds the diverged weights.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from inceptionnet.config import TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the last checkpoint was left as it was."""
+
+
+def divergence_message(
+    *, loss: float, grad_norm: float, step: int, epoch: int, lr: float, cfg: TrainConfig, out_dir: Path
+) -> str:
+    """Name the step and the quantity that went non-finite, and the usual fixes."""
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+    last = out_dir / "last.pt"
+    fixes = [
+        f"a lower --lr (now {cfg.lr})",
+        f"a linear warm-up (--warmup-epochs 1 or more, now {cfg.warmup_epochs})",
+        f"gradient clipping (--clip-grad-norm 2, now {cfg.clip_grad_norm})",
+    ]
+    if cfg.precision == "fp16":
+        fixes.append("--precision bf16 or fp32 instead of fp16")
+    if last.exists():
+        kept, then = f"the last good checkpoint {last} is untouched", f"continue with --resume {out_dir} and"
+    else:
+        kept, then = "no checkpoint was written yet", "start again with"
+    return (
+        f"training diverged: {what} at step {step} (epoch {epoch + 1}, lr {lr:.4g}); {kept}. "
+        f"Likely fixes: {'; '.join(fixes)}. Then {then} the changed options."
+    )
+
+
+class StopRequest:
+    """SIGTERM / SIGINT handlers that only raise a flag: the loop saves and exits at the next step boundary.
+
+    A second Ctrl-C interrupts at once (KeyboardInterrupt). Handlers can only be installed from the
+    main thread; elsewhere signals keep their handlers.
+    `restore()` puts the previous handlers back.
+    """
+
+    def __init__(self) -> None:
+        self.requested = 0.0  # a float, so it travels in the per-step all-reduce with the loss
+        self.name: str | None = None
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.requested, self.name = 1.0, signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

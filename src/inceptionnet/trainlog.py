@@ -1,0 +1,106 @@
+"""What a training run leaves behind besides checkpoints: metrics.jsonl, curves.png and TensorBoard events.
+
+Only rank 0 creates a `RunLog` that writes; the other ranks get one with `enabled=False`.
+metrics.jsonl holds one JSON object per line: a "run" record at every start or resume (resolved
+configuration, package version, world size) and an "epoch" record per finished epoch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def format_epoch(rec: dict[str, Any]) -> str:
+    """The one line printed per epoch."""
+    parts = [f"epoch {rec['epoch']:>3d}/{rec['epochs']}", f"train loss {rec['train_loss']:.4f}"]
+    if rec.get("val_top1_error") is not None:
+        parts.append(f"val top-1 err {rec['val_top1_error']:6.2f}%  top-5 err {rec['val_top5_error']:6.2f}%")
+    parts += [f"lr {rec['lr']:.4g}", f"{rec['images_per_s']:.0f} img/s", f"{rec['epoch_time_s']:.1f}s"]
+    if rec.get("skipped_images"):
+        parts.append(f"skipped {rec['skipped_images']} unreadable images")
+    return "  ".join(parts)
+
+
+def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Training loss and validation top-1/top-5 error against epochs, as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs: dict[int, dict[str, Any]] = {}
+    for rec in records:
+        if rec.get("kind") == "epoch":
+            epochs[rec["epoch"]] = rec  # a resumed run may repeat an epoch: the last record wins
+    xs = sorted(epochs)
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(xs, [epochs[e]["train_loss"] for e in xs], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    evaluated = [e for e in xs if epochs[e].get("val_top1_error") is not None]
+    for key, label in (("val_top1_error", "top-1"), ("val_top5_error", "top-5")):
+        ax_err.plot(evaluated, [epochs[e][key] for e in evaluated], marker="o", label=label)
+    ax_err.set(xlabel="epoch", ylabel="error (%)", title="validation error")
+    ax_err.legend()
+    for ax in (ax_loss, ax_err):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class RunLog:
+    """Appends metrics records, redraws the curves after each epoch, mirrors scalars to TensorBoard."""
+
+    def __init__(self, out_dir: str | Path, *, enabled: bool) -> None:
+        self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self.tensorboard = None
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def start(self, **fields: Any) -> None:
+        if self.enabled:
+            self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
+
+    def step(self, step: int, **scalars: float) -> None:
+        if self.tensorboard is not None:
+            for name, value in scalars.items():
+                self.tensorboard.add_scalar(f"train/{name}", value, step)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._append({"kind": "epoch", **record})
+        plot_curves(read_metrics(self.out_dir / METRICS), self.out_dir / CURVES)
+        if self.tensorboard is not None:
+            for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s"):
+                if record.get(key) is not None:
+                    self.tensorboard.add_scalar(f"epoch/{key}", record[key], record["epoch"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

@@ -1,0 +1,101 @@
+"""Checkpoints: atomic writes, safe loads, round trips of the training state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from inceptionnet import __version__, checkpoint
+from inceptionnet.config import TrainConfig
+from inceptionnet.models import create_model
+from inceptionnet.optim import RMSpropTF, WeightAverage
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two threads on a busy 2-core machine spin against each other; one is steady.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Custom:
+    """An arbitrary object: loading it would run unpickling code, which weights_only refuses."""
+
+
+def test_save_atomic_round_trip_and_no_leftovers(tmp_path: Path) -> None:
+    payload = {"format": checkpoint.FORMAT, "w": torch.arange(5.0), "nested": {"a": [1, 2.5, None, "x"]}}
+    checkpoint.save_atomic(payload, tmp_path / "run" / "last.pt")
+    loaded = checkpoint.load(tmp_path / "run")  # a folder means its last.pt
+    assert torch.equal(loaded["w"], payload["w"]) and loaded["nested"] == payload["nested"]
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]
+
+
+def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": checkpoint.FORMAT, "step": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="pickle"):
+        checkpoint.save_atomic({"format": checkpoint.FORMAT, "bad": lambda: None}, path)  # fails mid-write
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
+
+
+def test_load_refuses_foreign_or_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no checkpoint"):
+        checkpoint.load(tmp_path)
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an inceptionnet training checkpoint"):
+        checkpoint.load(tmp_path / "other.pt")
+
+    torch.save({"format": checkpoint.FORMAT, "x": Custom()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
+        checkpoint.load(tmp_path / "evil.pt")
+
+
+def _training_objects(seed: int):
+    torch.manual_seed(seed)
+    model = create_model("inception_v3", num_classes=3, width=0.125, aux_logits=True)
+    ema = WeightAverage(model, decay=0.9)
+    opt = RMSpropTF(model.parameters(), lr=0.01)
+    return model, ema, opt
+
+
+def test_training_state_restores_exactly(tmp_path: Path) -> None:
+    model, ema, opt = _training_objects(0)
+    logits, aux = model(torch.randn(2, 3, 75, 75), return_aux=True)
+    (logits.sum() + aux.sum()).backward()
+    opt.step()
+    ema.update(model)
+    cfg = TrainConfig(model="inception_v3", width=0.125, input_size=75)
+    position = {"epoch": 1, "step": 7, "batches": 0, "best_top1_error": 12.5}
+    state = checkpoint.training_state(
+        model=model, ema=ema, optimizer=opt, scaler=None, cfg=cfg, position=position, classes=["a", "b", "c"]
+    )
+    checkpoint.save_atomic(state, tmp_path / "last.pt")
+    payload = checkpoint.load(tmp_path / "last.pt")
+    assert payload["version"] == __version__ and TrainConfig.from_dict(payload["config"]) == cfg
+
+    model2, ema2, opt2 = _training_objects(1)  # different initial weights
+    assert checkpoint.restore(payload, model=model2, ema=ema2, optimizer=opt2, scaler=None) == position
+    for a, b in ((model, model2), (ema, ema2)):
+        for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert k == k2 and torch.equal(v, v2), k
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert all(torch.equal(s1[i]["square_avg"], s2[i]["square_avg"]) for i in s1)
+
+    # The evaluated network: the weight average, without the auxiliary head.
+    net = checkpoint.model_from_checkpoint(tmp_path / "last.pt")
+    assert isinstance(net, nn.Module) and net.aux is None and not net.training
+    torch.testing.assert_close(net.head.fc.weight, ema.module.head.fc.weight)
+    raw = checkpoint.model_from_checkpoint(tmp_path / "last.pt", averaged=False)
+    torch.testing.assert_close(raw.head.fc.weight, model.head.fc.weight)
+
+
+def test_unknown_config_fields_are_named() -> None:
+    with pytest.raises(ValueError, match=r"\['warp_factor'\]"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "warp_factor": 9})

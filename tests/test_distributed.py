@@ -1,0 +1,60 @@
+"""Two DDP processes on the CPU (gloo): both ranks end with the same weights; only rank 0 writes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from inceptionnet import checkpoint
+from inceptionnet.train import train
+from inceptionnet.trainlog import read_metrics
+from test_data import tiny_image_folder
+from test_train import tiny_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, data: str, tmp: str) -> None:
+    # What torchrun sets for each process it starts.
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    torch.set_num_threads(1)
+    result = train(tiny_config(Path(data), Path(tmp) / "run", epochs=2, batch_size=2, device="cpu"))
+    torch.save(
+        {"model": result.model.state_dict(), "ema": result.averaged.state_dict(), "step": result.step},
+        Path(tmp) / f"rank{rank}.pt",
+    )
+
+
+def test_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
+    data = tiny_image_folder(tmp_path / "data", train=4, val=3)  # 8 images: 4 per rank, 2 steps of 2 per epoch
+    # fork: the children reuse the imported torch instead of importing it again (seconds on 2 cores).
+    mp.start_processes(_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, start_method="fork")
+
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert states[0]["step"] == states[1]["step"] == 4
+    for key in ("model", "ema"):
+        a, b = states[0][key], states[1][key]
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"{key}.{name} differs between ranks"
+    # The weights did change, so the equality says something about the gradient averaging.
+    saved = checkpoint.load(tmp_path / "run")
+    assert saved["position"]["step"] == 4
+    for name, value in saved["model"].items():
+        assert torch.equal(value, states[0]["model"][name])
+
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")  # rank 0 alone writes
+    assert [r["kind"] for r in records] == ["run", "epoch", "epoch"]
+    assert records[0]["world_size"] == 2
+    assert all(r["val_top1_error"] is not None for r in records[1:])
+    assert {p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".tmp"} == set()

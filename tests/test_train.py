@@ -1,0 +1,186 @@
+"""The training loop end to end on a tiny network: resume equals an uninterrupted run, signals, NaN, outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from inceptionnet import checkpoint
+from inceptionnet import train as train_module
+from inceptionnet.cli import main
+from inceptionnet.config import TrainConfig
+from inceptionnet.train import TrainingDiverged, train
+from inceptionnet.trainlog import read_metrics
+from test_data import tiny_image_folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two threads on a busy 2-core machine spin against each other (10x slower); one is steady.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
+    # inception_v3 at 1/8 width and 75 px is the fastest network of the package and has an aux head.
+    cfg = TrainConfig(
+        data=str(data),
+        out_dir=str(out),
+        model="inception_v3",
+        width=0.125,
+        input_size=75,
+        epochs=2,
+        batch_size=3,
+        num_workers=0,
+        lr=0.01,
+        ema_decay=0.9,
+        progress=False,
+    )
+    return replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory, one_thread):
+    """Two epochs of 3 steps (8 readable images + 1 corrupt, batch 3), uninterrupted."""
+    tmp = tmp_path_factory.mktemp("train")
+    data = tiny_image_folder(tmp / "data", train=4, val=2, corrupt=1)
+    result = train(tiny_config(data, tmp / "straight"))
+    return data, result
+
+
+def _states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_after_sigterm_equals_uninterrupted_training(straight_run, tmp_path, monkeypatch, capsys) -> None:
+    data, straight = straight_run
+    assert (straight.epoch, straight.step, straight.stopped_by) == (2, 6, None)
+
+    # SIGTERM arrives during step 1 (of 3 in the first epoch): the step finishes, a checkpoint is written.
+    real_lr = train_module.learning_rate
+
+    def lr_then_signal(step: int, **kw) -> float:
+        if step == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return real_lr(step, **kw)
+
+    monkeypatch.setattr(train_module, "learning_rate", lr_then_signal)
+    cfg = tiny_config(data, tmp_path / "run")
+    handler = signal.getsignal(signal.SIGTERM)
+    first = train(cfg)
+    assert (first.stopped_by, first.step, first.epoch) == ("SIGTERM", 2, 0)
+    assert signal.getsignal(signal.SIGTERM) is handler  # the previous handler is back
+    assert checkpoint.load(tmp_path / "run")["position"]["batches"] == 2
+    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+
+    resumed = train(cfg, resume=tmp_path / "run")
+    assert (resumed.stopped_by, resumed.step, resumed.epoch) == (None, 6, 2)
+    _states_equal(resumed.model.state_dict(), straight.model.state_dict())
+    _states_equal(resumed.averaged.state_dict(), straight.averaged.state_dict())
+    assert resumed.val_top1_error == straight.val_top1_error
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM at step 2" in out and "resumed from" in out
+
+
+def test_outputs_metrics_plot_checkpoints(straight_run, capsys) -> None:
+    _, result = straight_run
+    out = result.out_dir
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "curves.png"}
+    records = read_metrics(out / "metrics.jsonl")
+    assert records[0]["kind"] == "run" and records[0]["config"]["model"] == "inception_v3"
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(r["skipped_images"] == 1 for r in epochs)  # the corrupt file, once per epoch, not fatal
+    assert epochs[-1]["val_top1_error"] == result.val_top1_error
+    assert 0 <= result.val_top5_error <= result.val_top1_error <= 100
+    state = checkpoint.load(out / "last.pt")
+    assert state["version"] and state["config"]["width"] == 0.125 and state["position"]["step"] == 6
+    assert state["classes"] == ["airplane", "automobile"]
+    # The evaluated network (the weight average, without the aux head) loads from the checkpoint.
+    model = checkpoint.model_from_checkpoint(out / "last.pt")
+    assert model.aux is None and not model.training
+    torch.testing.assert_close(model.head.fc.weight, result.averaged.module.head.fc.weight)
+
+
+def test_divergence_stops_and_keeps_the_last_checkpoint(straight_run, tmp_path) -> None:
+    data, straight = straight_run
+    run = tmp_path / "run"
+    shutil.copytree(straight.out_dir, run)
+    before = (run / "last.pt").read_bytes()
+    cfg = tiny_config(data, run, epochs=3, lr=1e38, clip_grad_norm=0.0)
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 3.*--lr.*--resume"):
+        train(cfg, resume=run)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_cli_train_runs_and_stops_at_max_steps(tmp_path, capsys) -> None:
+    data = tiny_image_folder(tmp_path / "data", train=3, val=1)
+    args = ["train", "--data", str(data), "--out-dir", str(tmp_path / "run"), "--model", "inception_v3"]
+    args += ["--width", "0.125", "--input-size", "75", "--batch-size", "3", "--num-workers", "0", "--no-progress"]
+    assert main([*args, "--epochs", "2", "--max-steps", "1"]) == 0
+    assert checkpoint.load(tmp_path / "run")["position"]["step"] == 1
+    assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "epoch   2/2" in out.out and "val top-1 accuracy" in out.out
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["kind"] for r in records] == ["run", "run", "epoch", "epoch"]
+    assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0  # already finished
+    assert "nothing to train" in capsys.readouterr().out
+    assert json.dumps(records[1]["config"]) == json.dumps(records[0]["config"] | {"max_steps": None})
+
+
+def test_cli_reports_bad_data_folder(tmp_path, capsys) -> None:
+    assert main(["train", "--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_command_trains_above_chance(tmp_path) -> None:
+    """`inceptionnet train` with no arguments: the README's main command (minutes on 2 CPU cores)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "inceptionnet", "train", "--out-dir", str(tmp_path / "demo"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    final = [r for r in read_metrics(tmp_path / "demo" / "metrics.jsonl") if r["kind"] == "epoch"][-1]
+    assert 100 - final["val_top1_error"] >= 35, proc.stderr
+
+
+def test_command_line_options_cover_the_config_and_resolve_presets() -> None:
+    from dataclasses import fields
+
+    from inceptionnet.cli import build_parser
+    from inceptionnet.config import PRESETS, resolve_config
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--lr", "0.1", "--no-channels-last", "--input-size", "99", "--epochs", "3"])
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    assert given == {"lr": 0.1, "channels_last": False, "input_size": 99, "epochs": 3}  # only what was typed
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for name in names:
+        assert "--" + name.replace("_", "-") in help_text
+
+    assert resolve_config(preset_name=None, overrides={}) == PRESETS["demo"]
+    assert resolve_config(preset_name=None, overrides={"data": "/d"}) == replace(PRESETS["paper"], data="/d")
+    stored = replace(PRESETS["demo"], max_steps=5, epochs=4).to_dict()
+    assert resolve_config(preset_name=None, overrides={"epochs": 9}, stored=stored) == replace(
+        PRESETS["demo"], epochs=9
+    )
+    with pytest.raises(ValueError, match="--preset cannot be combined with --resume"):
+        resolve_config(preset_name="paper", overrides={}, stored=stored)
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        TrainConfig(ema_decay=1.0)
