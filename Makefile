@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 
 # Main job: train on the built-in demo data.
 demo: install
-	$(BIN)/inceptionnet summary inception_resnet_v2
+	$(BIN)/inceptionnet train
 
 # Lint, then the default test run (slow, gpu and network tests are left out; see pyproject.toml).
 test: install lint

@@ -126,8 +126,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["infer", "train"], default="infer", help="forward only, or a training step")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC (default on)")
-    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None, help="BN-folded, merged 1x1 "
-                   "inference network (default: on for infer, off for train)")
+    p.add_argument(
+        "--fused",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BN-folded, merged 1x1 inference network (default: on for infer, off for train)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile our network (slow first step)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block (train)")
     p.add_argument("--reference", choices=["timm"], default=None, help="also time timm's equivalent network")
@@ -145,10 +149,21 @@ def _run_bench(args: argparse.Namespace) -> int:
     from inceptionnet.bench import BenchConfig, format_result, run_benchmark
 
     cfg = BenchConfig(
-        model=args.model, batch_size=args.batch_size, input_size=args.input_size, mode=args.mode, dtype=args.dtype,
-        channels_last=args.channels_last, fused=args.fused, compile=args.compile, checkpointing=args.checkpointing,
-        reference=args.reference, reference_channels_last=args.reference_channels_last,
-        reference_dtype=args.reference_dtype, iters=args.iters, warmup=args.warmup, device=args.device,
+        model=args.model,
+        batch_size=args.batch_size,
+        input_size=args.input_size,
+        mode=args.mode,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        fused=args.fused,
+        compile=args.compile,
+        checkpointing=args.checkpointing,
+        reference=args.reference,
+        reference_channels_last=args.reference_channels_last,
+        reference_dtype=args.reference_dtype,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
         width=args.width,
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
