@@ -13,14 +13,7 @@ from inceptionnet.config import TrainConfig
 from inceptionnet.models import create_model
 from inceptionnet.optim import RMSpropTF, WeightAverage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a busy 2-core machine spin against each other; one is steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Custom:

@@ -91,14 +91,7 @@ def make_folder(root: Path, images: dict[str, list[Image.Image]]) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared: two intra-op threads there wait on each other for most of a
-    # forward pass (10x slower than one). One thread keeps these tests short; the previous count is restored.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

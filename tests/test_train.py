@@ -21,14 +21,7 @@ from inceptionnet.train import TrainingDiverged, train
 from inceptionnet.trainlog import read_metrics
 from test_data import tiny_image_folder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a busy 2-core machine spin against each other (10x slower); one is steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
