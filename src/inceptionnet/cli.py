@@ -302,6 +302,77 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="reproduce the paper's residual-connection claims at small scale (curves, tables, plots)",
+        description="residual: train Inception-v3 and Inception-ResNet-v1, Inception-v4 and Inception-ResNet-v2 "
+        "(released and paper variants) with one recipe and several seeds, and compare their error curves (Figs. "
+        "21-26). scaling: train a residual network with more than 1000 filters in its last stage at a high learning "
+        "rate with residual scales 1.0, 0.3 and 0.1 and with 1.0 after a warm-up, and watch for 'death' (section "
+        "3.3). Writes CSV tables, summary.json and a PNG into --out-dir; running the same command again skips the "
+        "finished runs and resumes an interrupted one (docs/reproduction.md).",
+    )
+    p.add_argument("kind", choices=["residual", "scaling"])
+    p.add_argument(
+        "--data",
+        help="ImageFolder root with train/ and val/ (or test/); default: ../shared/data/cifar10 when present, "
+        "else the built-in demo data",
+    )
+    p.add_argument("--out-dir", help="study folder (default: runs/study-KIND, or runs/study-KIND-quick)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3; --quick uses at most 2)")
+    p.add_argument("--quick", action="store_true", help="a tiny version of the study, about a minute on a CPU")
+    p.add_argument("--threads", type=int, help="CPU threads of this process (torch.set_num_threads)")
+    recipe = p.add_argument_group("recipe (default: the study's, see docs/reproduction.md)")
+    for name, kind, text in (
+        ("model", str, "scaling only: the residual network (default inception_resnet_v2_paper)"),
+        ("width", float, "channel-width multiplier"),
+        ("input_size", int, "input size in pixels"),
+        ("epochs", int, "epochs per run"),
+        ("batch_size", int, "images per step"),
+        ("lr", float, "initial learning rate"),
+        ("lr_decay_rate", float, "learning-rate decay factor"),
+        ("lr_decay_epochs", float, "epochs between decays"),
+        ("train_per_class", int, "training images per class (0 = all)"),
+        ("val_per_class", int, "validation images per class (0 = all)"),
+        ("log_every", int, "steps between step records"),
+        ("num_workers", int, "data-loading processes per run"),
+        ("device", str, "auto, cuda or cpu"),
+        ("precision", str, "fp32, bf16 or fp16"),
+    ):
+        recipe.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    recipe.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
+    recipe.add_argument(
+        "--warmup-epochs", type=float, default=2.0, help="scaling only: the warm-up arm's linear warm-up (default 2)"
+    )
+    p.set_defaults(func=_run_study)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    import torch
+
+    from inceptionnet.study import build_study, run_study
+    from inceptionnet.studyreport import format_report
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    recipe_fields = ("width", "input_size", "epochs", "batch_size", "lr", "lr_decay_rate", "lr_decay_epochs")
+    recipe_fields += ("train_per_class", "val_per_class", "log_every", "num_workers", "device", "precision")
+    overrides = {k: getattr(args, k) for k in (*recipe_fields, "channels_last")}
+    if args.model is not None:
+        if args.kind != "scaling":
+            raise ValueError("--model applies to the scaling study; the residual study trains its fixed pairs")
+        overrides["model"] = args.model
+    study = build_study(
+        args.kind, seeds=args.seeds, quick=args.quick, data=args.data, warmup_epochs=args.warmup_epochs, **overrides
+    )
+    out_dir = args.out_dir or f"runs/study-{args.kind}{'-quick' if args.quick else ''}"
+    summary = run_study(study, out_dir)
+    print(format_report(summary))
+    print(f"tables, summary.json and {args.kind}.png in {out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inceptionnet",
@@ -315,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_study(sub)
     return parser
 
 

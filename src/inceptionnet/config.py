@@ -50,6 +50,12 @@ class TrainConfig:
         default="bilinear",
         metadata=_help("resize of the training crops (TF-slim: bilinear); evaluation uses the model's"),
     )
+    train_per_class: int = field(
+        default=0, metadata=_help("train on the first N images of each class only (in file-name order); 0 = all")
+    )
+    val_per_class: int = field(
+        default=0, metadata=_help("evaluate on the first N images of each class only; 0 = all")
+    )
     num_workers: int = field(default=4, metadata=_help("DataLoader worker processes per training process"))
 
     # -- model --------------------------------------------------------------------------------------------
@@ -62,6 +68,13 @@ class TrainConfig:
         default=0.4,
         metadata=_help(
             "weight of the auxiliary-head loss (TF-slim); used only by networks that have the head; 0 = off"
+        ),
+    )
+    residual_scale: float | None = field(
+        default=None,
+        metadata=_help(
+            "scale of every residual branch of an Inception-ResNet (1.0 = unscaled; paper section 3.3: 0.1-0.3); "
+            "default: the network's own"
         ),
     )
     sync_bn: bool = field(
@@ -125,6 +138,13 @@ class TrainConfig:
         default=0, metadata=_help("also write the last checkpoint every this many steps; 0 = at epoch ends only")
     )
     eval_every: int = field(default=1, metadata=_help("evaluate every this many epochs (and after the last)"))
+    log_every: int = field(
+        default=0,
+        metadata=_help(
+            "every this many steps, append a step record to metrics.jsonl: loss, lr, gradient norm and the share "
+            "of zero activations in the last feature map; 0 = off"
+        ),
+    )
     progress: bool = field(default=True, metadata=_help("show a progress bar per epoch"))
 
     def __post_init__(self) -> None:
@@ -136,8 +156,11 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1); 0 disables the weight average"),
             (0 <= self.drop_rate < 1, "drop_rate must be in [0, 1)"),
             (self.width > 0, "width must be > 0"),
+            (self.residual_scale is None or self.residual_scale > 0, "residual_scale must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.log_every >= 0, "log_every must be >= 0"),
+            (self.train_per_class >= 0 and self.val_per_class >= 0, "train/val_per_class must be >= 0 (0 = all)"),
             (self.input_size is None or self.input_size >= 75, "input_size must be >= 75 (the networks' minimum)"),
             (self.optimizer in ("rmsprop_tf", "sgd"), f"optimizer {self.optimizer!r}: choose rmsprop_tf or sgd"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),

@@ -143,26 +143,49 @@ def train_transform(
 
 
 def image_folders(
-    root: str | Path, *, train_transform: Callable[[Any], Any], val_transform: Callable[[Any], Any]
+    root: str | Path,
+    *,
+    train_transform: Callable[[Any], Any],
+    val_transform: Callable[[Any], Any],
+    train_per_class: int = 0,
+    val_per_class: int = 0,
 ) -> tuple[ImageFolder, ImageFolder]:
     """The `root/train/<class>/*` and `root/val/<class>/*` datasets, checked before any training starts.
 
+    The validation split is `root/val`, or `root/test` when there is no `val` folder (CIFAR-10's
+    layout). `train_per_class` / `val_per_class` > 0 keep only the first N images (in file-name
+    order) of each class: a fixed, balanced subset for short experiments.
     Raises a ValueError that names the problem when a folder is missing or empty, or when the class
     folders of train and val differ (the class indices would silently disagree).
     """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"data folder {root} does not exist; expected {root}/train/<class>/* and {root}/val/<class>/*")
-    train = ImageFolder(root / "train", transform=train_transform)
-    val = ImageFolder(root / "val", transform=val_transform)
+    val_dir = root / "val" if (root / "val").is_dir() or not (root / "test").is_dir() else root / "test"
+    train = limit_per_class(ImageFolder(root / "train", transform=train_transform), train_per_class)
+    val = limit_per_class(ImageFolder(val_dir, transform=val_transform), val_per_class)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
         raise ValueError(
-            f"class folders differ between {root / 'train'} and {root / 'val'}: only in train {only_train[:10]}, "
+            f"class folders differ between {root / 'train'} and {val_dir}: only in train {only_train[:10]}, "
             f"only in val {only_val[:10]}; both must hold the same class folders"
         )
     return train, val
+
+
+def limit_per_class(dataset: ImageFolder, per_class: int) -> ImageFolder:
+    """Keep the first `per_class` images of every class (all of them when `per_class` is 0), in place."""
+    if per_class > 0:
+        kept: dict[int, int] = {}
+        samples = []
+        for path, target in dataset.samples:  # sorted by class, then by file name
+            if kept.get(target, 0) < per_class:
+                kept[target] = kept.get(target, 0) + 1
+                samples.append((path, target))
+        dataset.samples = dataset.imgs = samples
+        dataset.targets = [target for _, target in samples]
+    return dataset
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

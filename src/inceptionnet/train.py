@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from inceptionnet import __version__, checkpoint, distributed
+from inceptionnet.activations import LastFeatureProbe
 from inceptionnet.config import TrainConfig, config_changes
 from inceptionnet.data import DEMO_DATA, eval_transform, image_folders, train_loader, train_transform, val_loader
 from inceptionnet.faults import StopRequest, TrainingDiverged, divergence_message
@@ -65,6 +67,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
         cfg.data or DEMO_DATA,
         train_transform=train_transform(pre, input_size=size, **augment),
         val_transform=eval_transform(pre, input_size=size),
+        train_per_class=cfg.train_per_class,
+        val_per_class=cfg.val_per_class,
     )
     shard = {
         "batch_size": cfg.batch_size,
@@ -90,6 +94,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(ctx.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     ema = WeightAverage(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    probe = LastFeatureProbe(model) if cfg.log_every > 0 else None  # zeros before pooling, on logged steps
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
     net: nn.Module = model
@@ -163,6 +168,9 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
 
+                logged = cfg.log_every > 0 and step % cfg.log_every == 0
+                if probe is not None:
+                    probe.armed = logged
                 with autocast:
                     loss = _loss(net, images, targets, cfg, use_aux=use_aux)
                 optimizer.zero_grad(set_to_none=True)
@@ -171,11 +179,18 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
                     scaler.unscale_(optimizer)
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm or math.inf)
 
-                # One synchronisation per step: mean loss, gradient norm and any stop request, agreed by all ranks.
-                flags = torch.stack(
-                    [loss.detach().float(), grad_norm.float(), torch.tensor(stop.requested, device=ctx.device)]
+                # One synchronisation per step: mean loss, gradient norm, any stop request and the probe's
+                # statistics, agreed by (averaged over) all ranks.
+                flags = torch.cat(
+                    [
+                        torch.stack([loss.detach().float(), grad_norm.float()]),
+                        torch.tensor([float(stop.requested)], device=ctx.device),
+                        probe.take(ctx.device) if probe is not None else torch.zeros(2, device=ctx.device),
+                    ]
                 )
-                loss_mean, norm, stop_now = (distributed.all_sum(flags, ctx) / ctx.world_size).tolist()
+                loss_mean, norm, stop_now, zero_fraction, dead_channels = (
+                    distributed.all_sum(flags, ctx) / ctx.world_size
+                ).tolist()
                 if not math.isfinite(loss_mean) or (scaler is None and not math.isfinite(norm)):
                     raise TrainingDiverged(
                         divergence_message(
@@ -197,7 +212,10 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
                 pos.update(step=step, loss_sum=pos["loss_sum"] + loss_mean, losses=pos["losses"] + 1)
                 rate = images_seen / (time.perf_counter() - started)
                 bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
-                log.step(step, loss=loss_mean, lr=lr, grad_norm=norm)
+                scalars = {"loss": loss_mean, "lr": lr, "grad_norm": norm}
+                if logged:
+                    scalars |= {"zero_fraction": zero_fraction, "dead_channels": dead_channels}
+                log.step(step, epoch=epoch + 1, record=logged, **scalars)
                 if stop_now or step == cfg.max_steps:
                     stopped_by = (stop.name or "signal") if stop_now else "max_steps"
                     save()
@@ -221,6 +239,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: str | Path | None
                 "val_top5_error": top5 if evaluated else None,
                 "lr": lr_at(max(step - 1, 0)),
                 "images_per_s": images_seen / train_time,  # training only, evaluation excluded
+                "train_time_s": train_time,
                 "epoch_time_s": time.perf_counter() - started,
                 "skipped_images": int(distributed.all_sum(torch.tensor([pos["skipped"]]), ctx).item()),
             }
@@ -279,7 +298,11 @@ def evaluate(
 def _build_model(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, bool]:
     """The network, with its auxiliary head when it has one and aux_weight > 0 (inception_resnet_v1 and the
     paper's Inception-ResNet-v2 have none)."""
-    options = {"num_classes": num_classes, "width": cfg.width, "drop_rate": cfg.drop_rate}
+    options: dict[str, Any] = {"num_classes": num_classes, "width": cfg.width, "drop_rate": cfg.drop_rate}
+    if cfg.residual_scale is not None:
+        if not cfg.model.startswith("inception_resnet"):
+            raise ValueError(f"--residual-scale applies to the Inception-ResNet networks only, not {cfg.model}")
+        options["scales"] = (cfg.residual_scale,) * 3
     if cfg.aux_weight > 0:
         try:
             return create_model(cfg.model, aux_logits=True, **options), True

@@ -2,7 +2,10 @@
 
 Only rank 0 creates a `RunLog` that writes; the other ranks get one with `enabled=False`.
 metrics.jsonl holds one JSON object per line: a "run" record at every start or resume (resolved
-configuration, package version, world size) and an "epoch" record per finished epoch.
+configuration, package version, world size), a "step" record every `log_every` steps when asked
+for (loss, learning rate, gradient norm, zero activations before pooling) and an "epoch" record
+per finished epoch. A resumed run repeats the steps after its checkpoint: readers keep the last
+record of each step and epoch.
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ class RunLog:
         if self.enabled:
             self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
 
-    def step(self, step: int, **scalars: float) -> None:
+    def step(self, step: int, *, epoch: int, record: bool, **scalars: float) -> None:
+        """Mirror a step's scalars to TensorBoard; with `record`, also append them to metrics.jsonl."""
+        if record and self.enabled:
+            self._append({"kind": "step", "step": step, "epoch": epoch, **scalars})
         if self.tensorboard is not None:
             for name, value in scalars.items():
                 self.tensorboard.add_scalar(f"train/{name}", value, step)

@@ -1,0 +1,289 @@
+"""The paper's two claims about residual connections, reproduced at a scale chosen by the user.
+
+`residual` (paper Figs. 21-26): train Inception-v3 beside Inception-ResNet-v1, and Inception-v4
+beside Inception-ResNet-v2 (released and paper variants), with one recipe, and compare how fast
+their validation error falls, per epoch and per second of training.
+
+`scaling` (paper section 3.3): train a residual network whose last stage has more than 1000
+filters at a high learning rate with unscaled residuals (scale 1.0), with the paper's scales
+(0.3 and 0.1), and with scale 1.0 after a learning-rate warm-up; watch the last feature map before
+pooling for "death" (only zeros) and the loss for a standstill.
+
+Every arm of a study trains with the same recipe; seed k gives every arm the same data order and
+the same augmentations. Each run is an ordinary `train()` run in `OUT/runs/<arm>-seed<k>`; a study
+that is started again skips the runs it finished and resumes an interrupted one. Results:
+`epochs.csv`, `steps.csv`, `summary.csv`, `summary.json` and `<kind>.png` in `OUT`
+(`studyreport.py` draws and summarises them).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inceptionnet.config import TrainConfig, preset
+from inceptionnet.data import DEMO_DATA
+from inceptionnet.trainlog import METRICS, read_metrics
+
+CIFAR10 = Path("../shared/data/cifar10")  # the development machines' CIFAR-10 (train/ and test/ ImageFolders)
+STATUS = "status.json"  # written into a run folder when the run has ended: finished or diverged
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One network and setting trained with every seed of a study."""
+
+    label: str
+    model: str
+    group: str  # the comparison it belongs to (one panel row of the plot)
+    residual: bool
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the study's recipe
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9.]+", "-", self.label.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Study:
+    kind: str  # "residual" or "scaling"
+    recipe: TrainConfig  # shared by every arm
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+
+    def run_config(self, arm: Arm, seed: int, out_dir: Path) -> TrainConfig:
+        return dataclasses.replace(
+            self.recipe, model=arm.model, seed=seed, out_dir=str(run_dir(out_dir, arm, seed)), **arm.overrides
+        )
+
+
+def run_dir(out_dir: Path, arm: Arm, seed: int) -> Path:
+    return out_dir / "runs" / f"{arm.slug}-seed{seed}"
+
+
+# -- the two studies ---------------------------------------------------------------------------------------
+
+V3_PAIR = "Inception-v3 vs Inception-ResNet-v1"
+V4_PAIR = "Inception-v4 vs Inception-ResNet-v2"
+RESIDUAL_ARMS = (
+    Arm("Inception-v3", "inception_v3", V3_PAIR, residual=False),
+    Arm("Inception-ResNet-v1", "inception_resnet_v1", V3_PAIR, residual=True),
+    Arm("Inception-v4", "inception_v4", V4_PAIR, residual=False),
+    Arm("Inception-ResNet-v2", "inception_resnet_v2", V4_PAIR, residual=True),
+    Arm("Inception-ResNet-v2 (paper)", "inception_resnet_v2_paper", V4_PAIR, residual=True),
+)
+
+SCALING_GROUP = "residual scaling"
+
+
+def scaling_arms(model: str, warmup_epochs: float) -> tuple[Arm, ...]:
+    return (
+        Arm("scale 1.0", model, SCALING_GROUP, True, {"residual_scale": 1.0}),
+        Arm("scale 0.3", model, SCALING_GROUP, True, {"residual_scale": 0.3}),
+        Arm("scale 0.1", model, SCALING_GROUP, True, {"residual_scale": 0.1}),
+        Arm(
+            "scale 1.0 + warm-up",
+            model,
+            SCALING_GROUP,
+            True,
+            {"residual_scale": 1.0, "warmup_epochs": warmup_epochs},
+        ),
+    )
+
+
+# The recipes: the paper's (TF RMSProp, eps 1.0, lr decay, label smoothing, dropout 0.2, clipping), sized
+# for a CPU. Differences from the full recipe, the same for every arm: no auxiliary heads (IR-v1 and the
+# paper's IR-v2 have none), and the raw weights are evaluated (no weight average, whose lag would blur
+# the early epochs that the comparison is about).
+_COMMON: dict[str, Any] = {
+    "input_size": 75,
+    "min_area": 0.25,
+    "aux_weight": 0.0,
+    "ema_decay": 0.0,
+    "num_workers": 1,
+    "progress": False,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    # ~45 min on one core of a 2-core CPU: 5 networks x 3 seeds x 8 epochs of 3,000 images.
+    "residual": {
+        **_COMMON,
+        "width": 0.25,
+        "epochs": 8,
+        "batch_size": 64,
+        "lr": 0.045,
+        "lr_decay_rate": 0.8,
+        "lr_decay_epochs": 1.0,
+        "warmup_epochs": 0.0,
+        "train_per_class": 300,
+        "val_per_class": 100,
+        "log_every": 5,
+    },
+    # ~45 min on one core: 4 settings x 3 seeds x 6 epochs of 2,000 images, the last stage 1,072 wide.
+    "scaling": {
+        **_COMMON,
+        "model": "inception_resnet_v2_paper",
+        "width": 0.5,
+        "epochs": 6,
+        "batch_size": 32,
+        "lr": 0.45,
+        "lr_decay_rate": 0.94,
+        "lr_decay_epochs": 2.0,
+        "warmup_epochs": 0.0,
+        "train_per_class": 200,
+        "val_per_class": 50,
+        "log_every": 2,
+    },
+}
+# --quick: every code path in about a minute; its numbers say nothing about the claims.
+QUICK: dict[str, Any] = {
+    "width": 0.125,
+    "epochs": 2,
+    "batch_size": 16,
+    "train_per_class": 8,
+    "val_per_class": 4,
+    "log_every": 1,
+    "num_workers": 0,
+}
+WARMUP_EPOCHS = 2.0  # the scaling study's warm-up arm (linear, from 0 to the full learning rate)
+
+
+def default_data() -> Path:
+    """CIFAR-10 from the development machines' shared data when present, else the built-in demo subset."""
+    return CIFAR10 if (CIFAR10 / "train").is_dir() else DEMO_DATA
+
+
+def build_study(
+    kind: str,
+    *,
+    seeds: int = 3,
+    quick: bool = False,
+    data: str | Path | None = None,
+    warmup_epochs: float = WARMUP_EPOCHS,
+    **overrides: Any,
+) -> Study:
+    """A study with its recipe; `overrides` replace recipe fields (width, epochs, lr, device, ...)."""
+    if kind not in RECIPES:
+        raise ValueError(f"unknown study {kind!r}; choose residual or scaling")
+    if seeds < 1:
+        raise ValueError("a study needs at least one seed (--seeds 1 or more)")
+    fields = dict(RECIPES[kind])
+    if quick:
+        fields |= QUICK
+        seeds = min(seeds, 2)
+    fields |= {k: v for k, v in overrides.items() if v is not None}
+    fields["data"] = str(data or default_data())
+    recipe = preset("demo", **fields)
+    arms = RESIDUAL_ARMS if kind == "residual" else scaling_arms(recipe.model, warmup_epochs)
+    return Study(kind, recipe, arms, tuple(range(seeds)))
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+
+def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every (seed, arm) run not finished yet, then write the tables, the plot and the summary."""
+    from inceptionnet.faults import TrainingDiverged
+    from inceptionnet.train import train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "study.json").write_text(json.dumps(_describe(study), indent=2) + "\n", encoding="utf-8")
+    total = len(study.arms) * len(study.seeds)
+    for n, (seed, arm) in enumerate(((s, a) for s in study.seeds for a in study.arms), start=1):
+        cfg = study.run_config(arm, seed, out_dir)
+        folder = Path(cfg.out_dir)
+        if (folder / STATUS).exists():
+            say(f"[{n}/{total}] {arm.label}, seed {seed}: done earlier ({folder})")
+            continue
+        resume = folder if (folder / "last.pt").exists() else None
+        say(f"[{n}/{total}] {arm.label}, seed {seed}: {'resuming' if resume else 'training'} in {folder}")
+        try:
+            result = train(cfg, resume=resume)
+        except TrainingDiverged as err:
+            _write_status(folder, "diverged", str(err))
+            say(f"  diverged: {err}")
+            continue
+        if result.stopped_by is not None:  # a signal: leave the study resumable and stop here
+            raise KeyboardInterrupt(f"study stopped by {result.stopped_by}; run the same command again to continue")
+        _write_status(folder, "finished", "")
+    from inceptionnet import studyreport
+
+    return studyreport.write_results(study, out_dir)
+
+
+def _write_status(folder: Path, status: str, message: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (STATUS + ".tmp")
+    tmp.write_text(json.dumps({"status": status, "message": message}) + "\n", encoding="utf-8")
+    tmp.replace(folder / STATUS)
+
+
+def _describe(study: Study) -> dict[str, Any]:
+    return {
+        "kind": study.kind,
+        "seeds": list(study.seeds),
+        "recipe": study.recipe.to_dict(),
+        "arms": [dataclasses.asdict(a) for a in study.arms],
+    }
+
+
+# -- collecting ------------------------------------------------------------------------------------------------
+
+
+def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(epoch rows, step rows, run rows) of every run of the study, read from the runs' metrics.jsonl."""
+    epoch_rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
+    run_rows: list[dict[str, Any]] = []
+    for arm in study.arms:
+        for seed in study.seeds:
+            folder = run_dir(out_dir, arm, seed)
+            if not (folder / METRICS).exists():
+                continue
+            records = read_metrics(folder / METRICS)
+            epochs = _last_by(records, "epoch", "epoch")
+            steps = _last_by(records, "step", "step")
+            status_file = folder / STATUS
+            status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
+            ident = {"arm": arm.label, "group": arm.group, "model": arm.model, "seed": seed}
+            elapsed = 0.0
+            for rec in epochs:
+                elapsed += rec.get("train_time_s", rec["epoch_time_s"])
+                epoch_rows.append(
+                    ident
+                    | {
+                        "epoch": rec["epoch"],
+                        "step": rec["step"],
+                        "train_time_s": round(elapsed, 3),
+                        "train_loss": rec["train_loss"],
+                        "val_top1_error": rec["val_top1_error"],
+                        "val_top5_error": rec["val_top5_error"],
+                    }
+                )
+            for rec in steps:
+                keys = ("epoch", "loss", "lr", "grad_norm", "zero_fraction", "dead_channels")
+                step_rows.append(ident | {"step": rec["step"], **{k: rec.get(k) for k in keys}})
+            run_rows.append(ident | {"status": status, "epochs": len(epochs), "steps": steps[-1]["step"] if steps else 0})
+    return epoch_rows, step_rows, run_rows
+
+
+def _last_by(records: Sequence[dict[str, Any]], kind: str, key: str) -> list[dict[str, Any]]:
+    """The records of one kind, the last one per `key` (a resumed run repeats some), in `key` order."""
+    latest = {rec[key]: rec for rec in records if rec.get("kind") == kind}
+    return [latest[k] for k in sorted(latest)]
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

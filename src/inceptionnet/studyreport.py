@@ -1,0 +1,317 @@
+"""Tables, plot and summary of a study (`study.py`): what its runs measured, over seeds.
+
+Spread over seeds is shown as the standard deviation (sample, n-1) in the tables and as the band
+between the lowest and the highest seed in the plots. Written into the study folder:
+
+- `epochs.csv`: one row per run and epoch (cumulative training seconds, loss, top-1/top-5 error);
+- `steps.csv`: one row per logged step (loss, lr, gradient norm, zero activations before pooling);
+- `runs.csv`: one row per run (finished / diverged / unfinished);
+- `summary.csv`: per arm and epoch, mean, std, min and max over seeds;
+- `summary.json`: the numbers the verdicts rest on; `<kind>.png`: the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inceptionnet.study import Study, collect, write_csv
+
+DEAD_ZERO_FRACTION = 0.99  # the last feature map is (nearly) all zeros: the paper's "died"
+STALLED_LOSS_RATIO = 0.95  # the loss of the last tenth of the steps is above 95% of that of the first tenth
+
+
+def write_results(study: Study, out_dir: Path) -> dict[str, Any]:
+    """Write every table, the plot and summary.json of the study in `out_dir`; return the summary."""
+    epoch_rows, step_rows, run_rows = collect(study, out_dir)
+    write_csv(epoch_rows, out_dir / "epochs.csv")
+    write_csv(step_rows, out_dir / "steps.csv")
+    write_csv(run_rows, out_dir / "runs.csv")
+    write_csv(per_epoch_summary(epoch_rows), out_dir / "summary.csv")
+    if study.kind == "residual":
+        summary = residual_summary(study, epoch_rows)
+    else:
+        summary = scaling_summary(study, epoch_rows, step_rows, run_rows)
+    summary["runs"] = run_rows
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if epoch_rows or step_rows:
+        plot_study(study, epoch_rows, step_rows, out_dir / f"{study.kind}.png")
+    return summary
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max; NaN everywhere when empty."""
+    a = np.asarray([v for v in values if v is not None], dtype=float)
+    if a.size == 0:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    return {"mean": float(a.mean()), "std": std, "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def per_epoch_summary(epoch_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in epoch_rows:
+        groups[(row["arm"], row["epoch"])].append(row)
+    out = []
+    for (arm, epoch), rows in groups.items():
+        line: dict[str, Any] = {"arm": arm, "epoch": epoch, "seeds": len(rows)}
+        for key in ("val_top1_error", "val_top5_error", "train_loss", "train_time_s"):
+            s = stats([r[key] for r in rows])
+            line |= {f"{key}_{k}": s[k] for k in ("mean", "std", "min", "max")}
+        out.append(line)
+    return out
+
+
+def _by_run(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        runs[(row["arm"], row["seed"])].append(row)
+    return runs
+
+
+# -- residual: how fast the error falls ------------------------------------------------------------------------
+
+
+def residual_summary(study: Study, epoch_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per arm: final and epoch-averaged errors over seeds. Per residual arm: its gaps to the plain network.
+
+    The epoch-averaged top-1 error (the area under the error curve) measures training speed: a
+    network whose error falls sooner has a lower average even when the final errors agree.
+    `epochs_to_plain_final`: the first epoch at which the residual arm's mean top-1 error is at or
+    below the plain network's final mean top-1 error.
+    """
+    runs = _by_run(epoch_rows)
+    per_run: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    for (arm, seed), rows in runs.items():
+        top1 = [r["val_top1_error"] for r in rows]
+        per_run[arm][seed] = {
+            "final_top1": top1[-1],
+            "final_top5": rows[-1]["val_top5_error"],
+            "mean_top1": float(np.mean(top1)),
+            "train_time_s": rows[-1]["train_time_s"],
+        }
+    curves = _mean_curves(epoch_rows, "val_top1_error")
+    arms: dict[str, Any] = {}
+    for arm in study.arms:
+        seeds = per_run.get(arm.label, {})
+        arms[arm.label] = {
+            "model": arm.model,
+            "group": arm.group,
+            "residual": arm.residual,
+            **{key: stats([v[key] for v in seeds.values()]) for key in ("final_top1", "final_top5", "mean_top1")},
+            "train_time_s": stats([v["train_time_s"] for v in seeds.values()]),
+            "mean_top1_curve": curves.get(arm.label, []),
+        }
+    comparisons = []
+    for plain in (a for a in study.arms if not a.residual):
+        for res in (a for a in study.arms if a.residual and a.group == plain.group):
+            common = sorted(set(per_run.get(plain.label, {})) & set(per_run.get(res.label, {})))
+            p, r = per_run.get(plain.label, {}), per_run.get(res.label, {})
+            plain_final = arms[plain.label]["final_top1"]["mean"]
+            res_curve = curves.get(res.label, [])
+            reach = next((i + 1 for i, v in enumerate(res_curve) if v <= plain_final), None)
+            comparisons.append(
+                {
+                    "plain": plain.label,
+                    "residual": res.label,
+                    "seeds": common,
+                    # positive: the residual network has the lower error (paired by seed)
+                    "mean_top1_gap": stats([p[s]["mean_top1"] - r[s]["mean_top1"] for s in common]),
+                    "final_top1_gap": stats([p[s]["final_top1"] - r[s]["final_top1"] for s in common]),
+                    "seeds_residual_ahead": sum(p[s]["mean_top1"] > r[s]["mean_top1"] for s in common),
+                    "epochs_to_plain_final": reach,
+                    "epochs": len(res_curve),
+                    "time_ratio": _ratio(arms[res.label]["train_time_s"]["mean"], arms[plain.label]["train_time_s"]),
+                }
+            )
+    return {"kind": "residual", "arms": arms, "comparisons": comparisons}
+
+
+def _ratio(value: float, base: dict[str, float]) -> float:
+    return value / base["mean"] if base["mean"] else math.nan
+
+
+def _mean_curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[float]]:
+    """Per arm, the mean of `key` over seeds at each epoch (only epochs that every seed reached)."""
+    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        values[row["arm"]][row["epoch"]].append(row[key])
+        seeds[row["arm"]].add(row["seed"])
+    return {
+        arm: [float(np.mean(v[e])) for e in sorted(v) if len(v[e]) == len(seeds[arm])] for arm, v in values.items()
+    }
+
+
+# -- scaling: does the network die? -----------------------------------------------------------------------------
+
+
+def run_fate(steps: Sequence[dict[str, Any]], status: str) -> dict[str, Any]:
+    """One run's outcome from its logged steps.
+
+    died: the zero fraction before pooling, averaged over the last tenth of the logged steps, is
+    at least 0.99; stalled: the loss of the last tenth is above 95% of that of the first tenth;
+    diverged: a NaN/Inf loss stopped the run.
+    """
+    zeros = [s["zero_fraction"] for s in steps if s.get("zero_fraction") is not None]
+    losses = [s["loss"] for s in steps]
+    tenth = max(1, len(steps) // 10)
+    final_zero = float(np.mean(zeros[-tenth:])) if zeros else math.nan
+    first_dead = next((s["step"] for s in steps if (s.get("zero_fraction") or 0) >= DEAD_ZERO_FRACTION), None)
+    first_loss, last_loss = (float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:]))) if losses else (0, 0)
+    return {
+        "diverged": status == "diverged",
+        "died": final_zero >= DEAD_ZERO_FRACTION,
+        "stalled": bool(losses) and last_loss > STALLED_LOSS_RATIO * first_loss,
+        "final_zero_fraction": final_zero,
+        "max_zero_fraction": max(zeros) if zeros else math.nan,
+        "first_dead_step": first_dead,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+    }
+
+
+def scaling_summary(
+    study: Study,
+    epoch_rows: Sequence[dict[str, Any]],
+    step_rows: Sequence[dict[str, Any]],
+    run_rows: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    steps, epochs = _by_run(step_rows), _by_run(epoch_rows)
+    status = {(r["arm"], r["seed"]): r["status"] for r in run_rows}
+    arms: dict[str, Any] = {}
+    for arm in study.arms:
+        fates = {}
+        for seed in study.seeds:
+            if (arm.label, seed) not in status:
+                continue
+            fate = run_fate(steps.get((arm.label, seed), []), status[(arm.label, seed)])
+            rows = epochs.get((arm.label, seed), [])
+            fate["final_top1"] = rows[-1]["val_top1_error"] if rows else None
+            fates[seed] = fate
+        arms[arm.label] = {
+            "overrides": arm.overrides,
+            "runs": len(fates),
+            "died": sum(f["died"] for f in fates.values()),
+            "stalled": sum(f["stalled"] for f in fates.values()),
+            "diverged": sum(f["diverged"] for f in fates.values()),
+            "final_top1": stats([f["final_top1"] for f in fates.values()]),
+            "final_zero_fraction": stats([f["final_zero_fraction"] for f in fates.values()]),
+            "per_seed": fates,
+        }
+    return {"kind": "scaling", "arms": arms}
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """A short plain-text table of the summary, printed at the end of a study."""
+    lines = []
+    if summary["kind"] == "residual":
+        lines.append(f"{'arm':30s} {'final top-1 err':>18s} {'final top-5 err':>18s} {'mean top-1 err':>18s}")
+        for label, a in summary["arms"].items():
+            cells = [_pm(a[k]) for k in ("final_top1", "final_top5", "mean_top1")]
+            lines.append(f"{label:30s} " + " ".join(f"{c:>18s}" for c in cells))
+        for c in summary["comparisons"]:
+            reach = c["epochs_to_plain_final"]
+            lines.append(
+                f"{c['residual']} vs {c['plain']}: mean top-1 gap {_pm(c['mean_top1_gap'])} pp "
+                f"(residual ahead in {c['seeds_residual_ahead']}/{len(c['seeds'])} seeds), final gap "
+                f"{_pm(c['final_top1_gap'])} pp, reaches the plain network's final error at epoch "
+                f"{reach if reach else 'never'} of {c['epochs']}, time per run x{c['time_ratio']:.2f}"
+            )
+    else:
+        lines.append(f"{'arm':22s} {'runs':>4s} {'died':>4s} {'stalled':>7s} {'diverged':>8s} {'final top-1 err':>18s}")
+        for label, a in summary["arms"].items():
+            lines.append(
+                f"{label:22s} {a['runs']:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
+                f"{_pm(a['final_top1']):>18s}  zeros before pooling at the end {_pm(a['final_zero_fraction'], 3)}"
+            )
+    return "\n".join(lines)
+
+
+def _pm(s: dict[str, float], digits: int = 2) -> str:
+    return "n/a" if s["n"] == 0 else f"{s['mean']:.{digits}f} +- {s['std']:.{digits}f}"
+
+
+# -- plot --------------------------------------------------------------------------------------------------------
+
+
+def plot_study(
+    study: Study, epoch_rows: Sequence[dict[str, Any]], step_rows: Sequence[dict[str, Any]], path: Path
+) -> None:
+    """The study's curves: mean over seeds as a line, lowest-to-highest seed as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if study.kind == "residual":
+        groups = list(dict.fromkeys(a.group for a in study.arms))
+        panels = [
+            ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
+            ("epoch", "val_top5_error", "epoch", "top-5 error (%)", epoch_rows),
+            ("train_time_s", "val_top1_error", "training time (min)", "top-1 error (%)", epoch_rows),
+            ("step", "loss", "step", "training loss", step_rows),
+        ]
+    else:
+        groups = [study.arms[0].group]
+        panels = [
+            ("step", "zero_fraction", "step", "zeros in the last feature map", step_rows),
+            ("step", "dead_channels", "step", "all-zero channels", step_rows),
+            ("step", "loss", "step", "training loss", step_rows),
+            ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
+        ]
+    fig, axes = plt.subplots(len(groups), len(panels), figsize=(4.2 * len(panels), 3.6 * len(groups)), squeeze=False)
+    for row, group in enumerate(groups):
+        for col, (x_key, y_key, x_label, y_label, rows) in enumerate(panels):
+            ax = axes[row][col]
+            for arm in (a for a in study.arms if a.group == group):
+                xs, mean, low, high = _band([r for r in rows if r["arm"] == arm.label], x_key, y_key)
+                if x_key == "train_time_s":
+                    xs = xs / 60
+                if len(xs):
+                    (line,) = ax.plot(xs, mean, label=arm.label, linestyle="-" if arm.residual else "--")
+                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.set(xlabel=x_label, ylabel=y_label)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_title(group, loc="left", fontsize=10)
+        axes[row][0].legend(fontsize=8)
+    seeds = len(study.seeds)
+    fig.suptitle(
+        f"{study.kind} study: {study.recipe.width}x width, {study.recipe.input_size}px, {seeds} seed(s); "
+        "line = mean, band = min to max over seeds",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _band(rows: Sequence[dict[str, Any]], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:
+    """x, mean, min and max of y over seeds, at the x positions every seed reached (steps: smoothed)."""
+    by_seed: dict[int, dict[float, float]] = defaultdict(dict)
+    for r in rows:
+        if r.get(y_key) is not None and math.isfinite(r[y_key]):
+            by_seed[r["seed"]][r[x_key]] = r[y_key]
+    if not by_seed:
+        return (np.array([]),) * 4
+    if x_key == "train_time_s":  # each seed has its own times: average them per epoch instead
+        count = min(len(v) for v in by_seed.values())
+        xs = np.mean([sorted(v)[:count] for v in by_seed.values()], axis=0)
+        ys = np.array([[v[t] for t in sorted(v)[:count]] for v in by_seed.values()])
+    else:
+        common = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+        xs = np.array(common, dtype=float)
+        ys = np.array([[v[x] for x in common] for v in by_seed.values()])
+        if x_key == "step" and ys.shape[1] > 20:  # a moving average over about 5% of the run
+            k = max(1, ys.shape[1] // 20)
+            kernel = np.ones(k) / k
+            ys = np.array([np.convolve(y, kernel, mode="valid") for y in ys])
+            xs = xs[k - 1 :]
+    return xs, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
