@@ -370,6 +370,9 @@ def _run_study(args: argparse.Namespace) -> int:
     summary = run_study(study, out_dir)
     print(format_report(summary))
     print(f"tables, summary.json and {args.kind}.png in {out_dir}")
+    if not summary["complete"]:
+        print(f"the study is incomplete; continue with the same command (--out-dir {out_dir})", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -33,11 +33,16 @@ def write_results(study: Study, out_dir: Path) -> dict[str, Any]:
     write_csv(epoch_rows, out_dir / "epochs.csv")
     write_csv(step_rows, out_dir / "steps.csv")
     write_csv(run_rows, out_dir / "runs.csv")
+    # The summary, the per-epoch table and the plot cover the runs that have ended (finished or diverged).
+    ended = {(r["arm"], r["seed"]) for r in run_rows if r["status"] != "unfinished"}
+    epoch_rows = [r for r in epoch_rows if (r["arm"], r["seed"]) in ended]
+    step_rows = [r for r in step_rows if (r["arm"], r["seed"]) in ended]
     write_csv(per_epoch_summary(epoch_rows), out_dir / "summary.csv")
     if study.kind == "residual":
         summary = residual_summary(study, epoch_rows)
     else:
         summary = scaling_summary(study, epoch_rows, step_rows, run_rows)
+    summary["complete"] = len(ended) == len(study.arms) * len(study.seeds)
     summary["runs"] = run_rows
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if epoch_rows or step_rows:
@@ -189,7 +194,7 @@ def scaling_summary(
     for arm in study.arms:
         fates = {}
         for seed in study.seeds:
-            if (arm.label, seed) not in status:
+            if status.get((arm.label, seed), "unfinished") == "unfinished":
                 continue
             fate = run_fate(steps.get((arm.label, seed), []), status[(arm.label, seed)])
             rows = epochs.get((arm.label, seed), [])
@@ -225,10 +230,10 @@ def format_report(summary: dict[str, Any]) -> str:
                 f"{reach if reach else 'never'} of {c['epochs']}, time per run x{c['time_ratio']:.2f}"
             )
     else:
-        lines.append(f"{'arm':22s} {'runs':>4s} {'died':>4s} {'stalled':>7s} {'diverged':>8s} {'final top-1 err':>18s}")
+        lines.append(f"{"arm":26s} {"runs":>4s} {'died':>4s} {'stalled':>7s} {'diverged':>8s} {'final top-1 err':>18s}")
         for label, a in summary["arms"].items():
             lines.append(
-                f"{label:22s} {a['runs']:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
+                f"{label:26s} {a["runs"]:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
                 f"{_pm(a['final_top1']):>18s}  zeros before pooling at the end {_pm(a['final_zero_fraction'], 3)}"
             )
     return "\n".join(lines)
