@@ -230,10 +230,10 @@ def format_report(summary: dict[str, Any]) -> str:
                 f"{reach if reach else 'never'} of {c['epochs']}, time per run x{c['time_ratio']:.2f}"
             )
     else:
-        lines.append(f"{"arm":26s} {"runs":>4s} {'died':>4s} {'stalled':>7s} {'diverged':>8s} {'final top-1 err':>18s}")
+        lines.append(f"{'arm':26s} {'runs':>4s} {'died':>4s} {'stalled':>7s} {'diverged':>8s} {'final top-1 err':>18s}")
         for label, a in summary["arms"].items():
             lines.append(
-                f"{label:26s} {a["runs"]:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
+                f"{label:26s} {a['runs']:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
                 f"{_pm(a['final_top1']):>18s}  zeros before pooling at the end {_pm(a['final_zero_fraction'], 3)}"
             )
     return "\n".join(lines)
