@@ -157,3 +157,16 @@ def test_folder_errors_name_the_problem(tmp_path: Path) -> None:
     train, _ = image_folders(root, train_transform=None, val_transform=None)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_loader(train, batch_size=4, num_workers=0, seed=0)
+
+
+def test_per_class_subset_and_a_test_folder_as_validation(tmp_path: Path) -> None:
+    root = tiny_image_folder(tmp_path / "d", classes=3, train=5, val=3)
+    (root / "val").rename(root / "test")  # CIFAR-10's layout: train/ and test/
+    train, val = image_folders(root, train_transform=None, val_transform=None, train_per_class=2, val_per_class=1)
+    assert Path(val.root).name == "test"
+    assert [t for _, t in train.samples] == [0, 0, 1, 1, 2, 2] == train.targets
+    assert len(val) == 3 and val.imgs == val.samples
+    full = sorted(p.name for p in (root / "train" / train.classes[0]).iterdir())
+    assert [Path(p).name for p, _ in train.samples[:2]] == full[:2]  # the first files, in name order
+    everything, _ = image_folders(root, train_transform=None, val_transform=None)
+    assert len(everything) == 15

@@ -53,9 +53,7 @@ class TrainConfig:
     train_per_class: int = field(
         default=0, metadata=_help("train on the first N images of each class only (in file-name order); 0 = all")
     )
-    val_per_class: int = field(
-        default=0, metadata=_help("evaluate on the first N images of each class only; 0 = all")
-    )
+    val_per_class: int = field(default=0, metadata=_help("evaluate on the first N images of each class only; 0 = all"))
     num_workers: int = field(default=4, metadata=_help("DataLoader worker processes per training process"))
 
     # -- model --------------------------------------------------------------------------------------------

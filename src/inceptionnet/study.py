@@ -253,9 +253,9 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
     for arm in study.arms:
         for seed in study.seeds:
             folder = run_dir(out_dir, arm, seed)
-            if not (folder / METRICS).exists():
-                continue
-            records = read_metrics(folder / METRICS)
+            if not (folder / METRICS).exists() and not (folder / STATUS).exists():
+                continue  # not started
+            records = read_metrics(folder / METRICS) if (folder / METRICS).exists() else []
             epochs = _last_by(records, "epoch", "epoch")
             steps = _last_by(records, "step", "step")
             status_file = folder / STATUS
@@ -278,7 +278,9 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
             for rec in steps:
                 keys = ("epoch", "loss", "lr", "grad_norm", "zero_fraction", "dead_channels")
                 step_rows.append(ident | {"step": rec["step"], **{k: rec.get(k) for k in keys}})
-            run_rows.append(ident | {"status": status, "epochs": len(epochs), "steps": steps[-1]["step"] if steps else 0})
+            run_rows.append(
+                ident | {"status": status, "epochs": len(epochs), "steps": steps[-1]["step"] if steps else 0}
+            )
     return epoch_rows, step_rows, run_rows
 
 

@@ -149,9 +149,7 @@ def _mean_curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[flo
     for row in rows:
         values[row["arm"]][row["epoch"]].append(row[key])
         seeds[row["arm"]].add(row["seed"])
-    return {
-        arm: [float(np.mean(v[e])) for e in sorted(v) if len(v[e]) == len(seeds[arm])] for arm, v in values.items()
-    }
+    return {arm: [float(np.mean(v[e])) for e in sorted(v) if len(v[e]) == len(seeds[arm])] for arm, v in values.items()}
 
 
 # -- scaling: does the network die? -----------------------------------------------------------------------------
