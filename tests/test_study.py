@@ -87,12 +87,13 @@ def _steps(zeros: list[float], losses: list[float]) -> list[dict]:
 
 
 def test_run_fate_tells_dead_stalled_diverged_and_healthy_runs() -> None:
-    healthy = run_fate(_steps([0.5] * 20, [2.3 - 0.05 * i for i in range(20)]), "finished")
+    healthy = run_fate(_steps([0.5] * 20, [2.3 - 0.05 * i for i in range(20)]), "finished", num_classes=10)
     assert not (healthy["died"] or healthy["stalled"] or healthy["diverged"])
-    dead = run_fate(_steps([0.5] * 10 + [1.0] * 10, [2.3] * 20), "finished")
-    assert dead["died"] and dead["stalled"] and dead["first_dead_step"] == 11
+    dead = run_fate(_steps([0.5] * 10 + [1.0] * 10, [9.0] * 10 + [2.3] * 10), "finished", num_classes=10)
+    assert dead["died"] and dead["stalled"] and dead["first_dead_step"] == 11  # ln 10 = 2.303: chance level
     assert dead["final_zero_fraction"] == 1.0 and dead["max_zero_fraction"] == 1.0
-    diverged = run_fate(_steps([0.5] * 4, [2.3, 5.0, 50.0, 500.0]), "diverged")
+    assert not run_fate(_steps([0.5] * 10, [9.0] * 5 + [2.1] * 5), "finished", num_classes=10)["stalled"]
+    diverged = run_fate(_steps([0.5] * 4, [2.3, 5.0, 50.0, 500.0]), "diverged", num_classes=10)
     assert diverged["diverged"] and diverged["stalled"] and not diverged["died"]
 
 

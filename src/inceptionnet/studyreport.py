@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torchvision.datasets.folder import find_classes
 
+from inceptionnet.data import DEMO_DATA
 from inceptionnet.study import Study, collect, write_csv
 
 DEAD_ZERO_FRACTION = 0.99  # the last feature map is (nearly) all zeros: the paper's "died"
-STALLED_LOSS_RATIO = 0.95  # the loss of the last tenth of the steps is above 95% of that of the first tenth
+STALLED_LOSS_RATIO = 0.95  # the loss of the last tenth of the steps is at or above 95% of chance level, ln(classes)
 
 
 def write_results(study: Study, out_dir: Path) -> dict[str, Any]:
@@ -155,12 +157,14 @@ def _mean_curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[flo
 # -- scaling: does the network die? -----------------------------------------------------------------------------
 
 
-def run_fate(steps: Sequence[dict[str, Any]], status: str) -> dict[str, Any]:
+def run_fate(steps: Sequence[dict[str, Any]], status: str, *, num_classes: int) -> dict[str, Any]:
     """One run's outcome from its logged steps.
 
     died: the zero fraction before pooling, averaged over the last tenth of the logged steps, is
-    at least 0.99; stalled: the loss of the last tenth is above 95% of that of the first tenth;
-    diverged: a NaN/Inf loss stopped the run.
+    at least 0.99; stalled: the loss of the last tenth is still at or above 95% of ln(num_classes),
+    the loss of a network that predicts every class alike (with or without label smoothing), i.e.
+    it has learnt next to nothing; diverged: a NaN/Inf loss stopped the run. The first tenth of a
+    high-learning-rate run often holds a loss far above chance, so a fall from there proves little.
     """
     zeros = [s["zero_fraction"] for s in steps if s.get("zero_fraction") is not None]
     losses = [s["loss"] for s in steps]
@@ -171,7 +175,7 @@ def run_fate(steps: Sequence[dict[str, Any]], status: str) -> dict[str, Any]:
     return {
         "diverged": status == "diverged",
         "died": final_zero >= DEAD_ZERO_FRACTION,
-        "stalled": bool(losses) and last_loss > STALLED_LOSS_RATIO * first_loss,
+        "stalled": bool(losses) and last_loss >= STALLED_LOSS_RATIO * math.log(num_classes),
         "final_zero_fraction": final_zero,
         "max_zero_fraction": max(zeros) if zeros else math.nan,
         "first_dead_step": first_dead,
@@ -188,13 +192,14 @@ def scaling_summary(
 ) -> dict[str, Any]:
     steps, epochs = _by_run(step_rows), _by_run(epoch_rows)
     status = {(r["arm"], r["seed"]): r["status"] for r in run_rows}
+    num_classes = len(find_classes(str(Path(study.recipe.data or DEMO_DATA) / "train"))[0])
     arms: dict[str, Any] = {}
     for arm in study.arms:
         fates = {}
         for seed in study.seeds:
             if status.get((arm.label, seed), "unfinished") == "unfinished":
                 continue
-            fate = run_fate(steps.get((arm.label, seed), []), status[(arm.label, seed)])
+            fate = run_fate(steps.get((arm.label, seed), []), status[(arm.label, seed)], num_classes=num_classes)
             rows = epochs.get((arm.label, seed), [])
             fate["final_top1"] = rows[-1]["val_top1_error"] if rows else None
             fates[seed] = fate
@@ -208,7 +213,7 @@ def scaling_summary(
             "final_zero_fraction": stats([f["final_zero_fraction"] for f in fates.values()]),
             "per_seed": fates,
         }
-    return {"kind": "scaling", "arms": arms}
+    return {"kind": "scaling", "num_classes": num_classes, "arms": arms}
 
 
 def format_report(summary: dict[str, Any]) -> str:
@@ -285,10 +290,15 @@ def plot_study(
             if col == 0:
                 ax.set_title(group, loc="left", fontsize=10)
         axes[row][0].legend(fontsize=8)
-    seeds = len(study.seeds)
+    ended: dict[str, set[int]] = defaultdict(set)
+    for r in (*epoch_rows, *step_rows):
+        ended[r["arm"]].add(r["seed"])
+    counts = sorted({len(v) for v in ended.values()})
+    seeds = str(counts[-1]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    asked = "" if counts == [len(study.seeds)] else f" of {len(study.seeds)} asked"
     fig.suptitle(
-        f"{study.kind} study: {study.recipe.width}x width, {study.recipe.input_size}px, {seeds} seed(s); "
-        "line = mean, band = min to max over seeds",
+        f"{study.kind} study: {study.recipe.width}x width, {study.recipe.input_size}px, {seeds} seed(s) per arm"
+        f"{asked}; line = mean, band = min to max over seeds",
         fontsize=10,
     )
     fig.tight_layout()
