@@ -176,7 +176,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     import dataclasses
-    import typing
 
     from inceptionnet.config import PRESETS, TrainConfig
 
@@ -195,23 +194,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="named configuration (default: demo without --data, paper with it)",
     )
     p.add_argument("--resume", metavar="PATH", help="continue the run of a checkpoint file or run folder (its last.pt)")
-    hints = typing.get_type_hints(TrainConfig)
     demo, paper = PRESETS["demo"], PRESETS["paper"]
     for f in dataclasses.fields(TrainConfig):
-        kind = hints[f.name]
         d, q = getattr(demo, f.name), getattr(paper, f.name)
         shown = "" if d == q is None else f" [default: {q}]" if d == q else f" [paper preset: {q}, demo preset: {d}]"
-        options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"] + shown}
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is typing.Literal:
-            options["choices"] = typing.get_args(kind)
-        elif f.name == "model":
-            options["choices"] = list_models()
-        else:
-            options["type"] = next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind))
-        p.add_argument("--" + f.name.replace("_", "-"), **options)
+        _add_config_option(p, f.name, default=argparse.SUPPRESS, suffix=shown)
     p.set_defaults(func=_run_train)
+
+
+def _add_config_option(p: argparse._ActionsContainer, name: str, *, default: object, suffix: str = "") -> None:
+    """`--field-name` for a TrainConfig field, typed and explained as the field is."""
+    import dataclasses
+    import typing
+
+    from inceptionnet.config import TrainConfig
+
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    kind = typing.get_type_hints(TrainConfig)[name]
+    options: dict = {"dest": name, "default": default, "help": f.metadata["help"] + suffix}
+    if kind is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(kind) is typing.Literal:
+        options["choices"] = typing.get_args(kind)
+    elif name == "model":
+        options["choices"] = list_models()
+    else:
+        options["type"] = next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind))
+    p.add_argument("--" + name.replace("_", "-"), **options)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -302,6 +311,12 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+STUDY_OPTIONS = (
+    *("model", "width", "input_size", "epochs", "batch_size", "lr", "lr_decay_rate", "lr_decay_epochs"),
+    *("train_per_class", "val_per_class", "log_every", "num_workers", "device", "precision", "channels_last"),
+)
+
+
 def _add_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
@@ -323,25 +338,9 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3; --quick uses at most 2)")
     p.add_argument("--quick", action="store_true", help="a tiny version of the study, about a minute on a CPU")
     p.add_argument("--threads", type=int, help="CPU threads of this process (torch.set_num_threads)")
-    recipe = p.add_argument_group("recipe (default: the study's, see docs/reproduction.md)")
-    for name, kind, text in (
-        ("model", str, "scaling only: the residual network (default inception_resnet_v2_paper)"),
-        ("width", float, "channel-width multiplier"),
-        ("input_size", int, "input size in pixels"),
-        ("epochs", int, "epochs per run"),
-        ("batch_size", int, "images per step"),
-        ("lr", float, "initial learning rate"),
-        ("lr_decay_rate", float, "learning-rate decay factor"),
-        ("lr_decay_epochs", float, "epochs between decays"),
-        ("train_per_class", int, "training images per class (0 = all)"),
-        ("val_per_class", int, "validation images per class (0 = all)"),
-        ("log_every", int, "steps between step records"),
-        ("num_workers", int, "data-loading processes per run"),
-        ("device", str, "auto, cuda or cpu"),
-        ("precision", str, "fp32, bf16 or fp16"),
-    ):
-        recipe.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    recipe.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
+    recipe = p.add_argument_group("recipe: each option replaces the study's value (docs/reproduction.md)")
+    for name in STUDY_OPTIONS:
+        _add_config_option(recipe, name, default=None, suffix=" (scaling study only)" if name == "model" else "")
     recipe.add_argument(
         "--warmup-epochs", type=float, default=2.0, help="scaling only: the warm-up arm's linear warm-up (default 2)"
     )
@@ -356,13 +355,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    recipe_fields = ("width", "input_size", "epochs", "batch_size", "lr", "lr_decay_rate", "lr_decay_epochs")
-    recipe_fields += ("train_per_class", "val_per_class", "log_every", "num_workers", "device", "precision")
-    overrides = {k: getattr(args, k) for k in (*recipe_fields, "channels_last")}
-    if args.model is not None:
-        if args.kind != "scaling":
-            raise ValueError("--model applies to the scaling study; the residual study trains its fixed pairs")
-        overrides["model"] = args.model
+    overrides = {name: getattr(args, name) for name in STUDY_OPTIONS}
+    if args.model is not None and args.kind != "scaling":
+        raise ValueError("--model applies to the scaling study; the residual study trains its fixed pairs")
     study = build_study(
         args.kind, seeds=args.seeds, quick=args.quick, data=args.data, warmup_epochs=args.warmup_epochs, **overrides
     )

@@ -201,7 +201,7 @@ def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] =
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "study.json").write_text(json.dumps(_describe(study), indent=2) + "\n", encoding="utf-8")
+    (out_dir / "study.json").write_text(json.dumps(describe(study), indent=2) + "\n", encoding="utf-8")
     total = len(study.arms) * len(study.seeds)
     for n, (seed, arm) in enumerate(((s, a) for s in study.seeds for a in study.arms), start=1):
         cfg = study.run_config(arm, seed, out_dir)
@@ -233,9 +233,12 @@ def _write_status(folder: Path, status: str, message: str) -> None:
     tmp.replace(folder / STATUS)
 
 
-def _describe(study: Study) -> dict[str, Any]:
+def describe(study: Study) -> dict[str, Any]:
+    from inceptionnet import __version__
+
     return {
         "kind": study.kind,
+        "version": __version__,
         "seeds": list(study.seeds),
         "recipe": study.recipe.to_dict(),
         "arms": [dataclasses.asdict(a) for a in study.arms],

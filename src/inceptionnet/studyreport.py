@@ -23,7 +23,7 @@ import numpy as np
 from torchvision.datasets.folder import find_classes
 
 from inceptionnet.data import DEMO_DATA
-from inceptionnet.study import Study, collect, write_csv
+from inceptionnet.study import Study, collect, describe, write_csv
 
 DEAD_ZERO_FRACTION = 0.99  # the last feature map is (nearly) all zeros: the paper's "died"
 STALLED_LOSS_RATIO = 0.95  # the loss of the last tenth of the steps is at or above 95% of chance level, ln(classes)
@@ -46,6 +46,7 @@ def write_results(study: Study, out_dir: Path) -> dict[str, Any]:
         summary = scaling_summary(study, epoch_rows, step_rows, run_rows)
     summary["complete"] = len(ended) == len(study.arms) * len(study.seeds)
     summary["runs"] = run_rows
+    summary["study"] = describe(study)  # the resolved recipe, the arms and the code version
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if epoch_rows or step_rows:
         plot_study(study, epoch_rows, step_rows, out_dir / f"{study.kind}.png")
