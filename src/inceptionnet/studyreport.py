@@ -71,7 +71,7 @@ def per_epoch_summary(epoch_rows: Sequence[dict[str, Any]]) -> list[dict[str, An
         line: dict[str, Any] = {"arm": arm, "epoch": epoch, "seeds": len(rows)}
         for key in ("val_top1_error", "val_top5_error", "train_loss", "train_time_s"):
             s = stats([r[key] for r in rows])
-            line |= {f"{key}_{k}": s[k] for k in ("mean", "std", "min", "max")}
+            line |= {f"{key}_{k}": round(s[k], 4) for k in ("mean", "std", "min", "max")}
         out.append(line)
     return out
 
@@ -168,6 +168,7 @@ def run_fate(steps: Sequence[dict[str, Any]], status: str, *, num_classes: int) 
     high-learning-rate run often holds a loss far above chance, so a fall from there proves little.
     """
     zeros = [s["zero_fraction"] for s in steps if s.get("zero_fraction") is not None]
+    dead_channels = [s["dead_channels"] for s in steps if s.get("dead_channels") is not None]
     losses = [s["loss"] for s in steps]
     tenth = max(1, len(steps) // 10)
     final_zero = float(np.mean(zeros[-tenth:])) if zeros else math.nan
@@ -178,6 +179,7 @@ def run_fate(steps: Sequence[dict[str, Any]], status: str, *, num_classes: int) 
         "died": final_zero >= DEAD_ZERO_FRACTION,
         "stalled": bool(losses) and last_loss >= STALLED_LOSS_RATIO * math.log(num_classes),
         "final_zero_fraction": final_zero,
+        "final_dead_channels": float(np.mean(dead_channels[-tenth:])) if dead_channels else math.nan,
         "max_zero_fraction": max(zeros) if zeros else math.nan,
         "first_dead_step": first_dead,
         "first_loss": first_loss,
@@ -212,6 +214,7 @@ def scaling_summary(
             "diverged": sum(f["diverged"] for f in fates.values()),
             "final_top1": stats([f["final_top1"] for f in fates.values()]),
             "final_zero_fraction": stats([f["final_zero_fraction"] for f in fates.values()]),
+            "final_dead_channels": stats([f["final_dead_channels"] for f in fates.values()]),
             "per_seed": fates,
         }
     return {"kind": "scaling", "num_classes": num_classes, "arms": arms}
@@ -238,7 +241,8 @@ def format_report(summary: dict[str, Any]) -> str:
         for label, a in summary["arms"].items():
             lines.append(
                 f"{label:26s} {a['runs']:4d} {a['died']:4d} {a['stalled']:7d} {a['diverged']:8d} "
-                f"{_pm(a['final_top1']):>18s}  zeros before pooling at the end {_pm(a['final_zero_fraction'], 3)}"
+                f"{_pm(a['final_top1']):>18s}  at the end: zeros before pooling {_pm(a['final_zero_fraction'], 3)}, "
+                f"all-zero channels {_pm(a['final_dead_channels'], 3)}"
             )
     return "\n".join(lines)
 
