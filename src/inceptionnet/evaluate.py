@@ -8,34 +8,44 @@ images; it knows nothing about training.
 Memory stays bounded by one loader batch: images are decoded and cut into views by the DataLoader
 workers as uint8 (a 144-view image at 299 is 39 MB), and the views go through each network
 `batch_size` at a time, scaled and normalised just before the forward pass.
+
+The loader that decodes images and cuts their views (evalviews.py), the result classes
+(evalscore.py) and the speed measurements of the two halves alone (evalspeed.py) live in their own
+modules; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.crops import CROP_SCHEMES, render_views, views_for
-from inceptionnet.data import ImageFolder, collate_skipping_bad
+from inceptionnet.evalscore import ClassScore, EvalResult, Score, _Tally  # noqa: F401 (ClassScore, Score: re-exported)
+from inceptionnet.evalspeed import Throughput, measure_inference, measure_loading  # noqa: F401 (re-exported)
+from inceptionnet.evalviews import (
+    DEFAULT_WORKERS,
+    MultiViewTransform,
+    ViewBatch,  # noqa: F401 (re-exported)
+    ViewConfig,  # noqa: F401 (re-exported)
+    _dataset,
+    _images_per_batch,
+    _loader,
+    _view_config,
+    collate_views,  # noqa: F401 (re-exported)
+)
 from inceptionnet.models import Preprocessing, create_model
 
-DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 _SYNSET = re.compile(r"^n\d{8}$")
 
 
@@ -128,257 +138,6 @@ def parse_member(spec: str) -> tuple[str, str | None]:
     if sep and not weights:
         raise ValueError(f"model {spec!r} ends with ':' but names no weights; write NAME or NAME:WEIGHTS")
     return name, (weights if sep else None)
-
-
-# -- data: decode once, cut the views of every preprocessing the members need ----------------------------------
-
-
-@dataclass(frozen=True)
-class ViewConfig:
-    """What decides the pixels of a view (mean and std are applied later, per network)."""
-
-    input_size: int
-    crop_fraction: float
-    interpolation: str
-
-
-class MultiViewTransform:
-    """PIL image -> one uint8 (views, C, S, S) tensor per ViewConfig (one decode serves them all)."""
-
-    def __init__(self, crops: int, configs: Sequence[ViewConfig]) -> None:
-        if crops not in CROP_SCHEMES:
-            raise ValueError(f"crops must be one of {CROP_SCHEMES}, got {crops}")
-        self.crops = crops
-        self.configs = tuple(configs)
-
-    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, ...]:
-        pixels = F.pil_to_tensor(image)
-        h, w = pixels.shape[-2:]
-        out = []
-        for c in self.configs:
-            views = views_for(self.crops, h, w, input_size=c.input_size, crop_fraction=c.crop_fraction)
-            out.append(render_views(pixels, views, input_size=c.input_size, interpolation=c.interpolation))
-        return tuple(out)
-
-
-@dataclass
-class ViewBatch:
-    views: tuple[torch.Tensor, ...]  # per ViewConfig: uint8 (N, views, C, S, S)
-    targets: torch.Tensor  # (N,) folder class indices
-    skipped: int  # unreadable images dropped from this batch
-
-
-def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) -> ViewBatch:
-    """`collate_skipping_bad` for samples that carry one view tensor per ViewConfig."""
-    width = next((len(s[0]) for s in samples if s is not None), 0)
-    if width == 0:
-        return ViewBatch((), torch.empty(0, dtype=torch.long), len(samples))
-    parts = [collate_skipping_bad([None if s is None else (s[0][i], s[1]) for s in samples]) for i in range(width)]
-    return ViewBatch(tuple(p.images for p in parts), parts[0].targets, parts[0].skipped)
-
-
-def _dataset(data_dir: str | Path, transform: MultiViewTransform, max_images: int | None) -> tuple[Dataset, list[str]]:
-    folder = ImageFolder(data_dir, transform=transform)
-    if max_images is None or max_images >= len(folder):
-        return folder, folder.classes
-    if max_images < 1:
-        raise ValueError(f"max_images must be at least 1, got {max_images}")
-    # Evenly spaced over the (class-sorted) samples, so a quick check still sees every part of the folder.
-    step = len(folder) / max_images
-    return Subset(folder, [int(i * step) for i in range(max_images)]), folder.classes
-
-
-def _loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=images_per_batch,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_views,
-        pin_memory=pin_memory,
-    )
-
-
-def _images_per_batch(batch_size: int, views: int) -> int:
-    # Enough images to fill about one forward batch of views; one image when its views alone exceed it.
-    return max(1, batch_size // views)
-
-
-def _view_config(pre: Preprocessing, crops: int) -> ViewConfig:
-    # The 144-view scales follow from the input size alone: networks differing only in crop fraction share views.
-    return ViewConfig(pre.input_size, 1.0 if crops == 144 else pre.crop_fraction, pre.interpolation)
-
-
-# -- results ----------------------------------------------------------------------------------------------------
-
-
-def _pct(correct: int, total: int) -> float:
-    return 100.0 * correct / total if total else math.nan
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    name: str
-    images: int
-    top1_correct: int
-    top5_correct: int
-
-    @property
-    def top1_accuracy(self) -> float:
-        return _pct(self.top1_correct, self.images)
-
-    @property
-    def top5_accuracy(self) -> float:
-        return _pct(self.top5_correct, self.images)
-
-
-@dataclass(frozen=True)
-class Score:
-    """One row of the paper's tables. Accuracies and errors are in percent."""
-
-    model: str
-    crops: int
-    images: int
-    top1_correct: int
-    top5_correct: int
-    per_class: tuple[ClassScore, ...] = ()
-
-    @property
-    def top1_accuracy(self) -> float:
-        return _pct(self.top1_correct, self.images)
-
-    @property
-    def top5_accuracy(self) -> float:
-        return _pct(self.top5_correct, self.images)
-
-    @property
-    def top1_error(self) -> float:
-        return 100.0 - self.top1_accuracy
-
-    @property
-    def top5_error(self) -> float:
-        return 100.0 - self.top5_accuracy
-
-    def per_class_table(self) -> str:
-        """Accuracy per class, for the classes with images."""
-        rows = ["| class | images | top-1 acc. | top-5 acc. |", "|---|---|---|---|"]
-        rows += [
-            f"| {c.name} | {c.images} | {c.top1_accuracy:.2f} | {c.top5_accuracy:.2f} |"
-            for c in self.per_class
-            if c.images
-        ]
-        return "\n".join(rows)
-
-    def to_dict(self, *, per_class: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "model": self.model,
-            "crops": self.crops,
-            "images": self.images,
-            "top1_correct": self.top1_correct,
-            "top5_correct": self.top5_correct,
-            "top1_error": _finite(self.top1_error),
-            "top5_error": _finite(self.top5_error),
-            "top1_accuracy": _finite(self.top1_accuracy),
-            "top5_accuracy": _finite(self.top5_accuracy),
-        }
-        if per_class:
-            d["per_class"] = [
-                {
-                    "class": c.name,
-                    "images": c.images,
-                    "top1_accuracy": _finite(c.top1_accuracy),
-                    "top5_accuracy": _finite(c.top5_accuracy),
-                }
-                for c in self.per_class
-            ]
-        return d
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 4)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Every number of one evaluation: a Score per member, then the ensemble's when there are several."""
-
-    scores: tuple[Score, ...]
-    crops: int
-    images: int  # images scored
-    skipped: int  # unreadable images, left out of every score
-    seconds: float  # wall time from the first loader request to the last score
-    model_seconds: float  # time inside the networks (forward, softmax, averaging)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ensemble(self) -> Score | None:
-        return self.scores[-1] if len(self.scores) > 1 else None
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else math.nan
-
-    @property
-    def views_per_s(self) -> float:
-        """Views of the images per second; each member of an ensemble sees every view."""
-        return self.images * self.crops / self.seconds if self.seconds > 0 else math.nan
-
-    def to_dict(self, *, per_class: bool = False) -> dict[str, Any]:
-        from inceptionnet import __version__
-
-        return {
-            "version": __version__,
-            "config": self.config,
-            "crops": self.crops,
-            "images": self.images,
-            "skipped": self.skipped,
-            "seconds": round(self.seconds, 3),
-            "model_seconds": round(self.model_seconds, 3),
-            "images_per_s": _finite(self.images_per_s),
-            "views_per_s": _finite(self.views_per_s),
-            "results": [s.to_dict(per_class=per_class) for s in self.scores],
-        }
-
-    def describe(self) -> str:
-        return (
-            f"{self.images} images ({self.skipped} skipped), {self.crops} crops: {self.seconds:.1f} s, "
-            f"{self.images_per_s:.2f} images/s, {self.views_per_s:.1f} views/s "
-            f"({self.model_seconds:.1f} s inside the networks)"
-        )
-
-    def table(self) -> str:
-        """The scores as a Markdown table shaped like the paper's Tables 2-5 (errors in percent)."""
-        rows = ["| model | crops | top-1 error | top-5 error | top-1 acc. | top-5 acc. | images |", "|---" * 7 + "|"]
-        for s in self.scores:
-            rows.append(
-                f"| {s.model} | {s.crops} | {s.top1_error:.2f} | {s.top5_error:.2f} | "
-                f"{s.top1_accuracy:.2f} | {s.top5_accuracy:.2f} | {s.images} |"
-            )
-        return "\n".join(rows)
-
-
-class _Tally:
-    """Running top-1 / top-5 counts, overall and per folder class."""
-
-    def __init__(self, num_folder_classes: int) -> None:
-        self.images = torch.zeros(num_folder_classes, dtype=torch.long)
-        self.top1 = torch.zeros(num_folder_classes, dtype=torch.long)
-        self.top5 = torch.zeros(num_folder_classes, dtype=torch.long)
-
-    def add(self, probs: torch.Tensor, folder_targets: torch.Tensor, model_targets: torch.Tensor) -> None:
-        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-        hit = top == model_targets[:, None]
-        n = self.images.numel()
-        self.images += torch.bincount(folder_targets, minlength=n)
-        self.top1 += torch.bincount(folder_targets, weights=hit[:, 0].double(), minlength=n).long()
-        self.top5 += torch.bincount(folder_targets, weights=hit.any(1).double(), minlength=n).long()
-
-    def score(self, model: str, crops: int, classes: Sequence[str]) -> Score:
-        per_class = tuple(
-            ClassScore(c, int(i), int(a), int(b))
-            for c, i, a, b in zip(classes, self.images, self.top1, self.top5, strict=True)
-        )
-        return Score(model, crops, int(self.images.sum()), int(self.top1.sum()), int(self.top5.sum()), per_class)
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------
@@ -545,109 +304,3 @@ def evaluate(
         "members": [{"name": m.name, "preprocessing": dataclasses.asdict(m.pre)} for m in members],
     }
     return EvalResult(scores, crops, scores[0].images, skipped, seconds, model_seconds, config)
-
-
-# -- throughput of the two halves alone -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Throughput:
-    what: str  # "data loading" or "inference"
-    crops: int
-    images: int
-    views: int
-    seconds: float
-    skipped: int = 0
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else math.nan
-
-    @property
-    def views_per_s(self) -> float:
-        return self.views / self.seconds if self.seconds > 0 else math.nan
-
-    def describe(self) -> str:
-        return (
-            f"{self.what}: {self.images} images, {self.views} views ({self.crops} per image) in {self.seconds:.2f} s: "
-            f"{self.images_per_s:.2f} images/s, {self.views_per_s:.1f} views/s"
-            + (f", {self.skipped} unreadable" if self.skipped else "")
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.update(images_per_s=_finite(self.images_per_s), views_per_s=_finite(self.views_per_s))
-        return d
-
-
-def measure_loading(
-    data_dir: str | Path,
-    *,
-    preprocessing: Preprocessing | Sequence[Preprocessing] | None = None,
-    crops: int = 1,
-    batch_size: int = 32,
-    workers: int = DEFAULT_WORKERS,
-    input_size: int | None = None,
-    max_images: int | None = None,
-) -> Throughput:
-    """Decode and cut views exactly as `evaluate` does, with no network: is the loader fast enough?
-
-    The time runs from asking for the first batch (worker start-up included) to the last batch.
-    """
-    if preprocessing is None:
-        preprocessing = Preprocessing()
-    pres = [preprocessing] if isinstance(preprocessing, Preprocessing) else list(preprocessing)
-    if input_size is not None:
-        pres = [dataclasses.replace(p, input_size=input_size) for p in pres]
-    configs = list(dict.fromkeys(_view_config(p, crops) for p in pres))
-    dataset, _ = _dataset(data_dir, MultiViewTransform(crops, configs), max_images)
-    loader = _loader(dataset, images_per_batch=_images_per_batch(batch_size, crops), workers=workers, pin_memory=False)
-    images = skipped = views = 0
-    start = time.perf_counter()
-    for batch in loader:
-        images += batch.targets.numel()
-        skipped += batch.skipped
-        views += sum(v.shape[0] * v.shape[1] for v in batch.views)
-    return Throughput("data loading", crops, images, views, time.perf_counter() - start, skipped)
-
-
-def measure_inference(
-    model: nn.Module,
-    *,
-    crops: int = 1,
-    images: int = 8,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    input_size: int | None = None,
-) -> Throughput:
-    """Plain inference on random inputs: `images` x `crops` views through `model`, `batch_size` at a time.
-
-    The yardstick for `evaluate`: softmax included, no data loading, no view cutting. One warm-up
-    batch runs first and is not timed.
-    """
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    size = input_size or getattr(model, "preprocessing", Preprocessing()).input_size
-    total = images * crops
-    x = torch.randn(min(batch_size, total), 3, size, size, device=dev)
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        with torch.inference_mode():
-            model(x).softmax(dim=-1)
-            _sync(dev)
-            start = time.perf_counter()
-            done = 0
-            while done < total:
-                n = min(batch_size, total - done)
-                model(x[:n]).float().softmax(dim=-1)
-                done += n
-            _sync(dev)
-            seconds = time.perf_counter() - start
-    finally:
-        model.train(was_training)
-    return Throughput("inference", crops, images, total, seconds)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -1,9 +1,11 @@
-"""Published ImageNet weights: catalogue, download, the key table onto our module names, loading, saving.
+"""Published ImageNet weights and our own checkpoints: download, reading, loading, saving.
 
 The published checkpoints are timm's conversions of the TF-slim, torchvision and Gluon releases, stored
-on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`. Their state dicts use timm's module
-names; `KEY_TABLE` maps them onto ours, once, explicitly, and `load_weights` applies it. Nothing is
-ever unpickled: `.safetensors` files are read with safetensors, `.pth/.pt/.bin` with
+on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`; their catalogue (`WEIGHT_TAGS`,
+`get_weight_tag`, `WeightsError`) is weight_tags.py. Their state dicts use timm's module names;
+`KEY_TABLE` (weight_keys.py) maps them onto ours, once, explicitly, and `load_weights` applies it.
+Both modules' public names are re-exported here: `inceptionnet.weights` is the entry point.
+Nothing is ever unpickled: `.safetensors` files are read with safetensors, `.pth/.pt/.bin` with
 `torch.load(weights_only=True)`.
 
 Our own checkpoints (`save_weights`) are safetensors files whose metadata records the model name,
@@ -25,347 +27,40 @@ import torch
 from torch import nn
 
 from inceptionnet.models.base import Preprocessing
+from inceptionnet.weight_keys import (
+    KEY_TABLE,  # noqa: F401 (re-exported: inceptionnet.weights is the public entry point)
+    PUBLISHED_FIRST_CONV,
+    convert_published,
+    map_published_key,  # noqa: F401 (re-exported)
+    published_layout,
+)
+from inceptionnet.weight_tags import (
+    DEFAULT_TAGS,  # noqa: F401 (re-exported)
+    IMAGENET_MEAN,  # noqa: F401 (re-exported)
+    IMAGENET_STD,  # noqa: F401 (re-exported)
+    WEIGHT_TAGS,  # noqa: F401 (re-exported)
+    WEIGHTS_DIR_ENV,
+    WeightsError,
+    WeightTag,
+    get_weight_tag,
+    list_weights,  # noqa: F401 (re-exported)
+    weights_dir,  # noqa: F401 (re-exported)
+)
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-WEIGHTS_DIR_ENV = "INCEPTIONNET_WEIGHTS_DIR"
 FORMAT_NAME = "inceptionnet"  # metadata["format"] of our own checkpoints
 
 
-class WeightsError(ValueError):
-    """Weights that cannot be found, read, or fitted to the requested network (the message says why and how)."""
-
-
-# -- catalogue ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WeightTag:
-    """One published checkpoint: where it lives, how its images must be prepared, what it scores.
-
-    `model_options` are build options the weights need (e.g. Inception-v3's average-pool arithmetic);
-    explicit options given to `create_model` override them. Accuracies are timm's single-crop ImageNet
-    validation results at 299 px with this preprocessing (paper-spec section 9; docs/weights.md).
-    """
-
-    model: str
-    tag: str
-    source: str
-    preprocessing: Preprocessing
-    top1: float
-    top5: float
-    model_options: tuple[tuple[str, Any], ...] = ()
-    has_aux: bool = False
-    license: str = "apache-2.0"
-    hf_filename: str = "model.safetensors"
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}.{self.tag}"
-
-    @property
-    def hf_repo(self) -> str:
-        return f"timm/{self.name}"
-
-    @property
-    def url(self) -> str:
-        return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filename}"
-
-    def local_path(self) -> Path:
-        """Where a manually downloaded copy is looked for first (see `weights_dir`)."""
-        return weights_dir() / f"{self.name}.safetensors"
-
-
-_TF = Preprocessing()  # 299, mean/std 0.5, crop 0.875, bicubic
-# timm's v3 (like torchvision's) counts the zero padding of the in-block 3x3 average pools, and every
-# published v3 checkpoint is evaluated that way; the tag carries the option so logits match timm exactly.
-_V3_TIMM_POOLS = (("count_include_pad", True),)
-
-WEIGHT_TAGS: tuple[WeightTag, ...] = (
-    WeightTag(
-        "inception_v4",
-        "tf_in1k",
-        "TF-slim inception_v4_2016_09_09 (Szegedy et al.), converted by timm",
-        _TF,
-        80.144,
-        94.982,
-    ),
-    WeightTag(
-        "inception_resnet_v2",
-        "tf_in1k",
-        "TF-slim inception_resnet_v2_2016_08_30 (Szegedy et al.), converted by timm",
-        Preprocessing(crop_fraction=0.8975),
-        80.434,
-        95.312,
-    ),
-    WeightTag(
-        "inception_resnet_v2",
-        "tf_ens_adv_in1k",
-        "TF ens_adv_inception_resnet_v2_2017_08_18 (ensemble adversarial training, arXiv:1705.07204), via timm",
-        Preprocessing(crop_fraction=0.8975),
-        79.998,
-        94.940,
-    ),
-    WeightTag(
-        "inception_v3",
-        "tf_in1k",
-        "TF-slim inception_v3_2016_08_28, converted by timm",
-        _TF,
-        77.866,
-        93.644,
-        model_options=_V3_TIMM_POOLS,
-    ),
-    WeightTag(
-        "inception_v3",
-        "tv_in1k",
-        "torchvision inception_v3_google-1a9a5a14 (ported from TF and fine-tuned), via timm",
-        _TF,
-        77.434,
-        93.474,
-        model_options=_V3_TIMM_POOLS,
-        has_aux=True,
-        license="bsd-3-clause",
-    ),
-    WeightTag(
-        "inception_v3",
-        "gluon_in1k",
-        "GluonCV inception_v3 (MXNet), converted by timm",
-        Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        78.806,
-        94.374,
-        model_options=_V3_TIMM_POOLS,
-    ),
-    WeightTag(
-        "inception_v3",
-        "tf_adv_in1k",
-        "TF adv_inception_v3_2017_08_18 (adversarial training, arXiv:1611.01236), converted by timm",
-        _TF,
-        77.592,
-        93.730,
-        model_options=_V3_TIMM_POOLS,
-    ),
-)
-
-# `pretrained=True` loads the authors' own TF-slim release of each network.
-DEFAULT_TAGS: dict[str, str] = {
-    "inception_v3": "tf_in1k",
-    "inception_v4": "tf_in1k",
-    "inception_resnet_v2": "tf_in1k",
-}
-
-
-def list_weights(model: str | None = None) -> list[WeightTag]:
-    """The published checkpoints, optionally of one model."""
-    return [t for t in WEIGHT_TAGS if model is None or t.model == model]
-
-
-def get_weight_tag(model: str, tag: str | None = None) -> WeightTag:
-    """The catalogue entry for `model` and `tag` ("tf_in1k" or "inception_v4.tf_in1k"); None = the default."""
-    available = list_weights(model)
-    if not available:
-        with_weights = sorted({t.model for t in WEIGHT_TAGS})
-        raise WeightsError(
-            f"{model} has no published weights; networks with weights: {', '.join(with_weights)}. "
-            "Pass weights=<path to a checkpoint of your own> instead."
-        )
-    if tag is None:
-        tag = DEFAULT_TAGS[model]
-    if "." in tag:
-        prefix, tag = tag.split(".", 1)
-        if prefix != model:
-            raise WeightsError(f"weights {prefix}.{tag} are for {prefix}, not for {model}")
-    for t in available:
-        if t.tag == tag:
-            return t
-    raise WeightsError(f"unknown weights {tag!r} for {model}; available: {', '.join(t.tag for t in available)}")
-
-
-# -- the key table ----------------------------------------------------------------------------------------------
-# Rows are (our module path, published module path). A published key is renamed by its longest matching
-# published module path; the rest of the key (".conv.weight", ".bn.running_var", ".bias", ...) is kept.
-# Our ConvBN and timm's conv units both name their parts `conv` and `bn`.
-
-
-def _block(ours: str, published: str, rows: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
-    return [(f"{ours}.{o}", f"{published}.{p}") for o, p in rows]
-
-
-# Inception-v3 blocks (timm keeps torchvision's branch names)
-_V3_A = (
-    ("branch0", "branch1x1"),
-    ("branch1.0", "branch5x5_1"),
-    ("branch1.1", "branch5x5_2"),
-    ("branch2.0", "branch3x3dbl_1"),
-    ("branch2.1", "branch3x3dbl_2"),
-    ("branch2.2", "branch3x3dbl_3"),
-    ("branch3.1", "branch_pool"),
-)
-_V3_B = (
-    ("branch0", "branch1x1"),
-    ("branch1.0", "branch7x7_1"),
-    ("branch1.1", "branch7x7_2"),
-    ("branch1.2", "branch7x7_3"),
-    ("branch2.0", "branch7x7dbl_1"),
-    ("branch2.1", "branch7x7dbl_2"),
-    ("branch2.2", "branch7x7dbl_3"),
-    ("branch2.3", "branch7x7dbl_4"),
-    ("branch2.4", "branch7x7dbl_5"),
-    ("branch3.1", "branch_pool"),
-)
-_V3_C = (
-    ("branch0", "branch1x1"),
-    ("branch1", "branch3x3_1"),
-    ("branch1_1x3", "branch3x3_2a"),
-    ("branch1_3x1", "branch3x3_2b"),
-    ("branch2.0", "branch3x3dbl_1"),
-    ("branch2.1", "branch3x3dbl_2"),
-    ("branch2_1x3", "branch3x3dbl_3a"),
-    ("branch2_3x1", "branch3x3dbl_3b"),
-    ("branch3.1", "branch_pool"),
-)
-# Inception-v4's Inception-C: timm numbers the branch parts, we name them by kernel
-_V4_C = (
-    ("branch0", "branch0"),
-    ("branch1", "branch1_0"),
-    ("branch1_1x3", "branch1_1a"),
-    ("branch1_3x1", "branch1_1b"),
-    ("branch2.0", "branch2_0"),
-    ("branch2.1", "branch2_1"),
-    ("branch2.2", "branch2_2"),
-    ("branch2_1x3", "branch2_3a"),
-    ("branch2_3x1", "branch2_3b"),
-    ("branch3.1", "branch3.1"),
-)
-# Inception-ResNet blocks: branches keep their names, the 1x1 up-projection is timm's `conv2d`
-_IR_UP = (("up.conv", "conv2d"),)
-
-KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
-    "inception_v3": (
-        ("stem.conv1a", "Conv2d_1a_3x3"),
-        ("stem.conv2a", "Conv2d_2a_3x3"),
-        ("stem.conv2b", "Conv2d_2b_3x3"),
-        ("stem.conv3b", "Conv2d_3b_1x1"),
-        ("stem.conv4a", "Conv2d_4a_3x3"),
-        *_block("blocks_a.0", "Mixed_5b", _V3_A),
-        *_block("blocks_a.1", "Mixed_5c", _V3_A),
-        *_block("blocks_a.2", "Mixed_5d", _V3_A),
-        ("reduction_a.branch0", "Mixed_6a.branch3x3"),
-        ("reduction_a.branch1.0", "Mixed_6a.branch3x3dbl_1"),
-        ("reduction_a.branch1.1", "Mixed_6a.branch3x3dbl_2"),
-        ("reduction_a.branch1.2", "Mixed_6a.branch3x3dbl_3"),
-        *_block("blocks_b.0", "Mixed_6b", _V3_B),
-        *_block("blocks_b.1", "Mixed_6c", _V3_B),
-        *_block("blocks_b.2", "Mixed_6d", _V3_B),
-        *_block("blocks_b.3", "Mixed_6e", _V3_B),
-        ("reduction_b.branch0.0", "Mixed_7a.branch3x3_1"),
-        ("reduction_b.branch0.1", "Mixed_7a.branch3x3_2"),
-        ("reduction_b.branch1.0", "Mixed_7a.branch7x7x3_1"),
-        ("reduction_b.branch1.1", "Mixed_7a.branch7x7x3_2"),
-        ("reduction_b.branch1.2", "Mixed_7a.branch7x7x3_3"),
-        ("reduction_b.branch1.3", "Mixed_7a.branch7x7x3_4"),
-        *_block("blocks_c.0", "Mixed_7b", _V3_C),
-        *_block("blocks_c.1", "Mixed_7c", _V3_C),
-        ("aux", "AuxLogits"),  # conv0, conv1, fc: same names (torchvision weights only)
-        ("head.fc", "fc"),
-    ),
-    "inception_v4": (
-        ("stem.conv1a", "features.0"),
-        ("stem.conv2a", "features.1"),
-        ("stem.conv2b", "features.2"),
-        ("stem.mixed_3a_conv", "features.3.conv"),
-        ("stem.mixed_4a_branch0", "features.4.branch0"),
-        ("stem.mixed_4a_branch1", "features.4.branch1"),
-        ("stem.mixed_5a_conv", "features.5.conv"),
-        *[(f"blocks_a.{i}", f"features.{6 + i}") for i in range(4)],  # Inception-A x 4
-        ("reduction_a", "features.10"),
-        *[(f"blocks_b.{i}", f"features.{11 + i}") for i in range(7)],  # Inception-B x 7
-        ("reduction_b", "features.18"),
-        *[row for i in range(3) for row in _block(f"blocks_c.{i}", f"features.{19 + i}", _V4_C)],  # Inception-C x 3
-        ("head.fc", "last_linear"),
-    ),
-    "inception_resnet_v2": (
-        ("stem.conv1a", "conv2d_1a"),
-        ("stem.conv2a", "conv2d_2a"),
-        ("stem.conv2b", "conv2d_2b"),
-        ("stem.conv3b", "conv2d_3b"),
-        ("stem.conv4a", "conv2d_4a"),
-        ("stem.mixed_5b", "mixed_5b"),
-        *[
-            row
-            for i in range(10)
-            for row in (*_block(f"blocks_a.{i}", f"repeat.{i}", _IR_UP), (f"blocks_a.{i}", f"repeat.{i}"))
-        ],
-        ("reduction_a", "mixed_6a"),
-        *[
-            row
-            for i in range(20)
-            for row in (*_block(f"blocks_b.{i}", f"repeat_1.{i}", _IR_UP), (f"blocks_b.{i}", f"repeat_1.{i}"))
-        ],
-        ("reduction_b", "mixed_7a"),
-        *[
-            row
-            for i in range(9)
-            for row in (*_block(f"blocks_c.{i}", f"repeat_2.{i}", _IR_UP), (f"blocks_c.{i}", f"repeat_2.{i}"))
-        ],
-        ("blocks_c.9.up.conv", "block8.conv2d"),  # the final, linear Inception-ResNet-C
-        ("blocks_c.9", "block8"),
-        ("conv_7b", "conv2d_7b"),
-        ("head.fc", "classif"),
-    ),
-}
-# The key of each network's first convolution (checked to recognise a file's layout) and classifiers.
-PUBLISHED_FIRST_CONV = {
-    "inception_v3": "Conv2d_1a_3x3.conv.weight",
-    "inception_v4": "features.0.conv.weight",
-    "inception_resnet_v2": "conv2d_1a.conv.weight",
-}
+# -- our own layout ---------------------------------------------------------------------------------------------
+# The first convolution (adapted to other input channels; its key recognises our checkpoints) and the
+# classifiers (which may have another class count than the file's). Published keys: weight_keys.py.
 FIRST_CONV = "stem.conv1a.conv.weight"
 CLASSIFIERS = ("head.fc", "aux.fc")
 
 
-def map_published_key(model: str, key: str) -> str:
-    """Rename one published (timm) state-dict key to ours through `KEY_TABLE`; KeyError if no row covers it."""
-    rows = _published_to_ours(model)
-    parts = key.split(".")
-    for cut in range(len(parts) - 1, 0, -1):  # longest module path first
-        prefix = ".".join(parts[:cut])
-        if prefix in rows:
-            return f"{rows[prefix]}.{'.'.join(parts[cut:])}"
-    raise KeyError(f"no row of KEY_TABLE[{model!r}] covers the published key {key!r}")
-
-
-_ROWS_CACHE: dict[str, dict[str, str]] = {}
-
-
-def _published_to_ours(model: str) -> dict[str, str]:
-    if model not in _ROWS_CACHE:
-        rows = {published: ours for ours, published in KEY_TABLE[model]}
-        if len(rows) != len(KEY_TABLE[model]):
-            raise AssertionError(f"KEY_TABLE[{model!r}] maps one published module twice")
-        _ROWS_CACHE[model] = rows
-    return _ROWS_CACHE[model]
-
-
-def convert_published(model: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A published (timm-layout) state dict renamed to our module names."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = map_published_key(model, key)
-        if new in out:
-            raise WeightsError(f"two published keys map onto {new}; the file is not a {model} checkpoint")
-        out[new] = value
-    return out
-
-
 # -- finding and reading files --------------------------------------------------------------------------------
-
-
-def weights_dir() -> Path:
-    """Folder searched for manually downloaded published weights: $INCEPTIONNET_WEIGHTS_DIR or ~/.cache/inceptionnet."""
-    return Path(os.environ.get(WEIGHTS_DIR_ENV, Path.home() / ".cache" / "inceptionnet")).expanduser()
 
 
 def is_local_path(weights: str | os.PathLike[str]) -> bool:
@@ -446,14 +141,6 @@ def _parse_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
         "preprocessing": json.loads(meta["preprocessing"]) if "preprocessing" in meta else None,
         "weights": meta.get("weights"),
     }
-
-
-def published_layout(state: Mapping[str, torch.Tensor]) -> str | None:
-    """Which network's published (timm) layout a state dict has, or None."""
-    for model, key in PUBLISHED_FIRST_CONV.items():
-        if key in state:
-            return model
-    return None
 
 
 # -- fitting a state dict to a network ------------------------------------------------------------------------
@@ -654,6 +341,7 @@ def save_weights(
 
 
 def preprocessing_from_dict(d: Mapping[str, Any]) -> Preprocessing:
+    """The Preprocessing recorded as a dict (`asdict`, JSON) in a checkpoint's metadata, with its types restored."""
     return Preprocessing(
         input_size=int(d["input_size"]),
         mean=tuple(d["mean"]),

@@ -1,0 +1,185 @@
+"""What an evaluation reports: top-1 / top-5 counts per network, per class and for the ensemble.
+
+`evaluate` (evaluate.py) fills these; they turn the counts into the paper's error rates, its table
+layout and JSON. Accuracies and errors are in percent. Re-exported by `inceptionnet.evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def _pct(correct: int, total: int) -> float:
+    return 100.0 * correct / total if total else math.nan
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Top-1 / top-5 counts of one folder class (accuracies in percent, NaN for a class with no images)."""
+
+    name: str
+    images: int
+    top1_correct: int
+    top5_correct: int
+
+    @property
+    def top1_accuracy(self) -> float:
+        return _pct(self.top1_correct, self.images)
+
+    @property
+    def top5_accuracy(self) -> float:
+        return _pct(self.top5_correct, self.images)
+
+
+@dataclass(frozen=True)
+class Score:
+    """One row of the paper's tables. Accuracies and errors are in percent."""
+
+    model: str
+    crops: int
+    images: int
+    top1_correct: int
+    top5_correct: int
+    per_class: tuple[ClassScore, ...] = ()
+
+    @property
+    def top1_accuracy(self) -> float:
+        return _pct(self.top1_correct, self.images)
+
+    @property
+    def top5_accuracy(self) -> float:
+        return _pct(self.top5_correct, self.images)
+
+    @property
+    def top1_error(self) -> float:
+        return 100.0 - self.top1_accuracy
+
+    @property
+    def top5_error(self) -> float:
+        return 100.0 - self.top5_accuracy
+
+    def per_class_table(self) -> str:
+        """Accuracy per class, for the classes with images."""
+        rows = ["| class | images | top-1 acc. | top-5 acc. |", "|---|---|---|---|"]
+        rows += [
+            f"| {c.name} | {c.images} | {c.top1_accuracy:.2f} | {c.top5_accuracy:.2f} |"
+            for c in self.per_class
+            if c.images
+        ]
+        return "\n".join(rows)
+
+    def to_dict(self, *, per_class: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "crops": self.crops,
+            "images": self.images,
+            "top1_correct": self.top1_correct,
+            "top5_correct": self.top5_correct,
+            "top1_error": _finite(self.top1_error),
+            "top5_error": _finite(self.top5_error),
+            "top1_accuracy": _finite(self.top1_accuracy),
+            "top5_accuracy": _finite(self.top5_accuracy),
+        }
+        if per_class:
+            d["per_class"] = [
+                {
+                    "class": c.name,
+                    "images": c.images,
+                    "top1_accuracy": _finite(c.top1_accuracy),
+                    "top5_accuracy": _finite(c.top5_accuracy),
+                }
+                for c in self.per_class
+            ]
+        return d
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 4)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Every number of one evaluation: a Score per member, then the ensemble's when there are several."""
+
+    scores: tuple[Score, ...]
+    crops: int
+    images: int  # images scored
+    skipped: int  # unreadable images, left out of every score
+    seconds: float  # wall time from the first loader request to the last score
+    model_seconds: float  # time inside the networks (forward, softmax, averaging)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ensemble(self) -> Score | None:
+        return self.scores[-1] if len(self.scores) > 1 else None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def views_per_s(self) -> float:
+        """Views of the images per second; each member of an ensemble sees every view."""
+        return self.images * self.crops / self.seconds if self.seconds > 0 else math.nan
+
+    def to_dict(self, *, per_class: bool = False) -> dict[str, Any]:
+        from inceptionnet import __version__
+
+        return {
+            "version": __version__,
+            "config": self.config,
+            "crops": self.crops,
+            "images": self.images,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+            "model_seconds": round(self.model_seconds, 3),
+            "images_per_s": _finite(self.images_per_s),
+            "views_per_s": _finite(self.views_per_s),
+            "results": [s.to_dict(per_class=per_class) for s in self.scores],
+        }
+
+    def describe(self) -> str:
+        return (
+            f"{self.images} images ({self.skipped} skipped), {self.crops} crops: {self.seconds:.1f} s, "
+            f"{self.images_per_s:.2f} images/s, {self.views_per_s:.1f} views/s "
+            f"({self.model_seconds:.1f} s inside the networks)"
+        )
+
+    def table(self) -> str:
+        """The scores as a Markdown table shaped like the paper's Tables 2-5 (errors in percent)."""
+        rows = ["| model | crops | top-1 error | top-5 error | top-1 acc. | top-5 acc. | images |", "|---" * 7 + "|"]
+        for s in self.scores:
+            rows.append(
+                f"| {s.model} | {s.crops} | {s.top1_error:.2f} | {s.top5_error:.2f} | "
+                f"{s.top1_accuracy:.2f} | {s.top5_accuracy:.2f} | {s.images} |"
+            )
+        return "\n".join(rows)
+
+
+class _Tally:
+    """Running top-1 / top-5 counts, overall and per folder class."""
+
+    def __init__(self, num_folder_classes: int) -> None:
+        self.images = torch.zeros(num_folder_classes, dtype=torch.long)
+        self.top1 = torch.zeros(num_folder_classes, dtype=torch.long)
+        self.top5 = torch.zeros(num_folder_classes, dtype=torch.long)
+
+    def add(self, probs: torch.Tensor, folder_targets: torch.Tensor, model_targets: torch.Tensor) -> None:
+        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+        hit = top == model_targets[:, None]
+        n = self.images.numel()
+        self.images += torch.bincount(folder_targets, minlength=n)
+        self.top1 += torch.bincount(folder_targets, weights=hit[:, 0].double(), minlength=n).long()
+        self.top5 += torch.bincount(folder_targets, weights=hit.any(1).double(), minlength=n).long()
+
+    def score(self, model: str, crops: int, classes: Sequence[str]) -> Score:
+        per_class = tuple(
+            ClassScore(c, int(i), int(a), int(b))
+            for c, i, a, b in zip(classes, self.images, self.top1, self.top5, strict=True)
+        )
+        return Score(model, crops, int(self.images.sum()), int(self.top1.sum()), int(self.top5.sum()), per_class)

@@ -1,0 +1,106 @@
+"""Evaluation's data side: decode each image once, cut the views of every preprocessing the networks need.
+
+`evaluate` (evaluate.py) and `measure_loading` (evalspeed.py) share this loader: DataLoader workers
+decode an ImageFolder image, cut its 1, 10, 12 or 144 views (crops.py) once per distinct
+`ViewConfig`, and hand them over as uint8 tensors; scaling and normalisation happen per network,
+just before its forward pass. Re-exported by `inceptionnet.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms.v2 import functional as F
+
+from inceptionnet.crops import CROP_SCHEMES, render_views, views_for
+from inceptionnet.data import ImageFolder, collate_skipping_bad
+from inceptionnet.models import Preprocessing
+
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
+
+
+# -- data: decode once, cut the views of every preprocessing the members need ----------------------------------
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """What decides the pixels of a view (mean and std are applied later, per network)."""
+
+    input_size: int
+    crop_fraction: float
+    interpolation: str
+
+
+class MultiViewTransform:
+    """PIL image -> one uint8 (views, C, S, S) tensor per ViewConfig (one decode serves them all)."""
+
+    def __init__(self, crops: int, configs: Sequence[ViewConfig]) -> None:
+        if crops not in CROP_SCHEMES:
+            raise ValueError(f"crops must be one of {CROP_SCHEMES}, got {crops}")
+        self.crops = crops
+        self.configs = tuple(configs)
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, ...]:
+        pixels = F.pil_to_tensor(image)
+        h, w = pixels.shape[-2:]
+        out = []
+        for c in self.configs:
+            views = views_for(self.crops, h, w, input_size=c.input_size, crop_fraction=c.crop_fraction)
+            out.append(render_views(pixels, views, input_size=c.input_size, interpolation=c.interpolation))
+        return tuple(out)
+
+
+@dataclass
+class ViewBatch:
+    """One loader batch: the views of its readable images per ViewConfig, their classes, the unreadable count."""
+
+    views: tuple[torch.Tensor, ...]  # per ViewConfig: uint8 (N, views, C, S, S)
+    targets: torch.Tensor  # (N,) folder class indices
+    skipped: int  # unreadable images dropped from this batch
+
+
+def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) -> ViewBatch:
+    """`collate_skipping_bad` for samples that carry one view tensor per ViewConfig."""
+    width = next((len(s[0]) for s in samples if s is not None), 0)
+    if width == 0:
+        return ViewBatch((), torch.empty(0, dtype=torch.long), len(samples))
+    parts = [collate_skipping_bad([None if s is None else (s[0][i], s[1]) for s in samples]) for i in range(width)]
+    return ViewBatch(tuple(p.images for p in parts), parts[0].targets, parts[0].skipped)
+
+
+def _dataset(data_dir: str | Path, transform: MultiViewTransform, max_images: int | None) -> tuple[Dataset, list[str]]:
+    folder = ImageFolder(data_dir, transform=transform)
+    if max_images is None or max_images >= len(folder):
+        return folder, folder.classes
+    if max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
+    # Evenly spaced over the (class-sorted) samples, so a quick check still sees every part of the folder.
+    step = len(folder) / max_images
+    return Subset(folder, [int(i * step) for i in range(max_images)]), folder.classes
+
+
+def _loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=images_per_batch,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_views,
+        pin_memory=pin_memory,
+    )
+
+
+def _images_per_batch(batch_size: int, views: int) -> int:
+    # Enough images to fill about one forward batch of views; one image when its views alone exceed it.
+    return max(1, batch_size // views)
+
+
+def _view_config(pre: Preprocessing, crops: int) -> ViewConfig:
+    # The 144-view scales follow from the input size alone: networks differing only in crop fraction share views.
+    return ViewConfig(pre.input_size, 1.0 if crops == 144 else pre.crop_fraction, pre.interpolation)
