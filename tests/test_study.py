@@ -139,8 +139,9 @@ def test_recipes_share_everything_but_the_arm(tmp_path: Path) -> None:
 
 
 def test_quick_residual_study_end_to_end_and_rerun_skips_finished_runs(tmp_path: Path, capsys) -> None:
+    # `inceptionnet study residual --quick` as a user runs it: default data (CIFAR-10 here, else the demo set)
     out = tmp_path / "residual"
-    assert main(["study", "residual", "--quick", "--data", str(_data(tmp_path)), "--out-dir", str(out)]) == 0
+    assert main(["study", "residual", "--quick", "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Inception-ResNet-v1 vs Inception-v3: mean top-1 gap" in printed
     summary = json.loads((out / "summary.json").read_text())
@@ -155,12 +156,13 @@ def test_quick_residual_study_end_to_end_and_rerun_skips_finished_runs(tmp_path:
     assert len(rows) == 10 * 2 and {"train_time_s", "val_top1_error", "val_top5_error"} <= rows[0].keys()
     assert (out / "residual.png").stat().st_size > 10_000 and (out / "summary.csv").exists()
 
-    assert main(["study", "residual", "--quick", "--data", str(_data(tmp_path)), "--out-dir", str(out)]) == 0
+    assert main(["study", "residual", "--quick", "--out-dir", str(out)]) == 0
     assert capsys.readouterr().out.count("done earlier") == 10
 
 
 def test_scaling_study_resumes_an_interrupted_run_and_records_divergence(tmp_path: Path, monkeypatch, capsys) -> None:
-    study = build_study("scaling", quick=True, seeds=1, data=_data(tmp_path), batch_size=4)  # 6 steps per epoch
+    data = tiny_image_folder(tmp_path / "data", classes=3, train=8, val=4)
+    study = build_study("scaling", quick=True, seeds=1, data=data, batch_size=4)  # 6 steps per epoch
     out = tmp_path / "scaling"
     first = study.arms[0]
     train(replace(study.run_config(first, 0, out), max_steps=3))  # an interrupted run: last.pt, no status
@@ -183,10 +185,3 @@ def test_scaling_study_resumes_an_interrupted_run_and_records_divergence(tmp_pat
     assert records[-1]["kind"] == "epoch" and records[-1]["step"] == 12
     assert (out / "scaling.png").stat().st_size > 10_000
     assert "scale 0.1, seed 0: training" in capsys.readouterr().out
-
-
-def _data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    if not root.exists():
-        tiny_image_folder(root, classes=3, train=8, val=4)
-    return root
