@@ -113,7 +113,7 @@ _COMMON: dict[str, Any] = {
     "progress": False,
 }
 RECIPES: dict[str, dict[str, Any]] = {
-    # ~45 min on one core of a 2-core CPU: 5 networks x 3 seeds x 8 epochs of 3,000 images.
+    # 5 networks x 3 seeds x 8 epochs of 3,000 images: 58 min on one core of a busy 2-core CPU.
     "residual": {
         **_COMMON,
         "width": 0.25,
@@ -127,8 +127,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_per_class": 100,
         "log_every": 5,
     },
-    # ~45 min on one core: 5 settings x 3 seeds x 6 epochs of 2,000 images, the last stage 1,072 wide,
-    # at 4.4 times the paper's learning rate.
+    # 5 settings x 3 seeds x 6 epochs of 2,000 images, the last stage 1,072 wide, at 4.4 times the paper's
+    # learning rate: 70 min on one core of a busy 2-core CPU.
     "scaling": {
         **_COMMON,
         "model": "inception_resnet_v2_paper",
