@@ -22,6 +22,7 @@ from inceptionnet.studyreport import residual_summary, run_fate, stats
 from inceptionnet.train import train
 from inceptionnet.trainlog import read_metrics
 from test_data import tiny_image_folder
+from test_train import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,17 +56,13 @@ def test_probe_measures_the_map_the_classifier_pools() -> None:
 
 def test_training_logs_step_records_and_applies_the_residual_scale(tmp_path: Path) -> None:
     data = tiny_image_folder(tmp_path / "data", train=4, val=2)
-    cfg = train_module.TrainConfig(
-        data=str(data),
-        out_dir=str(tmp_path / "run"),
+    cfg = tiny_config(
+        data,
+        tmp_path / "run",
         model="inception_resnet_v1",
-        width=0.125,
-        input_size=75,
         epochs=1,
         batch_size=2,
-        num_workers=0,
         ema_decay=0,
-        progress=False,
         log_every=2,
         residual_scale=0.5,
     )

@@ -356,8 +356,6 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     overrides = {name: getattr(args, name) for name in STUDY_OPTIONS}
-    if args.model is not None and args.kind != "scaling":
-        raise ValueError("--model applies to the scaling study; the residual study trains its fixed pairs")
     study = build_study(
         args.kind, seeds=args.seeds, quick=args.quick, data=args.data, warmup_epochs=args.warmup_epochs, **overrides
     )

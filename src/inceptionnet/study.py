@@ -29,7 +29,7 @@ from typing import Any
 
 from inceptionnet.config import TrainConfig, preset
 from inceptionnet.data import DEMO_DATA
-from inceptionnet.trainlog import METRICS, read_metrics
+from inceptionnet.trainlog import METRICS, latest_records, read_metrics
 
 CIFAR10 = Path("../shared/data/cifar10")  # the development machines' CIFAR-10 (train/ and test/ ImageFolders)
 STATUS = "status.json"  # written into a run folder when the run has ended: finished or diverged
@@ -176,6 +176,8 @@ def build_study(
         raise ValueError(f"unknown study {kind!r}; choose residual or scaling")
     if seeds < 1:
         raise ValueError("a study needs at least one seed (--seeds 1 or more)")
+    if kind == "residual" and overrides.get("model") is not None:
+        raise ValueError("--model applies to the scaling study; the residual study trains its fixed pairs")
     fields = dict(RECIPES[kind])
     if quick:
         fields |= QUICK
@@ -259,8 +261,8 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
             if not (folder / METRICS).exists() and not (folder / STATUS).exists():
                 continue  # not started
             records = read_metrics(folder / METRICS) if (folder / METRICS).exists() else []
-            epochs = _last_by(records, "epoch", "epoch")
-            steps = _last_by(records, "step", "step")
+            epochs = latest_records(records, "epoch")
+            steps = latest_records(records, "step")
             status_file = folder / STATUS
             status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
             ident = {"arm": arm.label, "group": arm.group, "model": arm.model, "seed": seed}
@@ -285,12 +287,6 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
                 ident | {"status": status, "epochs": len(epochs), "steps": steps[-1]["step"] if steps else 0}
             )
     return epoch_rows, step_rows, run_rows
-
-
-def _last_by(records: Sequence[dict[str, Any]], kind: str, key: str) -> list[dict[str, Any]]:
-    """The records of one kind, the last one per `key` (a resumed run repeats some), in `key` order."""
-    latest = {rec[key]: rec for rec in records if rec.get("kind") == kind}
-    return [latest[k] for k in sorted(latest)]
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:

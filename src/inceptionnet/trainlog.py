@@ -37,6 +37,12 @@ def format_epoch(rec: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def latest_records(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The "epoch" or "step" records, the last one per epoch or step (a resumed run repeats some), in order."""
+    latest = {rec[kind]: rec for rec in records if rec.get("kind") == kind}
+    return [latest[k] for k in sorted(latest)]
+
+
 def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     """Training loss and validation top-1/top-5 error against epochs, as a PNG (matplotlib, Agg backend)."""
     import matplotlib
@@ -45,10 +51,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs: dict[int, dict[str, Any]] = {}
-    for rec in records:
-        if rec.get("kind") == "epoch":
-            epochs[rec["epoch"]] = rec  # a resumed run may repeat an epoch: the last record wins
+    epochs = {rec["epoch"]: rec for rec in latest_records(records, "epoch")}
     xs = sorted(epochs)
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(xs, [epochs[e]["train_loss"] for e in xs], marker="o")
