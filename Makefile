@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint install
 
-$(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml
+$(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -17,10 +17,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/inceptionnet train
 
-# Lint, then the default test run (slow, gpu and network tests are left out; see pyproject.toml).
+# Lint (ruff; import-linter's layer contract in pyproject.toml), then the default test run
+# (slow, gpu and network tests are left out; see pyproject.toml).
 test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from inceptionnet import create_model
-from inceptionnet.bench import (
+from inceptionnet.cli import main
+from inceptionnet.inference.fuse import top1_agreement
+from inceptionnet.models.summary import count_params, summarize
+from inceptionnet.perf.bench import (
     BenchConfig,
     build_reference,
     count_macs,
     reference_name,
     run_benchmark,
 )
-from inceptionnet.cli import main
-from inceptionnet.fuse import top1_agreement
-from inceptionnet.summary import count_params, summarize
 
 
 def test_reference_names() -> None:

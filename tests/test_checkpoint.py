@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from inceptionnet import __version__, checkpoint
-from inceptionnet.config import TrainConfig
-from inceptionnet.models import create_model
-from inceptionnet.optim import RMSpropTF, WeightAverage
+from inceptionnet import create_model
+from inceptionnet._version import __version__
+from inceptionnet.training import checkpoint
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.optim import RMSpropTF, WeightAverage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

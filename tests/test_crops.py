@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.crops import (
+from inceptionnet.data import eval_transform
+from inceptionnet.data.crops import (
     center_box,
     corner_boxes,
     googlenet_crops,
@@ -22,7 +23,6 @@ from inceptionnet.crops import (
     twelve_crops,
     views_for,
 )
-from inceptionnet.data import eval_transform
 from inceptionnet.models import Preprocessing
 
 SCHEMES = (1, 10, 12, 144)

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from inceptionnet import checkpoint
-from inceptionnet.train import train
-from inceptionnet.trainlog import read_metrics
+from inceptionnet.training import checkpoint
+from inceptionnet.training.loop import train
+from inceptionnet.training.runlog import read_metrics
 from test_data import tiny_image_folder
 from test_train import tiny_config
 

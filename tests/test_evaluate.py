@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from inceptionnet import evaluate as ev
+from inceptionnet import Preprocessing, create_model
+from inceptionnet import evaluation as ev
 from inceptionnet.cli import main
-from inceptionnet.data import eval_transform
-from inceptionnet.evaluate import evaluate, imagenet_synsets, map_classes, view_probabilities
-from inceptionnet.models import Preprocessing, create_model
+from inceptionnet.data import eval_transform, imagenet_synsets
+from inceptionnet.evaluation import evaluate, map_classes, view_probabilities
+from inceptionnet.factory import parse_model_spec
+from inceptionnet.weights import save_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PRE75 = Preprocessing(input_size=75)
@@ -283,30 +285,11 @@ def test_result_json_has_every_number(tmp_path: Path) -> None:
 # -- building networks and the command ------------------------------------------------------------------------
 
 
-def test_build_model_with_and_without_the_weights_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ev.parse_member("inception_v4") == ("inception_v4", None)
-    assert ev.parse_member("inception_v4:runs/a:b.safetensors") == ("inception_v4", "runs/a:b.safetensors")
+def test_model_spec_names_a_network_and_optional_weights() -> None:
+    assert parse_model_spec("inception_v4") == ("inception_v4", None)
+    assert parse_model_spec("inception_v4:runs/a:b.safetensors") == ("inception_v4", "runs/a:b.safetensors")
     with pytest.raises(ValueError, match="names no weights"):
-        ev.parse_member("inception_v4:")
-
-    def old_create_model(name: str, **options: object) -> nn.Module:
-        return ConstantNet([0.5, 0.5])
-
-    monkeypatch.setattr(ev, "create_model", old_create_model)
-    assert not ev.supports_weights()
-    with pytest.raises(ValueError, match="no weights= keyword"):
-        ev.build_model("inception_v4", weights="tf_in1k")
-
-    seen = {}
-
-    def new_create_model(name: str, *, weights: str | None = None, **options: object) -> nn.Module:
-        seen.update(name=name, weights=weights, **options)
-        return ConstantNet([0.5, 0.5])
-
-    monkeypatch.setattr(ev, "create_model", new_create_model)
-    assert ev.supports_weights()
-    ev.build_model("inception_v4", weights="w.safetensors", width=0.5)
-    assert seen == {"name": "inception_v4", "weights": "w.safetensors", "width": 0.5}
+        parse_model_spec("inception_v4:")
 
 
 def test_cli_eval_ensemble_json(random_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,10 +324,7 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_eval_with_a_local_weights_file(tiny: nn.Module, random_folder: Path, tmp_path: Path) -> None:
-    weights = pytest.importorskip("inceptionnet.weights", reason="weights support is not in this installation")
-    if not ev.supports_weights() or not hasattr(weights, "save_weights"):
-        pytest.skip("create_model(weights=...) or save_weights is not in this installation")
-    path = weights.save_weights(tiny, tmp_path / "tiny.safetensors")  # records width, classes and the 75 px input
+    path = save_weights(tiny, tmp_path / "tiny.safetensors")  # records width, classes and the 75 px input
     out = tmp_path / "r.json"
     args = ["eval", "--data", str(random_folder), "--model", f"inception_v4:{path}", "--crops", "10"]
     assert main([*args, "--workers", "0", "--batch-size", "8", "--json", str(out)]) == 0

@@ -8,7 +8,7 @@ from torch import nn
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
-from inceptionnet.export import ExportError, export_model, fold_batchnorm, load_torchscript
+from inceptionnet.inference.export import ExportError, export_model, fold_batchnorm, load_torchscript
 from inceptionnet.models.layers import ConvBN
 from inceptionnet.weights import save_weights
 

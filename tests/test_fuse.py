@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from inceptionnet import create_model, list_models
-from inceptionnet.checkpointing import CheckpointedSequential, disable_checkpointing, enable_checkpointing
-from inceptionnet.fuse import ConvReLU, MergedHeads, fuse_for_inference, is_fused
+from inceptionnet.inference.fuse import ConvReLU, MergedHeads, fuse_for_inference, is_fused
+from inceptionnet.models.checkpointing import CheckpointedSequential, disable_checkpointing, enable_checkpointing
 from inceptionnet.models.layers import ConvBN
 
 

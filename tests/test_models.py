@@ -10,7 +10,7 @@ from torch import nn
 
 from inceptionnet import create_model, list_models
 from inceptionnet.models.inception_resnet import IR_V2_PAPER, IR_V2_RELEASED, InceptionResNetA
-from inceptionnet.summary import summarize
+from inceptionnet.models.summary import summarize
 
 ALL = ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from inceptionnet.config import TrainConfig
-from inceptionnet.optim import RMSpropTF, WeightAverage, build_optimizer, learning_rate, parameter_groups
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.optim import RMSpropTF, WeightAverage, build_optimizer, learning_rate, parameter_groups
 
 
 def tf_rmsprop_reference(p0, grads, lrs, *, decay, momentum, eps, weight_decay):

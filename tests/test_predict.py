@@ -12,8 +12,8 @@ from PIL import Image
 from inceptionnet import create_model
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform
+from inceptionnet.inference.predict import imagenet_classes, predict
 from inceptionnet.models import Preprocessing
-from inceptionnet.predict import imagenet_classes, predict
 from inceptionnet.weights import WeightsError, save_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"

@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from inceptionnet import study as study_module
-from inceptionnet import train as train_module
-from inceptionnet.activations import LastFeatureProbe
+from inceptionnet import create_model
 from inceptionnet.cli import main
-from inceptionnet.faults import TrainingDiverged
-from inceptionnet.models import create_model
-from inceptionnet.study import Arm, Study, build_study, run_dir, run_study
-from inceptionnet.studyreport import residual_summary, run_fate, stats
-from inceptionnet.train import train
-from inceptionnet.trainlog import read_metrics
+from inceptionnet.study import design as study_module
+from inceptionnet.study import run as study_run
+from inceptionnet.study.design import Arm, Study, build_study, run_dir
+from inceptionnet.study.report import residual_summary, run_fate, stats
+from inceptionnet.study.run import run_study
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.faults import TrainingDiverged
+from inceptionnet.training.loop import train
+from inceptionnet.training.probe import LastFeatureProbe
+from inceptionnet.training.runlog import read_metrics
 from test_data import tiny_image_folder
 from test_train import tiny_config
 
@@ -98,7 +100,7 @@ def test_stats_and_residual_gaps_are_paired_by_seed() -> None:
     assert stats([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "min": 1.0, "max": 3.0, "n": 2}
     assert stats([])["n"] == 0 and math.isnan(stats([])["mean"])
     arms = (Arm("plain", "inception_v3", "g", False), Arm("res", "inception_resnet_v1", "g", True))
-    study = Study("residual", train_module.TrainConfig(), arms, (0, 1))
+    study = Study("residual", TrainConfig(), arms, (0, 1))
     rows = []
     curves = {
         ("plain", 0): [80, 60, 50],
@@ -164,14 +166,14 @@ def test_scaling_study_resumes_an_interrupted_run_and_records_divergence(tmp_pat
     first = study.arms[0]
     train(replace(study.run_config(first, 0, out), max_steps=3))  # an interrupted run: last.pt, no status
 
-    real_train = train_module.train
+    real_train = train
 
     def train_or_diverge(cfg, *, resume=None):
         if cfg.out_dir.endswith("scale-0.1-seed0"):
             raise TrainingDiverged("training diverged: the loss is nan at step 3")
         return real_train(cfg, resume=resume)
 
-    monkeypatch.setattr(train_module, "train", train_or_diverge)
+    monkeypatch.setattr(study_run, "train", train_or_diverge)
     summary = run_study(study, out)
     assert summary["complete"]
     records = read_metrics(run_dir(out, first, 0) / "metrics.jsonl")

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from inceptionnet import checkpoint
-from inceptionnet import train as train_module
 from inceptionnet.cli import main
-from inceptionnet.config import TrainConfig
-from inceptionnet.train import TrainingDiverged, train
-from inceptionnet.trainlog import read_metrics
+from inceptionnet.training import checkpoint
+from inceptionnet.training import loop as train_module
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.loop import TrainingDiverged, train
+from inceptionnet.training.runlog import read_metrics
 from test_data import tiny_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,7 +156,7 @@ def test_command_line_options_cover_the_config_and_resolve_presets() -> None:
     from dataclasses import fields
 
     from inceptionnet.cli import build_parser
-    from inceptionnet.config import PRESETS, resolve_config
+    from inceptionnet.training.config import PRESETS, resolve_config
 
     parser = build_parser()
     args = parser.parse_args(["train", "--lr", "0.1", "--no-channels-last", "--input-size", "99", "--epochs", "3"])

@@ -1,16 +1,9 @@
 """inceptionnet: the networks of "Inception-v4, Inception-ResNet and the Impact of Residual
 Connections on Learning" (Szegedy, Ioffe, Vanhoucke, Alemi, 2016) in PyTorch."""
 
-from inceptionnet.models import (
-    FeatureExtractor,
-    FeatureInfo,
-    InceptionNetwork,
-    Preprocessing,
-    create_model,
-    list_models,
-)
-
-__version__ = "0.1.0"
+from inceptionnet._version import __version__
+from inceptionnet.factory import create_model
+from inceptionnet.models import FeatureExtractor, FeatureInfo, InceptionNetwork, Preprocessing, list_models
 
 __all__ = [
     "FeatureExtractor",

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from inceptionnet.evalscore import _finite
-from inceptionnet.evalviews import (
+from inceptionnet.evaluation.scores import finite
+from inceptionnet.evaluation.views import (
     DEFAULT_WORKERS,
     MultiViewTransform,
-    _dataset,
-    _images_per_batch,
-    _loader,
-    _view_config,
+    images_per_batch,
+    view_config,
+    view_dataset,
+    view_loader,
 )
 from inceptionnet.models import Preprocessing
 
@@ -57,7 +57,7 @@ class Throughput:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(images_per_s=_finite(self.images_per_s), views_per_s=_finite(self.views_per_s))
+        d.update(images_per_s=finite(self.images_per_s), views_per_s=finite(self.views_per_s))
         return d
 
 
@@ -80,9 +80,11 @@ def measure_loading(
     pres = [preprocessing] if isinstance(preprocessing, Preprocessing) else list(preprocessing)
     if input_size is not None:
         pres = [dataclasses.replace(p, input_size=input_size) for p in pres]
-    configs = list(dict.fromkeys(_view_config(p, crops) for p in pres))
-    dataset, _ = _dataset(data_dir, MultiViewTransform(crops, configs), max_images)
-    loader = _loader(dataset, images_per_batch=_images_per_batch(batch_size, crops), workers=workers, pin_memory=False)
+    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
+    dataset, _ = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
+    loader = view_loader(
+        dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=False
+    )
     images = skipped = views = 0
     start = time.perf_counter()
     for batch in loader:

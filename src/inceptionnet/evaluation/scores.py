@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from inceptionnet._version import __version__
+
 
 def _pct(correct: int, total: int) -> float:
     return 100.0 * correct / total if total else math.nan
@@ -80,25 +82,25 @@ class Score:
             "images": self.images,
             "top1_correct": self.top1_correct,
             "top5_correct": self.top5_correct,
-            "top1_error": _finite(self.top1_error),
-            "top5_error": _finite(self.top5_error),
-            "top1_accuracy": _finite(self.top1_accuracy),
-            "top5_accuracy": _finite(self.top5_accuracy),
+            "top1_error": finite(self.top1_error),
+            "top5_error": finite(self.top5_error),
+            "top1_accuracy": finite(self.top1_accuracy),
+            "top5_accuracy": finite(self.top5_accuracy),
         }
         if per_class:
             d["per_class"] = [
                 {
                     "class": c.name,
                     "images": c.images,
-                    "top1_accuracy": _finite(c.top1_accuracy),
-                    "top5_accuracy": _finite(c.top5_accuracy),
+                    "top1_accuracy": finite(c.top1_accuracy),
+                    "top5_accuracy": finite(c.top5_accuracy),
                 }
                 for c in self.per_class
             ]
         return d
 
 
-def _finite(x: float) -> float | None:
+def finite(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
@@ -128,8 +130,6 @@ class EvalResult:
         return self.images * self.crops / self.seconds if self.seconds > 0 else math.nan
 
     def to_dict(self, *, per_class: bool = False) -> dict[str, Any]:
-        from inceptionnet import __version__
-
         return {
             "version": __version__,
             "config": self.config,
@@ -138,8 +138,8 @@ class EvalResult:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "model_seconds": round(self.model_seconds, 3),
-            "images_per_s": _finite(self.images_per_s),
-            "views_per_s": _finite(self.views_per_s),
+            "images_per_s": finite(self.images_per_s),
+            "views_per_s": finite(self.views_per_s),
             "results": [s.to_dict(per_class=per_class) for s in self.scores],
         }
 
@@ -161,7 +161,7 @@ class EvalResult:
         return "\n".join(rows)
 
 
-class _Tally:
+class Tally:
     """Running top-1 / top-5 counts, overall and per folder class."""
 
     def __init__(self, num_folder_classes: int) -> None:

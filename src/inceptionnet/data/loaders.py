@@ -1,145 +1,21 @@
-"""Image transforms, datasets and loaders built on torchvision.
-
-Evaluation: `eval_transform`. Training (paper-spec section 9, TF-slim's Inception preprocessing):
-`train_transform`, the train/val ImageFolder pair with up-front checks (`image_folders`), the
-built-in demo data (`DEMO_DATA`), and seeded, resumable loaders (`train_loader`, `val_loader`).
-"""
+"""Training and validation data: the train/val folder pair checked up front, the built-in demo data, and
+seeded, resumable loaders (paper-spec section 9)."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from torchvision import datasets
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
 
-from inceptionnet.models.base import Preprocessing
+from inceptionnet.data.images import ImageFolder, collate_skipping_bad
 
-INTERPOLATIONS = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-}
-
-
-def eval_transform(pre: Preprocessing, *, input_size: int | None = None) -> T.Compose:
-    """Evaluation view: resize the shorter side to size / crop_fraction, central crop, scale to [-1, 1].
-
-    At 299 with crop fraction 0.875 this resizes to 342 and crops the central 299x299, i.e. the
-    central 87.5% of the image, as TF-slim's `central_crop` followed by a resize.
-    """
-    size = input_size or pre.input_size
-    resize = math.floor(size / pre.crop_fraction)
-    return T.Compose(
-        [
-            T.ToImage(),
-            T.Resize(resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True),
-            T.CenterCrop(size),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean=list(pre.mean), std=list(pre.std)),
-        ]
-    )
-
-
-class ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder (`root/<class>/<image>`), with clear errors and no fatal images.
-
-    A missing or empty folder raises a ValueError that names the folder and the expected layout.
-    An image that cannot be decoded (corrupt, truncated, not an image) is not fatal: `__getitem__`
-    returns None for it, and `collate_skipping_bad` drops it from the batch and counts it.
-    """
-
-    def __init__(self, root: str | Path, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise ValueError(f"dataset folder {root} does not exist; expected {root}/<class name>/<image files>")
-        try:
-            super().__init__(str(root), transform=transform)
-        except FileNotFoundError as err:
-            raise ValueError(
-                f"dataset folder {root} has no class folders with images ({err}); "
-                f"expected {root}/<class name>/<image files> (.jpg, .jpeg, .png, ...)"
-            ) from None
-
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        path, target = self.samples[index]
-        try:
-            with Image.open(path) as f:
-                image = f.convert("RGB")  # decodes the whole file: truncated data fails here
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return None
-        return (self.transform(image) if self.transform is not None else image), target
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor
-    targets: torch.Tensor
-    skipped: int  # unreadable images dropped from this batch
-
-
-def collate_skipping_bad(samples: list[tuple[torch.Tensor, int] | None]) -> Batch:
-    """Stack the readable samples of a batch; count the unreadable ones (returned as None)."""
-    good = [s for s in samples if s is not None]
-    skipped = len(samples) - len(good)
-    if not good:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
-    images = torch.stack([s[0] for s in good])
-    targets = torch.tensor([s[1] for s in good], dtype=torch.long)
-    return Batch(images, targets, skipped)
-
-
-# -- training ---------------------------------------------------------------------------------------
-
-DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"  # CIFAR-10 subset shipped with the package
-
-# TF-slim's distort_color: brightness +-32/255 and saturation 0.5-1.5 ("fast"); hue +-0.2 and contrast
-# 0.5-1.5 as well ("full"). torchvision multiplies the brightness by 1 +- 32/255 where TF adds up to
-# +-32/255: the same change on white, a smaller one on darker pixels.
-COLOR_DISTORTIONS: dict[str, dict[str, float]] = {
-    "none": {},
-    "fast": {"brightness": 32 / 255, "saturation": 0.5},
-    "full": {"brightness": 32 / 255, "saturation": 0.5, "hue": 0.2, "contrast": 0.5},
-}
-
-
-def train_transform(
-    pre: Preprocessing,
-    *,
-    input_size: int | None = None,
-    min_area: float = 0.05,
-    color_distort: str = "fast",
-    interpolation: str = "bilinear",
-) -> T.Compose:
-    """Training view of the released Inception recipe (TF-slim `preprocess_for_train`).
-
-    A random crop covering `min_area`-100% of the image with aspect ratio 3/4-4/3, resized to the
-    input size, a random horizontal flip, colour distortion in random order, then scaling to
-    [-1, 1] with the model's mean and std (the same normalisation as `eval_transform`).
-    """
-    if color_distort not in COLOR_DISTORTIONS:
-        raise ValueError(f"unknown color_distort {color_distort!r}; choose one of: {', '.join(COLOR_DISTORTIONS)}")
-    size = input_size or pre.input_size
-    steps: list[Any] = [
-        T.ToImage(),
-        T.RandomResizedCrop(
-            size, scale=(min_area, 1.0), ratio=(3 / 4, 4 / 3), interpolation=INTERPOLATIONS[interpolation]
-        ),
-        T.RandomHorizontalFlip(),
-    ]
-    if COLOR_DISTORTIONS[color_distort]:
-        steps.append(T.ColorJitter(**COLOR_DISTORTIONS[color_distort]))
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(pre.mean), std=list(pre.std))]
-    return T.Compose(steps)
+# CIFAR-10 subset shipped with the package (assets/demo/README.md)
+DEMO_DATA = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 def image_folders(
@@ -188,9 +64,14 @@ def limit_per_class(dataset: ImageFolder, per_class: int) -> ImageFolder:
     return dataset
 
 
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that is a pure function of `keys` (numpy's SeedSequence): the one seeding helper."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of one sample in one epoch: independent of workers, ranks and resumes."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return derive_seed(seed, epoch, index)
 
 
 class SeededSamples(Dataset):

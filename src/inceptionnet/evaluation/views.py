@@ -18,8 +18,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.data import ImageFolder, collate_skipping_bad
+from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.models import Preprocessing
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
@@ -74,7 +74,9 @@ def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) ->
     return ViewBatch(tuple(p.images for p in parts), parts[0].targets, parts[0].skipped)
 
 
-def _dataset(data_dir: str | Path, transform: MultiViewTransform, max_images: int | None) -> tuple[Dataset, list[str]]:
+def view_dataset(
+    data_dir: str | Path, transform: MultiViewTransform, max_images: int | None
+) -> tuple[Dataset, list[str]]:
     folder = ImageFolder(data_dir, transform=transform)
     if max_images is None or max_images >= len(folder):
         return folder, folder.classes
@@ -85,7 +87,7 @@ def _dataset(data_dir: str | Path, transform: MultiViewTransform, max_images: in
     return Subset(folder, [int(i * step) for i in range(max_images)]), folder.classes
 
 
-def _loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
+def view_loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=images_per_batch,
@@ -96,11 +98,11 @@ def _loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory
     )
 
 
-def _images_per_batch(batch_size: int, views: int) -> int:
+def images_per_batch(batch_size: int, views: int) -> int:
     # Enough images to fill about one forward batch of views; one image when its views alone exceed it.
     return max(1, batch_size // views)
 
 
-def _view_config(pre: Preprocessing, crops: int) -> ViewConfig:
+def view_config(pre: Preprocessing, crops: int) -> ViewConfig:
     # The 144-view scales follow from the input size alone: networks differing only in crop fraction share views.
     return ViewConfig(pre.input_size, 1.0 if crops == 144 else pre.crop_fraction, pre.interpolation)

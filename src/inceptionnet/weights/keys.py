@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from inceptionnet.weight_tags import WeightsError
+from inceptionnet.weights.tags import WeightsError
 
 # -- the key table ----------------------------------------------------------------------------------------------
 # Rows are (our module path, published module path). A published key is renamed by its longest matching

@@ -22,15 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from inceptionnet import __version__, checkpoint, distributed
-from inceptionnet.activations import LastFeatureProbe
-from inceptionnet.config import TrainConfig, config_changes
+from inceptionnet._version import __version__
 from inceptionnet.data import DEMO_DATA, eval_transform, image_folders, train_loader, train_transform, val_loader
-from inceptionnet.faults import StopRequest, TrainingDiverged, divergence_message
-from inceptionnet.models import create_model
+from inceptionnet.factory import create_model
 from inceptionnet.models.registry import get_entry
-from inceptionnet.optim import WeightAverage, build_optimizer, learning_rate
-from inceptionnet.trainlog import RunLog, format_epoch
+from inceptionnet.training import checkpoint, distributed
+from inceptionnet.training.config import TrainConfig, config_changes
+from inceptionnet.training.faults import StopRequest, TrainingDiverged, divergence_message
+from inceptionnet.training.optim import WeightAverage, build_optimizer, learning_rate
+from inceptionnet.training.probe import LastFeatureProbe
+from inceptionnet.training.runlog import RunLog, format_epoch
 
 
 @dataclass

@@ -13,23 +13,20 @@ Every arm of a study trains with the same recipe; seed k gives every arm the sam
 the same augmentations. Each run is an ordinary `train()` run in `OUT/runs/<arm>-seed<k>`; a study
 that is started again skips the runs it finished and resumes an interrupted one. Results:
 `epochs.csv`, `steps.csv`, `summary.csv`, `summary.json` and `<kind>.png` in `OUT`
-(`studyreport.py` draws and summarises them).
+(run.py runs it; tables.py, report.py and plot.py collect, summarise and draw the results).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inceptionnet.config import TrainConfig, preset
+from inceptionnet._version import __version__
 from inceptionnet.data import DEMO_DATA
-from inceptionnet.trainlog import METRICS, latest_records, read_metrics
+from inceptionnet.training.config import TrainConfig, preset
 
 CIFAR10 = Path("../shared/data/cifar10")  # the development machines' CIFAR-10 (train/ and test/ ImageFolders)
 STATUS = "status.json"  # written into a run folder when the run has ended: finished or diverged
@@ -189,55 +186,7 @@ def build_study(
     return Study(kind, recipe, arms, tuple(range(seeds)))
 
 
-# -- running -------------------------------------------------------------------------------------------------
-
-
-def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train every (seed, arm) run not finished yet, then write the tables, the plot and the summary.
-
-    SIGTERM or Ctrl-C stops the current run with a checkpoint; the results of the runs that have
-    ended are written all the same (`summary["complete"]` is False), and the same call continues.
-    """
-    from inceptionnet.faults import TrainingDiverged
-    from inceptionnet.train import train
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "study.json").write_text(json.dumps(describe(study), indent=2) + "\n", encoding="utf-8")
-    total = len(study.arms) * len(study.seeds)
-    for n, (seed, arm) in enumerate(((s, a) for s in study.seeds for a in study.arms), start=1):
-        cfg = study.run_config(arm, seed, out_dir)
-        folder = Path(cfg.out_dir)
-        if (folder / STATUS).exists():
-            say(f"[{n}/{total}] {arm.label}, seed {seed}: done earlier ({folder})")
-            continue
-        resume = folder if (folder / "last.pt").exists() else None
-        say(f"[{n}/{total}] {arm.label}, seed {seed}: {'resuming' if resume else 'training'} in {folder}")
-        try:
-            result = train(cfg, resume=resume)
-        except TrainingDiverged as err:
-            _write_status(folder, "diverged", str(err))
-            say(f"  diverged: {err}")
-            continue
-        if result.stopped_by is not None:  # a signal: report what has finished, stay resumable
-            say(f"study stopped by {result.stopped_by}; run the same command again to continue")
-            break
-        _write_status(folder, "finished", "")
-    from inceptionnet import studyreport
-
-    return studyreport.write_results(study, out_dir)
-
-
-def _write_status(folder: Path, status: str, message: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (STATUS + ".tmp")
-    tmp.write_text(json.dumps({"status": status, "message": message}) + "\n", encoding="utf-8")
-    tmp.replace(folder / STATUS)
-
-
 def describe(study: Study) -> dict[str, Any]:
-    from inceptionnet import __version__
-
     return {
         "kind": study.kind,
         "version": __version__,
@@ -245,55 +194,3 @@ def describe(study: Study) -> dict[str, Any]:
         "recipe": study.recipe.to_dict(),
         "arms": [dataclasses.asdict(a) for a in study.arms],
     }
-
-
-# -- collecting ------------------------------------------------------------------------------------------------
-
-
-def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(epoch rows, step rows, run rows) of every run of the study, read from the runs' metrics.jsonl."""
-    epoch_rows: list[dict[str, Any]] = []
-    step_rows: list[dict[str, Any]] = []
-    run_rows: list[dict[str, Any]] = []
-    for arm in study.arms:
-        for seed in study.seeds:
-            folder = run_dir(out_dir, arm, seed)
-            if not (folder / METRICS).exists() and not (folder / STATUS).exists():
-                continue  # not started
-            records = read_metrics(folder / METRICS) if (folder / METRICS).exists() else []
-            epochs = latest_records(records, "epoch")
-            steps = latest_records(records, "step")
-            status_file = folder / STATUS
-            status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
-            ident = {"arm": arm.label, "group": arm.group, "model": arm.model, "seed": seed}
-            elapsed = 0.0
-            for rec in epochs:
-                elapsed += rec.get("train_time_s", rec["epoch_time_s"])
-                epoch_rows.append(
-                    ident
-                    | {
-                        "epoch": rec["epoch"],
-                        "step": rec["step"],
-                        "train_time_s": round(elapsed, 3),
-                        "train_loss": rec["train_loss"],
-                        "val_top1_error": rec["val_top1_error"],
-                        "val_top5_error": rec["val_top5_error"],
-                    }
-                )
-            for rec in steps:
-                keys = ("epoch", "loss", "lr", "grad_norm", "zero_fraction", "dead_channels")
-                step_rows.append(ident | {"step": rec["step"], **{k: rec.get(k) for k in keys}})
-            run_rows.append(
-                ident | {"status": status, "epochs": len(epochs), "steps": steps[-1]["step"] if steps else 0}
-            )
-    return epoch_rows, step_rows, run_rows
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

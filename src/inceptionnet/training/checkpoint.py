@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from inceptionnet import __version__
-from inceptionnet.config import TrainConfig
-from inceptionnet.models import create_model
+from inceptionnet._version import __version__
+from inceptionnet.factory import create_model
+from inceptionnet.training.config import TrainConfig
 
 FORMAT = 1
 LAST = "last.pt"

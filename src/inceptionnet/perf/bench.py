@@ -34,7 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from inceptionnet.models import create_model, list_models
+from inceptionnet.factory import create_model
+from inceptionnet.inference.fuse import fuse_for_inference
+from inceptionnet.models import list_models
+from inceptionnet.models.checkpointing import enable_checkpointing
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("infer", "train")
@@ -258,9 +261,6 @@ def _make_step(
 
 def _prepare_ours(cfg: BenchConfig, device: torch.device) -> tuple[nn.Module, bool, list[str]]:
     """Build our network in its benchmark setting; returns (model, weights cast to dtype, notes)."""
-    from inceptionnet.checkpointing import enable_checkpointing
-    from inceptionnet.fuse import fuse_for_inference
-
     notes = []
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, width=cfg.width, num_classes=cfg.num_classes)

@@ -11,23 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 
-from inceptionnet.data import eval_transform
-from inceptionnet.models import create_model
-
-
-@dataclass(frozen=True)
-class ImageNetClass:
-    index: int
-    synset: str  # WordNet id, e.g. "n01440764"
-    name: str  # e.g. "tench"
+from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
+from inceptionnet.factory import create_model
 
 
 @dataclass(frozen=True)
@@ -49,20 +39,6 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@lru_cache(maxsize=1)
-def imagenet_classes() -> tuple[ImageNetClass, ...]:
-    """The 1000 ImageNet-1k classes in index order (synsets sorted, as in every published checkpoint)."""
-    text = resources.files("inceptionnet").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
-    rows = [line.split(" ", 1) for line in text.splitlines() if line.strip()]
-    return tuple(ImageNetClass(i, synset, name) for i, (synset, name) in enumerate(rows))
-
-
-def _read_image(path: Path) -> Image.Image:
-    """Decode the whole file (truncated data fails here, not later in the batch)."""
-    with Image.open(path) as f:
-        return f.convert("RGB")
 
 
 def predict(
@@ -100,8 +76,8 @@ def predict(
             result.error = "no such file" if not path.exists() else "not a file"
             continue
         try:
-            ready.append((result, transform(_read_image(path))))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            ready.append((result, transform(read_image(path))))
+        except UNREADABLE as err:
             result.error = f"not a readable image ({type(err).__name__}: {err})"
     with torch.inference_mode():
         for start in range(0, len(ready), batch_size):

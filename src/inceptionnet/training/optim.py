@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from inceptionnet.config import TrainConfig
+from inceptionnet.training.config import TrainConfig
 
 
 class RMSpropTF(torch.optim.Optimizer):

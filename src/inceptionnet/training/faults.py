@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from inceptionnet.config import TrainConfig
+from inceptionnet.training.config import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):

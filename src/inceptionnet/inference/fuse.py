@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from inceptionnet.data import eval_transform, read_image
 from inceptionnet.models.inception_resnet import (
     InceptionResNetA,
     InceptionResNetB,
@@ -343,10 +344,6 @@ def top1_agreement(
     Without trained weights (none can be downloaded offline) a random network still tests the
     numerics: its argmax flips only where low precision moves logits past each other.
     """
-    from PIL import Image
-
-    from inceptionnet.data import eval_transform
-
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
     if not images:
@@ -360,7 +357,7 @@ def top1_agreement(
     agree, worst = 0, 0.0
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images[i : i + batch_size]])
+            x = torch.stack([transform(read_image(p)) for p in images[i : i + batch_size]])
             ref = model(x)
             low = fast(x.to(low_dtype).contiguous(memory_format=layout)).float()
             agree += int((ref.argmax(1) == low.argmax(1)).sum())

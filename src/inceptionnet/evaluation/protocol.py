@@ -9,136 +9,33 @@ Memory stays bounded by one loader batch: images are decoded and cut into views 
 workers as uint8 (a 144-view image at 299 is 39 MB), and the views go through each network
 `batch_size` at a time, scaled and normalised just before the forward pass.
 
-The loader that decodes images and cuts their views (evalviews.py), the result classes
-(evalscore.py) and the speed measurements of the two halves alone (evalspeed.py) live in their own
-modules; their public names are re-exported here.
+The loader that decodes images and cuts their views is views.py, the result classes scores.py,
+the mapping of outputs to class folders classmap.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.evalscore import ClassScore, EvalResult, Score, _Tally  # noqa: F401 (ClassScore, Score: re-exported)
-from inceptionnet.evalspeed import Throughput, measure_inference, measure_loading  # noqa: F401 (re-exported)
-from inceptionnet.evalviews import (
+from inceptionnet.evaluation.classmap import ClassMap, map_classes
+from inceptionnet.evaluation.scores import EvalResult, Tally
+from inceptionnet.evaluation.views import (
     DEFAULT_WORKERS,
     MultiViewTransform,
-    ViewBatch,  # noqa: F401 (re-exported)
-    ViewConfig,  # noqa: F401 (re-exported)
-    _dataset,
-    _images_per_batch,
-    _loader,
-    _view_config,
-    collate_views,  # noqa: F401 (re-exported)
+    images_per_batch,
+    view_config,
+    view_dataset,
+    view_loader,
 )
-from inceptionnet.models import Preprocessing, create_model
-
-_SYNSET = re.compile(r"^n\d{8}$")
-
-
-# -- which output is which folder class -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClassMap:
-    """How a network's outputs line up with the folder's classes."""
-
-    offset: int  # 1 when output 0 is the background class of TF-trained 1001-way networks, else 0
-    num_classes: int  # outputs after the offset; the softmax runs over these
-    target_index: tuple[int, ...]  # the output (after the offset) of each folder class, in folder order
-    rule: str  # "imagenet synsets" or "folder order"
-
-
-@lru_cache(maxsize=1)
-def imagenet_synsets() -> tuple[str, ...]:
-    """The 1000 ILSVRC-2012 WordNet ids in sorted order: the class order of every ImageNet-1k checkpoint.
-
-    Read from the class table that ships with the package (data/imagenet_classes.txt).
-    """
-    text = resources.files("inceptionnet").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
-    return tuple(line.split(" ", 1)[0] for line in text.splitlines() if line.strip())
-
-
-def map_classes(folder_classes: Sequence[str], num_outputs: int, *, model: str = "the model") -> ClassMap:
-    """Line up a network's outputs with an ImageFolder's (sorted) class folders.
-
-    A 1000-way network (or 1001-way, whose output 0 is TF's background class and is dropped)
-    evaluated on folders named by ImageNet synsets maps each folder to the synset's index in the
-    sorted ILSVRC-2012 list, so a folder with a subset of the classes works too. Otherwise the
-    folder must have exactly as many classes as the network has outputs, matched in sorted order.
-    """
-    offset = 1 if num_outputs == 1001 else 0
-    n = num_outputs - offset
-    classes = list(folder_classes)
-    if n == 1000 and classes and all(_SYNSET.match(c) for c in classes):
-        index = {s: i for i, s in enumerate(imagenet_synsets())}
-        unknown = [c for c in classes if c not in index]
-        if unknown:
-            raise ValueError(
-                f"class folders {unknown[:5]} are not ILSVRC-2012 synsets, so they cannot be matched to the "
-                f"outputs of the 1000-class {model}; rename or remove them"
-            )
-        return ClassMap(offset, n, tuple(index[c] for c in classes), "imagenet synsets")
-    if len(classes) == n:
-        return ClassMap(offset, n, tuple(range(n)), "folder order")
-    shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
-    raise ValueError(
-        f"the folder has {len(classes)} class folders ({shown}) but {model} has {num_outputs} outputs; use a folder "
-        f"with one sub-folder per output (matched in sorted order), or ImageNet synset folders (n01440764, ...) "
-        f"for a 1000- or 1001-class network"
-    )
-
-
-# -- building the networks ------------------------------------------------------------------------------------
-
-
-def supports_weights() -> bool:
-    """Whether `create_model` takes `weights=` (tag or local file) in this installation."""
-    return "weights" in inspect.signature(create_model).parameters
-
-
-def build_model(
-    name: str, *, weights: str | None = None, num_classes: int | None = None, width: float | None = None
-) -> nn.Module:
-    """`create_model(name, weights=weights)`, or a randomly initialised network when `weights` is None."""
-    options: dict[str, Any] = {}
-    if num_classes is not None:
-        options["num_classes"] = num_classes
-    if width is not None:
-        options["width"] = width
-    if weights is None:
-        return create_model(name, **options)
-    if not supports_weights():
-        raise ValueError(
-            f"cannot load weights {weights!r}: this installation's create_model has no weights= keyword "
-            f"(inceptionnet.weights is missing); update inceptionnet, or evaluate without weights"
-        )
-    try:
-        return create_model(name, weights=weights, **options)
-    except TypeError as err:
-        raise ValueError(f"cannot build {name} with weights {weights!r}: {err}") from None
-
-
-def parse_member(spec: str) -> tuple[str, str | None]:
-    """`"inception_v4"` -> ("inception_v4", None); `"inception_v4:tag-or-path"` -> ("inception_v4", "tag-or-path")."""
-    name, sep, weights = spec.partition(":")
-    if sep and not weights:
-        raise ValueError(f"model {spec!r} ends with ':' but names no weights; write NAME or NAME:WEIGHTS")
-    return name, (weights if sep else None)
-
+from inceptionnet.models import Preprocessing
 
 # -- evaluation -------------------------------------------------------------------------------------------------
 
@@ -241,25 +138,25 @@ def evaluate(
     for _, m in named:
         pre = getattr(m, "preprocessing", Preprocessing())
         pres.append(dataclasses.replace(pre, input_size=input_size) if input_size is not None else pre)
-    configs = list(dict.fromkeys(_view_config(p, crops) for p in pres))
-    dataset, classes = _dataset(data_dir, MultiViewTransform(crops, configs), max_images)
+    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
+    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
 
     members = []
     for (name, m), pre in zip(named, pres, strict=True):
         m.to(dev)
         cmap = map_classes(classes, _num_outputs(m, pre, dev), model=name)
-        members.append(_Member(name, m, pre, configs.index(_view_config(pre, crops)), cmap))
+        members.append(_Member(name, m, pre, configs.index(view_config(pre, crops)), cmap))
     # map_classes accepts a folder only for networks of one class count, so the members agree on the classes.
     first = members[0].classes
     targets_map = torch.tensor(first.target_index, dtype=torch.long)
 
-    loader = _loader(
+    loader = view_loader(
         dataset,
-        images_per_batch=_images_per_batch(batch_size, crops),
+        images_per_batch=images_per_batch(batch_size, crops),
         workers=workers,
         pin_memory=dev.type == "cuda",
     )
-    tallies = [_Tally(len(classes)) for _ in range(len(members) + (len(members) > 1))]
+    tallies = [Tally(len(classes)) for _ in range(len(members) + (len(members) > 1))]
     skipped, model_seconds = 0, 0.0
     training = [m.model.training for m in members]
     for m in members:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from inceptionnet.data.transforms import INTERPOLATIONS
+
 CROP_SCHEMES = (1, 10, 12, 144)
 
 # GoogLeNet's 144-crop scales (shorter side) for its 224-pixel crops (Szegedy et al. 2014, section 10).
@@ -171,8 +173,6 @@ def render_views(
     Resizing is antialiased with `interpolation` ("bilinear", "bicubic" or "nearest"). Each scale is
     resized once and each box once; a mirrored view flips the crop of its unmirrored twin.
     """
-    from inceptionnet.data import INTERPOLATIONS  # data.py imports the models; keep crops.py light
-
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
     mode = INTERPOLATIONS[interpolation]

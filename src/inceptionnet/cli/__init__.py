@@ -1,0 +1,31 @@
+"""The `inceptionnet` command: one thin module per subcommand that parses, calls the library and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from inceptionnet._version import __version__
+from inceptionnet.cli import bench, evaluate, export, predict, study, summary, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inceptionnet",
+        description="Inception-v4, Inception-ResNet-v1/v2 and Inception-v3: networks, weights, training, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"inceptionnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (summary, bench, evaluate, train, predict, export, study):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:  # bad input: say what is wrong, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2

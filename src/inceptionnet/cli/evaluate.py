@@ -1,0 +1,87 @@
+"""`inceptionnet eval`: the paper's 1/10/12/144-crop evaluation of one network or an ensemble."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from inceptionnet import evaluation as ev
+from inceptionnet.factory import create_model, parse_model_spec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="top-1 / top-5 error over 1, 10, 12 or 144 crops, of one network or an ensemble",
+        description="Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax "
+        "averaged over the views of each image and over the ensemble's members (docs/evaluation.md).",
+    )
+    p.add_argument("--data", help="image folder, DIR/<class>/<image>; ImageNet synset folders map to 1000 classes")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="M[:W]",
+        help="network name, optionally with weights (tag or file); repeat for an ensemble",
+    )
+    p.add_argument("--crops", type=int, default=1, choices=(1, 10, 12, 144), help="views per image (default 1)")
+    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass (default 32)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of this process (torch.set_num_threads)")
+    p.add_argument("--input-size", type=int, default=None, help="override every network's input size")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of N images")
+    p.add_argument("--num-classes", type=int, default=None, help="outputs of networks built without weights")
+    p.add_argument("--width", type=float, default=None, help="width multiplier of networks built without weights")
+    p.add_argument("--json", metavar="PATH", help="write every number (and the configuration) to a JSON file")
+    p.add_argument("--per-class", action="store_true", help="also report the accuracy of each class")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--data-only", action="store_true", help="measure decoding + view cutting alone, no network")
+    mode.add_argument("--model-only", action="store_true", help="measure plain inference alone, on random input")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    workers = ev.DEFAULT_WORKERS if args.workers is None else args.workers
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if not args.model and not args.data_only:
+        raise ValueError("name at least one network with --model NAME[:WEIGHTS]")
+    if args.data is None and not args.model_only:
+        raise ValueError("name the image folder with --data DIR")
+    if not args.model_only and not Path(args.data).is_dir():  # before building networks, which takes seconds
+        raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
+    models = {}
+    for spec in args.model:
+        name, weights = parse_model_spec(spec)
+        if weights is None and not args.data_only:
+            print(f"note: {name} has no weights: randomly initialised", file=sys.stderr)
+        options = {"num_classes": args.num_classes, "width": args.width}
+        models[spec] = create_model(name, weights=weights, **{k: v for k, v in options.items() if v is not None})
+    common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size)
+    if args.data_only or args.model_only:
+        if args.data_only:
+            pres = [m.preprocessing for m in models.values()] or None
+            load = dict(workers=workers, max_images=args.max_images)
+            runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
+        else:
+            images = args.max_images or 8
+            runs = [ev.measure_inference(m, images=images, device=args.device, **common) for m in models.values()]
+        for r in runs:
+            print(r.describe())
+        if args.json:
+            Path(args.json).write_text(json.dumps([r.to_dict() for r in runs], indent=2) + "\n")
+        return 0
+    options = dict(workers=workers, device=args.device, max_images=args.max_images, progress=sys.stderr.isatty())
+    result = ev.evaluate(models, args.data, **common, **options)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(per_class=args.per_class), indent=2) + "\n")
+    print(result.table())
+    print(result.describe())
+    if args.per_class:
+        print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
+    return 0

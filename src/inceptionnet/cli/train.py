@@ -1,0 +1,54 @@
+"""`inceptionnet train`: the paper's recipe on an image folder (with no arguments: the built-in demo)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+
+from inceptionnet.cli.options import add_config_option
+from inceptionnet.training import checkpoint
+from inceptionnet.training.config import PRESETS, TrainConfig, resolve_config
+from inceptionnet.training.faults import TrainingDiverged
+from inceptionnet.training.loop import train
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a network with the paper's recipe (with no arguments: the built-in demo)",
+        description="Train on an ImageFolder (DATA/train/<class>/*, DATA/val/<class>/*) with the paper's recipe "
+        "(docs/training.md). With no arguments: the demo preset on the built-in CIFAR-10 subset (minutes on a CPU). "
+        "Multi-GPU and multi-node: torchrun --nproc_per_node=N -m inceptionnet train .... Each option overrides "
+        "the preset (or, with --resume, the checkpoint's configuration). SIGTERM or Ctrl-C saves a checkpoint and "
+        "exits with 128 + the signal number; a NaN or infinite loss stops with exit status 1.",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="named configuration (default: demo without --data, paper with it)",
+    )
+    p.add_argument("--resume", metavar="PATH", help="continue the run of a checkpoint file or run folder (its last.pt)")
+    demo, paper = PRESETS["demo"], PRESETS["paper"]
+    for f in dataclasses.fields(TrainConfig):
+        d, q = getattr(demo, f.name), getattr(paper, f.name)
+        shown = "" if d == q is None else f" [default: {q}]" if d == q else f" [paper preset: {q}, demo preset: {d}]"
+        add_config_option(p, f.name, default=argparse.SUPPRESS, suffix=shown)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    stored = checkpoint.load(args.resume)["config"] if args.resume else None
+    cfg = resolve_config(preset_name=args.preset, overrides=overrides, stored=stored)
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
+        print(f"continue with: inceptionnet train --resume {result.out_dir}", file=sys.stderr)
+        return 128 + (signal.Signals[result.stopped_by].value if result.stopped_by != "signal" else signal.SIGTERM)
+    return 0

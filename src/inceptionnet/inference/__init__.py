@@ -1,0 +1,1 @@
+"""Inference: prediction with class names, fusion into a fast inference network, export."""

@@ -1,0 +1,1 @@
+"""Performance measurement: throughput and memory side by side with reference implementations."""

@@ -1,0 +1,1 @@
+"""Training: the paper's recipe (configuration, optimiser, loop), checkpoints, distribution, faults, the run log."""

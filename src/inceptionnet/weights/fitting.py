@@ -1,0 +1,183 @@
+"""Fitting weights onto a network: resolving a tag or file to a state dict in our layout, and loading it.
+
+Published state dicts use timm's module names; `KEY_TABLE` (keys.py) maps them onto ours, once,
+explicitly. `load_state_dict_into` adapts what users expect to be adapted (classifier size, input
+channels, TF's background class) and refuses everything else with a message naming the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from inceptionnet.weights.files import FIRST_CONV, download, is_local_path, parse_metadata, read_state_dict
+from inceptionnet.weights.keys import PUBLISHED_FIRST_CONV, convert_published, published_layout
+from inceptionnet.weights.tags import WeightsError, WeightTag, get_weight_tag
+
+log = logging.getLogger(__name__)
+
+CLASSIFIERS = ("head.fc", "aux.fc")
+
+
+# -- fitting a state dict to a network ------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What `load_state_dict_into` did beyond a plain copy (all of it is also logged)."""
+
+    reinitialised: list[str] = field(default_factory=list)  # our keys left at their fresh initialisation
+    dropped: list[str] = field(default_factory=list)  # checkpoint keys not used
+    adapted: list[str] = field(default_factory=list)  # keys changed to fit (first conv, background class)
+
+
+def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """First-conv weights for `in_chans` input channels from weights trained on weight.shape[1] channels.
+
+    One channel: the sum over the trained channels (a grey image then gives the response of the
+    colour image with equal channels). More: the trained channels repeated cyclically and scaled by
+    trained/new, so the response to a constant image keeps its size.
+    """
+    trained = weight.shape[1]
+    if in_chans == trained:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_chans / trained)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (trained / in_chans)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return f"{shown}{f', ... ({len(keys)} in all)' if len(keys) > n else f' ({len(keys)})'}"
+
+
+def load_state_dict_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> LoadReport:
+    """Copy a state dict in our layout into `model`, adapting what users expect to be adapted.
+
+    - classifier (and auxiliary classifier) of another size: left freshly initialised, except a
+      1001-way TF classifier (index 0 = background) for a 1000-class model, whose row 0 is dropped;
+    - first convolution for another number of input channels: `adapt_first_conv`;
+    - auxiliary head absent from the file: left initialised; present in the file, absent from the
+      model: ignored.
+    Anything else that does not match (missing, unexpected or mis-shaped keys) raises WeightsError
+    naming a few of the keys and their count.
+    """
+    report = LoadReport()
+    own = model.state_dict()
+    state = dict(state)
+    for name in CLASSIFIERS:
+        w, b = f"{name}.weight", f"{name}.bias"
+        if w in state and w in own and state[w].shape[0] == 1001 and own[w].shape[0] == 1000:
+            state[w], state[b] = state[w][1:], state[b][1:]
+            report.adapted.append(f"{name} (1001 -> 1000 classes: background row 0 dropped)")
+    first, target = state.get(FIRST_CONV), own.get(FIRST_CONV)
+    if (
+        first is not None
+        and target is not None
+        and first.shape[1] != target.shape[1]
+        and first.shape[0] == target.shape[0]
+    ):
+        state[FIRST_CONV] = adapt_first_conv(first, target.shape[1])
+        report.adapted.append(f"{FIRST_CONV} ({first.shape[1]} -> {target.shape[1]} input channels)")
+
+    def optional(key: str) -> bool:  # parts that may legitimately stay initialised or be ignored
+        return key.startswith(("head.fc.", "aux."))
+
+    # Older published files carry no BN step counters; they only matter to momentum-free BN training.
+    for k in own:
+        if k.endswith(".num_batches_tracked") and k not in state:
+            state[k] = own[k]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    bad_missing = [k for k in missing if not optional(k)]
+    bad_unexpected = [k for k in unexpected if not optional(k)]
+    bad_shape = [k for k in mismatched if not k.startswith(("head.fc.", "aux.fc."))]
+    if bad_missing or bad_unexpected or bad_shape:
+        lines = [f"{source} does not fit {getattr(model, 'model_name', type(model).__name__)}:"]
+        if bad_shape:
+            k = bad_shape[0]
+            example = f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+            lines.append(f"  shape mismatch: {_few(bad_shape)}; e.g. {example}")
+        if bad_missing:
+            lines.append(f"  missing from the file: {_few(bad_missing)}")
+        if bad_unexpected:
+            lines.append(f"  unexpected in the file: {_few(bad_unexpected)}")
+        lines.append(
+            "  Check that the file was saved from the same network with the same width and options "
+            "(num_classes and in_chans may differ)."
+        )
+        raise WeightsError("\n".join(lines))
+    load = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    report.reinitialised = sorted(set(missing) | set(mismatched))
+    report.dropped = sorted(set(unexpected) | set(mismatched))
+    model.load_state_dict({**own, **load}, strict=True)
+    for line in report.adapted:
+        log.info("%s: adapted %s", source, line)
+    if report.reinitialised:
+        log.info("%s: not loaded, freshly initialised: %s", source, _few(report.reinitialised))
+    if report.dropped:
+        log.info("%s: not used from the file: %s", source, _few(report.dropped))
+    return report
+
+
+@dataclass
+class ResolvedWeights:
+    """Weights found, read and renamed to our layout, with what is known about them."""
+
+    source: str  # tag name or file path, for messages
+    state: dict[str, torch.Tensor]
+    tag: WeightTag | None = None  # the catalogue entry, for published tags
+    metadata: dict[str, Any] = field(default_factory=dict)  # our own checkpoints' build record
+    published: bool = False  # the file had the published (timm) layout
+
+
+def resolve_weights(model_name: str, weights: str | os.PathLike[str]) -> ResolvedWeights:
+    """Find (download if needed), read and rename the weights `weights` of `model_name`.
+
+    `weights` is a tag of `list_weights(model_name)` ("tf_in1k" or "inception_v4.tf_in1k") or a local
+    file: one of our checkpoints, or a published checkpoint in timm's layout.
+    """
+    tag = None
+    if is_local_path(weights):
+        path, source = Path(weights), str(weights)
+    else:
+        tag = get_weight_tag(model_name, str(weights))
+        path, source = download(tag), tag.name
+    state, raw_meta = read_state_dict(path)
+    layout = published_layout(state)
+    if layout is not None:
+        if layout != model_name:
+            raise WeightsError(f"{source} holds {layout} weights (published layout), not {model_name} weights")
+        return ResolvedWeights(source, convert_published(model_name, state), tag, {}, published=True)
+    if FIRST_CONV not in state:
+        expected = PUBLISHED_FIRST_CONV.get(model_name, "a published first-conv key")
+        raise WeightsError(
+            f"{source} is neither one of our checkpoints nor a published {model_name} checkpoint "
+            f"(it has no {FIRST_CONV} and no {expected}); its keys include: {_few(sorted(state))}"
+        )
+    metadata = parse_metadata(raw_meta)
+    if metadata and metadata["model"] != model_name:
+        raise WeightsError(f"{source} is a {metadata['model']} checkpoint, not {model_name}")
+    return ResolvedWeights(source, state, tag, metadata)
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike[str], *, model_name: str | None = None) -> LoadReport:
+    """Load a published tag ("tf_in1k") or a local file (ours, or in the published layout) into `model`.
+
+    `create_model(name, weights=...)` is usually what you want: it also applies the tag's
+    preprocessing and model options (e.g. Inception-v3's `count_include_pad`).
+    """
+    resolved = resolve_weights(model_name or model.model_name, weights)
+    return load_state_dict_into(model, resolved.state, source=resolved.source)
