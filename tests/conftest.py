@@ -1,11 +1,21 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by the test files: threads, tiny image folders, tiny training configurations, BN statistics,
+and the development machines' shared data (absent on a user's machine: the tests that need it skip)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+from inceptionnet.data import DEMO_DATA
+from inceptionnet.training.config import TrainConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +25,86 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def imagenet_sample() -> Path:
+    """The 1,000 ImageNet sample images of ../shared/data (skips the test where they are absent)."""
+    folder = SHARED_DATA / "imagenet-sample"
+    if not folder.is_dir():
+        pytest.skip(f"needs {folder} (real ImageNet images; present on the development machines only)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar10() -> Path:
+    """CIFAR-10 as ImageFolders (train/, test/) from ../shared/data (skips the test where it is absent)."""
+    folder = SHARED_DATA / "cifar10"
+    if not (folder / "train").is_dir():
+        pytest.skip(f"needs {folder} (present on the development machines only)")
+    return folder
+
+
+def _image_folder(root: Path, *, classes: int = 2, train: int = 8, val: int = 4, corrupt: int = 0) -> Path:
+    names = sorted(p.name for p in (DEMO_DATA / "train").iterdir())[:classes]
+    for split, count in (("train", train), ("val", val)):
+        for name in names:
+            (root / split / name).mkdir(parents=True)
+            for src in sorted((DEMO_DATA / split / name).iterdir())[:count]:
+                shutil.copy(src, root / split / name / src.name)
+    for i in range(corrupt):
+        (root / "train" / names[0] / f"corrupt{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_image_folder() -> Callable[..., Path]:
+    """`make_image_folder(root, classes=2, train=8, val=4, corrupt=0)`: root/train/<class>/*.jpg and
+    root/val/<class>/*.jpg copied from the built-in demo data, plus `corrupt` unreadable files in the
+    first training class; returns root."""
+    return _image_folder
+
+
+def _train_config(data: Path, out: Path, **changes: object) -> TrainConfig:
+    # inception_v3 at 1/8 width and 75 px is the fastest network of the package and has an aux head.
+    cfg = TrainConfig(
+        data=str(data),
+        out_dir=str(out),
+        model="inception_v3",
+        width=0.125,
+        input_size=75,
+        epochs=2,
+        batch_size=3,
+        num_workers=0,
+        lr=0.01,
+        ema_decay=0.9,
+        progress=False,
+    )
+    return replace(cfg, **changes)
+
+
+@pytest.fixture(scope="session")
+def make_train_config() -> Callable[..., TrainConfig]:
+    """`make_train_config(data, out, **changes)`: a TrainConfig that trains in seconds (Inception-v3 at
+    1/8 width, 75 px, 2 epochs, batch 3, weight average 0.9), with `changes` applied."""
+    return _train_config
+
+
+def _randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def randomize_bn() -> Callable[..., nn.Module]:
+    """`randomize_bn(model, seed=1)`: non-trivial BN statistics and affine parameters, in place (returns the
+    model), so that folding, loading and parity tests exercise them."""
+    return _randomize_bn

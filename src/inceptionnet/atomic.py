@@ -1,0 +1,45 @@
+"""Atomic file writes: a crash at any moment leaves either the old file or the new one, never a torn one.
+
+Every file the package writes that a later run reads back (training checkpoints, weights files, a
+study's run status) goes through `atomic_write`. Any layer may import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object] | bytes) -> Path:
+    """Write `path` atomically: `write(f)` fills a temporary file (or `write` is the bytes themselves).
+
+    The bytes go to a temporary file in the same folder (same file system), are flushed to disk, and
+    the file is renamed over the target (atomic on POSIX and Windows); the folder is then synced so
+    the rename itself survives a power loss. On any error the temporary file is removed and the
+    previous file at `path`, if any, is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(write, bytes):
+                f.write(write)
+            else:
+                write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
