@@ -9,8 +9,11 @@ import torch
 from torch import nn
 
 from inceptionnet import create_model, list_models
-from inceptionnet.models.inception_resnet import IR_V2_PAPER, IR_V2_RELEASED, InceptionResNetA
-from inceptionnet.models.summary import summarize
+from inceptionnet.models import Preprocessing, get_entry
+from inceptionnet.models.inception_resnet import IR_V2_PAPER, IR_V2_RELEASED
+from inceptionnet.models.inception_v4 import InceptionV4
+from inceptionnet.models.residual_blocks import InceptionResNetA
+from inceptionnet.models.summary import count_macs, summarize
 
 ALL = ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
 
@@ -211,6 +214,86 @@ def test_reset_classifier() -> None:
     model.reset_classifier(7)
     logits, aux = model(torch.randn(2, 3, 99, 99), return_aux=True)
     assert logits.shape == aux.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "inception_resnet_v2"])
+def test_build_options_rebuild_the_same_network(name: str) -> None:
+    options = {"width": 0.25, "num_classes": 5, "drop_rate": 0.1}
+    if name.startswith("inception_resnet"):
+        options["scales"] = (0.3, 0.2, 0.1)
+    else:
+        options["count_include_pad"] = True
+    torch.manual_seed(0)
+    model = create_model(name, **options).eval()
+    assert model.build_options.items() >= options.items()  # every option, defaults included
+    assert model.weights_name is None and model.preprocessing == get_entry(name).preprocessing
+    torch.manual_seed(0)
+    again = create_model(model.model_name, **model.build_options).eval()
+    x = torch.randn(2, 3, 91, 91)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    model.reset_classifier(3)
+    assert model.build_options["num_classes"] == 3
+
+
+def test_networks_built_by_class_declare_their_attributes() -> None:
+    model = InceptionV4(width=0.25, preprocessing=Preprocessing(input_size=107))
+    assert model.preprocessing.input_size == 107 and model.weights_name is None
+    assert model.build_options == {
+        "num_classes": 1000,
+        "in_chans": 3,
+        "drop_rate": 0.2,
+        "aux_logits": False,
+        "width": 0.25,
+    }
+    assert InceptionV4(width=0.25).preprocessing == Preprocessing()
+
+
+def _train_step(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(x).square().mean().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_grad_checkpointing_is_a_flag_that_gives_the_same_step() -> None:
+    torch.manual_seed(0)
+    plain = create_model("inception_resnet_v2", width=0.125, num_classes=4, drop_rate=0.0)  # no random masks
+    ckpt = create_model("inception_resnet_v2", width=0.125, num_classes=4, drop_rate=0.0)
+    ckpt.load_state_dict(plain.state_dict())
+    assert not ckpt.grad_checkpointing
+    ckpt.set_grad_checkpointing()
+    assert ckpt.grad_checkpointing and all(s.grad_checkpointing for s in (ckpt.blocks_a, ckpt.blocks_b, ckpt.blocks_c))
+    assert type(ckpt) is type(plain) and type(ckpt.blocks_a) is type(plain.blocks_a)  # a flag, not a class swap
+    assert list(ckpt.state_dict()) == list(plain.state_dict())  # keys are an API: unchanged
+    x = torch.randn(2, 3, 75, 75)
+    g_plain, g_ckpt = _train_step(plain, x), _train_step(ckpt, x)
+    for name, g in g_plain.items():
+        assert torch.allclose(g, g_ckpt[name], rtol=1e-4, atol=1e-6), name
+    # BN running statistics move once per step, as without checkpointing (no double update on recompute).
+    for (name, a), b in zip(plain.named_buffers(), ckpt.buffers(), strict=True):
+        assert torch.equal(a, b), name
+    ckpt.set_grad_checkpointing(False)
+    assert not ckpt.grad_checkpointing
+
+
+def test_grad_checkpointing_needs_no_flag_in_eval() -> None:
+    model = create_model("inception_v4", width=0.125).eval()
+    model.set_grad_checkpointing()
+    x = torch.randn(1, 3, 75, 75)
+    with torch.no_grad():
+        out = model(x)
+    model.set_grad_checkpointing(False)
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
+def test_count_macs_is_the_summary_counter() -> None:
+    model = create_model("inception_v3", width=0.25)
+    assert count_macs(model, input_size=107) == summarize(model, input_size=107).macs
+    with torch.device("meta"):
+        meta = create_model("inception_v3", width=0.25)
+    assert count_macs(meta, input_size=107) == summarize(model, input_size=107).macs
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS_WITH_AUX))

@@ -8,8 +8,14 @@ from typing import Any
 
 from torch import nn
 
-from inceptionnet.models import FeatureExtractor, get_entry
-from inceptionnet.weights import get_weight_tag, load_state_dict_into, preprocessing_from_dict, resolve_weights
+from inceptionnet.models import FeatureExtractor, Preprocessing, get_entry
+from inceptionnet.weights import (
+    ResolvedWeights,
+    get_weight_tag,
+    load_state_dict_into,
+    preprocessing_from_dict,
+    resolve_weights,
+)
 
 
 def create_model(
@@ -37,31 +43,32 @@ def create_model(
     (`out_indices` picks among them) as a list, for use as a detection or segmentation backbone.
     """
     entry = get_entry(name)
-    preprocessing = entry.preprocessing
-    resolved = None
     if pretrained and weights is None:
         weights = get_weight_tag(name).tag
-    if weights is not None:
-        resolved = resolve_weights(name, weights)  # fails here, before the build, if unavailable
-        if resolved.tag is not None:
-            options = {**dict(resolved.tag.model_options), **options}
-            preprocessing = resolved.tag.preprocessing
-        elif resolved.metadata:
-            options = {**resolved.metadata["options"], **options}
-            if resolved.metadata.get("preprocessing"):
-                preprocessing = preprocessing_from_dict(resolved.metadata["preprocessing"])
-        elif resolved.published and name == "inception_v3":
-            # every published v3 checkpoint is evaluated with padded average pools (see V3 tags)
-            options = {"count_include_pad": True, **options}
-    model = entry.builder(**options)
-    model.preprocessing = preprocessing
-    model.build_options = dict(options)  # recorded in checkpoints saved by save_weights
+    resolved = resolve_weights(name, weights) if weights is not None else None  # fails before the build
+    weight_options, preprocessing = _what_the_weights_need(name, resolved)
+    model = entry.builder(preprocessing=preprocessing or entry.preprocessing, **{**weight_options, **options})
     if resolved is not None:
         load_state_dict_into(model, resolved.state, source=resolved.source)
         model.weights_name = resolved.tag.name if resolved.tag is not None else resolved.source
     if features_only:
         return FeatureExtractor(model, out_indices=out_indices)
     return model
+
+
+def _what_the_weights_need(name: str, resolved: ResolvedWeights | None) -> tuple[dict[str, Any], Preprocessing | None]:
+    """The build options and preprocessing that weights come with (a tag's, or those our files record)."""
+    if resolved is None:
+        return {}, None
+    if resolved.tag is not None:
+        return dict(resolved.tag.model_options), resolved.tag.preprocessing
+    if resolved.metadata:
+        recorded = resolved.metadata.get("preprocessing")
+        return dict(resolved.metadata["options"]), preprocessing_from_dict(recorded) if recorded else None
+    if resolved.published and name == "inception_v3":
+        # every published v3 checkpoint is evaluated with padded average pools (see the v3 tags)
+        return {"count_include_pad": True}, None
+    return {}, None
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:

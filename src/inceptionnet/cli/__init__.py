@@ -11,6 +11,7 @@ from inceptionnet.cli import bench, evaluate, export, predict, study, summary, t
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `inceptionnet` parser: one subcommand per module of this package."""
     parser = argparse.ArgumentParser(
         prog="inceptionnet",
         description="Inception-v4, Inception-ResNet-v1/v2 and Inception-v3: networks, weights, training, evaluation.",
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. A ValueError (bad input) is printed as `error: ...`, status 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

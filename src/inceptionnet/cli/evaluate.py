@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from inceptionnet import evaluation as ev
 from inceptionnet.factory import create_model, parse_model_spec
@@ -55,27 +57,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("name the image folder with --data DIR")
     if not args.model_only and not Path(args.data).is_dir():  # before building networks, which takes seconds
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
-    models = {}
-    for spec in args.model:
-        name, weights = parse_model_spec(spec)
-        if weights is None and not args.data_only:
-            print(f"note: {name} has no weights: randomly initialised", file=sys.stderr)
-        options = {"num_classes": args.num_classes, "width": args.width}
-        models[spec] = create_model(name, weights=weights, **{k: v for k, v in options.items() if v is not None})
+    models = _networks(args)
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size)
     if args.data_only or args.model_only:
-        if args.data_only:
-            pres = [m.preprocessing for m in models.values()] or None
-            load = dict(workers=workers, max_images=args.max_images)
-            runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
-        else:
-            images = args.max_images or 8
-            runs = [ev.measure_inference(m, images=images, device=args.device, **common) for m in models.values()]
-        for r in runs:
-            print(r.describe())
-        if args.json:
-            Path(args.json).write_text(json.dumps([r.to_dict() for r in runs], indent=2) + "\n")
-        return 0
+        return _measure(args, models, workers=workers, **common)
     options = dict(workers=workers, device=args.device, max_images=args.max_images, progress=sys.stderr.isatty())
     result = ev.evaluate(models, args.data, **common, **options)
     if args.json:
@@ -84,4 +69,32 @@ def run(args: argparse.Namespace) -> int:
     print(result.describe())
     if args.per_class:
         print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
+    return 0
+
+
+def _networks(args: argparse.Namespace) -> dict[str, nn.Module]:
+    """{--model spec: network}, each built from its name and optional weights."""
+    models = {}
+    for spec in args.model:
+        name, weights = parse_model_spec(spec)
+        if weights is None and not args.data_only:
+            print(f"note: {name} has no weights: randomly initialised", file=sys.stderr)
+        options = {"num_classes": args.num_classes, "width": args.width}
+        models[spec] = create_model(name, weights=weights, **{k: v for k, v in options.items() if v is not None})
+    return models
+
+
+def _measure(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:
+    """--data-only: the loader alone; --model-only: each network alone, on random input."""
+    if args.data_only:
+        pres = [m.preprocessing for m in models.values()] or None
+        load = dict(workers=workers, max_images=args.max_images)
+        runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
+    else:
+        images = args.max_images or 8
+        runs = [ev.measure_inference(m, images=images, device=args.device, **common) for m in models.values()]
+    for r in runs:
+        print(r.describe())
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in runs], indent=2) + "\n")
     return 0

@@ -9,6 +9,8 @@ from importlib import resources
 
 @dataclass(frozen=True)
 class ImageNetClass:
+    """One row of the class table: output index, WordNet id and a readable name."""
+
     index: int
     synset: str  # WordNet id, e.g. "n01440764"
     name: str  # e.g. "tench"

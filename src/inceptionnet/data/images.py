@@ -52,6 +52,8 @@ class ImageFolder(datasets.ImageFolder):
 
 @dataclass
 class Batch:
+    """One loader batch: the stacked readable images, their class indices, and how many were unreadable."""
+
     images: torch.Tensor
     targets: torch.Tensor
     skipped: int  # unreadable images dropped from this batch

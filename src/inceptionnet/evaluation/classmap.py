@@ -11,9 +11,6 @@ from inceptionnet.data import imagenet_synsets
 _SYNSET = re.compile(r"^n\d{8}$")
 
 
-# -- which output is which folder class -------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ClassMap:
     """How a network's outputs line up with the folder's classes."""

@@ -8,9 +8,6 @@ images; it knows nothing about training.
 Memory stays bounded by one loader batch: images are decoded and cut into views by the DataLoader
 workers as uint8 (a 144-view image at 299 is 39 MB), and the views go through each network
 `batch_size` at a time, scaled and normalised just before the forward pass.
-
-The loader that decodes images and cuts their views is views.py, the result classes scores.py,
-the mapping of outputs to class folders classmap.py.
 """
 
 from __future__ import annotations
@@ -23,8 +20,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
+from tqdm import tqdm
 
+from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Tally
 from inceptionnet.evaluation.views import (
@@ -37,11 +37,11 @@ from inceptionnet.evaluation.views import (
 )
 from inceptionnet.models import Preprocessing
 
-# -- evaluation -------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class _Member:
+    """One network of the evaluation, with what it needs to score a batch."""
+
     name: str
     model: nn.Module
     pre: Preprocessing
@@ -132,62 +132,22 @@ def evaluate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     named = _named(models)
-    pres = []
-    for _, m in named:
-        pre = getattr(m, "preprocessing", Preprocessing())
-        pres.append(dataclasses.replace(pre, input_size=input_size) if input_size is not None else pre)
+    pres = [_preprocessing(m, input_size) for _, m in named]
     configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
     dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
-
-    members = []
-    for (name, m), pre in zip(named, pres, strict=True):
-        m.to(dev)
-        cmap = map_classes(classes, _num_outputs(m, pre, dev), model=name)
-        members.append(_Member(name, m, pre, configs.index(view_config(pre, crops)), cmap))
-    # map_classes accepts a folder only for networks of one class count, so the members agree on the classes.
-    first = members[0].classes
-    targets_map = torch.tensor(first.target_index, dtype=torch.long)
-
+    members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     loader = view_loader(
         dataset,
         images_per_batch=images_per_batch(batch_size, crops),
         workers=workers,
         pin_memory=dev.type == "cuda",
     )
-    tallies = [Tally(len(classes)) for _ in range(len(members) + (len(members) > 1))]
-    skipped, model_seconds = 0, 0.0
-    training = [m.model.training for m in members]
-    for m in members:
-        m.model.eval()
-    start = time.perf_counter()
-    try:
-        batches = loader
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(loader, desc=f"eval {crops} crop(s)", unit="batch")
-        for batch in batches:
-            skipped += batch.skipped
-            if batch.targets.numel() == 0:
-                continue
-            tick = time.perf_counter()
-            with torch.inference_mode():
-                probs = [_member_probabilities(m, batch.views[m.config_index], batch_size, dev) for m in members]
-            model_seconds += time.perf_counter() - tick
-            if len(probs) > 1:
-                probs.append(torch.stack(probs).mean(dim=0))
-            model_targets = targets_map[batch.targets]
-            for tally, p in zip(tallies, probs, strict=True):
-                tally.add(p, batch.targets, model_targets)
-    finally:
-        for m, was_training in zip(members, training, strict=True):
-            m.model.train(was_training)
-    seconds = time.perf_counter() - start
-
+    label = f"eval {crops} crop(s)" if progress else None
+    counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
-    scores = tuple(t.score(n, crops, classes) for t, n in zip(tallies, names, strict=True))
+    scores = tuple(t.score(n, crops, classes) for t, n in zip(counted.tallies, names, strict=True))
     config = {
         "data_dir": str(data_dir),
         "crops": crops,
@@ -196,8 +156,81 @@ def evaluate(
         "device": str(dev),
         "cpu_threads": torch.get_num_threads(),
         "max_images": max_images,
-        "class_mapping": first.rule,
+        "class_mapping": members[0].classes.rule,
         "background_class_dropped": [m.classes.offset == 1 for m in members],
         "members": [{"name": m.name, "preprocessing": dataclasses.asdict(m.pre)} for m in members],
     }
-    return EvalResult(scores, crops, scores[0].images, skipped, seconds, model_seconds, config)
+    return EvalResult(scores, crops, scores[0].images, counted.skipped, counted.seconds, counted.model_seconds, config)
+
+
+def _preprocessing(model: nn.Module, input_size: int | None) -> Preprocessing:
+    pre = getattr(model, "preprocessing", Preprocessing())
+    return dataclasses.replace(pre, input_size=input_size) if input_size is not None else pre
+
+
+def _members(
+    named: Sequence[tuple[str, nn.Module]],
+    pres: Sequence[Preprocessing],
+    config_indices: Sequence[int],
+    classes: Sequence[str],
+    *,
+    device: torch.device,
+) -> list[_Member]:
+    """Move each network to `device` and line its outputs up with the folder's classes."""
+    members = []
+    for (name, m), pre, index in zip(named, pres, config_indices, strict=True):
+        m.to(device)
+        cmap = map_classes(classes, _num_outputs(m, pre, device), model=name)
+        members.append(_Member(name, m, pre, index, cmap))
+    return members
+
+
+@dataclass
+class _Counts:
+    """What one pass over the images counted: a Tally per member (then the ensemble's), and the times."""
+
+    tallies: list[Tally]
+    skipped: int  # unreadable images
+    seconds: float  # the whole pass, loading included
+    model_seconds: float  # inside the networks
+
+
+def _count(
+    members: Sequence[_Member],
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    progress: str | None,
+) -> _Counts:
+    """Run every batch through every member in eval mode (restored afterwards), and tally the hits.
+
+    `progress`: the label of a progress bar on stderr; None shows none.
+    """
+    # map_classes accepts a folder only for networks of one class count, so the members agree on the classes.
+    targets_map = torch.tensor(members[0].classes.target_index, dtype=torch.long)
+    counts = _Counts([Tally(num_classes) for _ in range(len(members) + (len(members) > 1))], 0, 0.0, 0.0)
+    training = [m.model.training for m in members]
+    for m in members:
+        m.model.eval()
+    start = time.perf_counter()
+    try:
+        for batch in tqdm(loader, desc=progress, unit="batch", disable=progress is None):
+            counts.skipped += batch.skipped
+            if batch.targets.numel() == 0:
+                continue
+            tick = time.perf_counter()
+            with torch.inference_mode():
+                probs = [_member_probabilities(m, batch.views[m.config_index], batch_size, device) for m in members]
+            counts.model_seconds += time.perf_counter() - tick
+            if len(probs) > 1:
+                probs.append(torch.stack(probs).mean(dim=0))
+            model_targets = targets_map[batch.targets]
+            for tally, p in zip(counts.tallies, probs, strict=True):
+                tally.add(p, batch.targets, model_targets)
+    finally:
+        for m, was_training in zip(members, training, strict=True):
+            m.model.train(was_training)
+    counts.seconds = time.perf_counter() - start
+    return counts

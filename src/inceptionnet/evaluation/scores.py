@@ -1,7 +1,7 @@
 """What an evaluation reports: top-1 / top-5 counts per network, per class and for the ensemble.
 
-`evaluate` (evaluate.py) fills these; they turn the counts into the paper's error rates, its table
-layout and JSON. Accuracies and errors are in percent. Re-exported by `inceptionnet.evaluate`.
+`evaluate` fills these; they turn the counts into the paper's error rates, its table layout and
+JSON. Accuracies and errors are in percent. `Tally` is the running counter behind every `Score`.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Score:
 
 
 def finite(x: float) -> float | None:
+    """`x` rounded to 4 decimals for JSON, or None for NaN (JSON has no NaN)."""
     return None if math.isnan(x) else round(x, 4)
 
 
@@ -170,6 +171,7 @@ class Tally:
         self.top5 = torch.zeros(num_folder_classes, dtype=torch.long)
 
     def add(self, probs: torch.Tensor, folder_targets: torch.Tensor, model_targets: torch.Tensor) -> None:
+        """Count a batch: (N, outputs) probabilities, each image's folder class and its output index."""
         top = probs.topk(min(5, probs.shape[1]), dim=1).indices
         hit = top == model_targets[:, None]
         n = self.images.numel()
@@ -178,6 +180,7 @@ class Tally:
         self.top5 += torch.bincount(folder_targets, weights=hit.any(1).double(), minlength=n).long()
 
     def score(self, model: str, crops: int, classes: Sequence[str]) -> Score:
+        """The counts so far as the Score of `model`; `classes` names the folder classes in index order."""
         per_class = tuple(
             ClassScore(c, int(i), int(a), int(b))
             for c, i, a, b in zip(classes, self.images, self.top1, self.top5, strict=True)

@@ -1,7 +1,7 @@
 """Speed of the two halves of an evaluation alone: data loading (decode + views), and plain inference.
 
-They tell which half limits `evaluate` (evaluate.py): `measure_loading` runs its loader (evalviews.py)
-with no network, `measure_inference` its networks on random input. Re-exported by `inceptionnet.evaluate`.
+They tell which half limits `evaluate`: `measure_loading` runs its loader (evaluation.views) with no
+network, `measure_inference` its networks on random input.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inceptionnet.devices import default_device, sync
 from inceptionnet.evaluation.scores import finite
 from inceptionnet.evaluation.views import (
     DEFAULT_WORKERS,
@@ -108,7 +109,7 @@ def measure_inference(
     The yardstick for `evaluate`: softmax included, no data loading, no view cutting. One warm-up
     batch runs first and is not timed.
     """
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     size = input_size or getattr(model, "preprocessing", Preprocessing()).input_size
     total = images * crops
     x = torch.randn(min(batch_size, total), 3, size, size, device=dev)
@@ -117,20 +118,15 @@ def measure_inference(
     try:
         with torch.inference_mode():
             model(x).softmax(dim=-1)
-            _sync(dev)
+            sync(dev)
             start = time.perf_counter()
             done = 0
             while done < total:
                 n = min(batch_size, total - done)
                 model(x[:n]).float().softmax(dim=-1)
                 done += n
-            _sync(dev)
+            sync(dev)
             seconds = time.perf_counter() - start
     finally:
         model.train(was_training)
     return Throughput("inference", crops, images, total, seconds)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -1,9 +1,9 @@
 """Evaluation's data side: decode each image once, cut the views of every preprocessing the networks need.
 
-`evaluate` (evaluate.py) and `measure_loading` (evalspeed.py) share this loader: DataLoader workers
-decode an ImageFolder image, cut its 1, 10, 12 or 144 views (crops.py) once per distinct
-`ViewConfig`, and hand them over as uint8 tensors; scaling and normalisation happen per network,
-just before its forward pass. Re-exported by `inceptionnet.evaluate`.
+`evaluate` and `measure_loading` share this loader: DataLoader workers decode an ImageFolder image,
+cut its 1, 10, 12 or 144 views (`inceptionnet.data.crops`) once per distinct `ViewConfig`, and hand
+them over as uint8 tensors; scaling and normalisation happen per network, just before its forward
+pass.
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ from inceptionnet.data import ImageFolder, collate_skipping_bad
 from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.models import Preprocessing
 
-DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
-
-
-# -- data: decode once, cut the views of every preprocessing the members need ----------------------------------
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # data-loading processes of an evaluation
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,10 @@ def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) ->
 def view_dataset(
     data_dir: str | Path, transform: MultiViewTransform, max_images: int | None
 ) -> tuple[Dataset, list[str]]:
+    """The ImageFolder at `data_dir` cut into views by `transform`, and its class folders (sorted).
+
+    `max_images` keeps an evenly spaced subset of that many images; None keeps them all.
+    """
     folder = ImageFolder(data_dir, transform=transform)
     if max_images is None or max_images >= len(folder):
         return folder, folder.classes
@@ -88,6 +89,7 @@ def view_dataset(
 
 
 def view_loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
+    """The images of a `view_dataset` in folder order, `images_per_batch` at a time, as `ViewBatch`es."""
     return DataLoader(
         dataset,
         batch_size=images_per_batch,
@@ -99,10 +101,14 @@ def view_loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_me
 
 
 def images_per_batch(batch_size: int, views: int) -> int:
-    # Enough images to fill about one forward batch of views; one image when its views alone exceed it.
+    """Images per loader batch: enough to fill about one forward batch of `batch_size` views, at least one."""
     return max(1, batch_size // views)
 
 
 def view_config(pre: Preprocessing, crops: int) -> ViewConfig:
-    # The 144-view scales follow from the input size alone: networks differing only in crop fraction share views.
+    """What decides the pixels of a network's views under scheme `crops`.
+
+    The 144-view scales follow from the input size alone, so networks that differ only in crop
+    fraction share their views (the crop fraction is set to 1.0).
+    """
     return ViewConfig(pre.input_size, 1.0 if crops == 144 else pre.crop_fraction, pre.interpolation)

@@ -1,10 +1,11 @@
 """Export a network for deployment (ONNX, TorchScript, torch.export program), checked against eager PyTorch.
 
 The exported graph is the inference network: eval mode, logits only (never the auxiliary head), with
-every BatchNorm folded into the convolution before it (one biased convolution instead of conv + BN:
-less work and fewer nodes per image). After writing the file, `export_model` loads it back with the
-runtime that serves it (onnxruntime, `torch.jit.load`, `torch.export.load`), runs it on a random batch
-and compares its logits with the unfolded eager network; a difference above `tolerance` is an error.
+every BatchNorm folded into the convolution before it (`fold_batchnorm`: one biased convolution
+instead of conv + BN, less work and fewer nodes per image). After writing the file, `export_model`
+loads it back with the runtime that serves it (onnxruntime, `torch.jit.load`, `torch.export.load`),
+runs it on a random batch and compares its logits with the unfolded eager network; a difference
+above `tolerance` is an error.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from inceptionnet.models.layers import ConvBN
+from inceptionnet.inference.folding import fold_batchnorm
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -50,23 +50,6 @@ class InferenceNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
-
-
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
-    """An eval-mode copy of `model` with each ConvBN's BatchNorm folded into its convolution.
-
-    conv(x) * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)) is one convolution
-    with scaled weights and a bias; the BN becomes an identity. The argument is left untouched.
-    Returns the copy and the number of BatchNorms folded.
-    """
-    folded = copy.deepcopy(model).eval()
-    count = 0
-    for module in folded.modules():
-        if isinstance(module, ConvBN) and isinstance(module.bn, nn.BatchNorm2d):
-            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
-            module.bn = nn.Identity()
-            count += 1
-    return folded, count
 
 
 def default_output(model_name: str, fmt: str) -> Path:
@@ -166,16 +149,19 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
         # torch.jit is deprecated upstream but still the way to produce a TorchScript file;
         # the input-size checks in forward are Python conditions on this example's shape, which
         # the trace rightly freezes (the batch dimension is not checked, so it stays free).
+        # (torch 2.13 says so with a DeprecationWarning, 2.14 with a FutureWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-    traced.save(str(path))
+        traced.save(str(path))
 
 
 def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
     """`torch.jit.load` on CPU, without its upstream deprecation warning (TorchScript is what was asked for)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.load(str(path), map_location="cpu")
 
 

@@ -1,6 +1,6 @@
 """Classify image files with a pretrained network: top-k ImageNet classes with probabilities.
 
-The class names ship with the package (data/imagenet_classes.txt: one "<synset> <name>" line per
+The class names ship with the package (assets/imagenet_classes.txt: one "<synset> <name>" line per
 class, sorted by synset, i.e. class index 0..999). Images are prepared with the preprocessing of the
 weights' tag. A file that cannot be read as an image gets an error of its own; the others are
 still classified.

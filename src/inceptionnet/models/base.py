@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from inceptionnet.models.layers import AuxHead, ClassifierHead, check_input_size
+from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,18 @@ class InceptionNetwork(nn.Module):
 
     min_input_size: int = 75
     model_name: str = "inception"
-    preprocessing: Preprocessing = Preprocessing()
     head: ClassifierHead
     aux: AuxHead | None
+    preprocessing: Preprocessing  # how images are prepared for it: its weights' settings
+    build_options: dict[str, Any]  # every option it was built with: create_model(model_name, **build_options)
+    weights_name: str | None  # the weights loaded into it (a tag or a file); None when randomly initialised
 
-    def __init__(self, *, in_chans: int) -> None:
+    def __init__(self, *, in_chans: int, build_options: dict[str, Any], preprocessing: Preprocessing | None) -> None:
         super().__init__()
         self.in_chans = in_chans
+        self.build_options = dict(build_options)
+        self.preprocessing = preprocessing if preprocessing is not None else Preprocessing()
+        self.weights_name = None
         self.feature_info: list[FeatureInfo] = []
 
     # -- the body, split at the auxiliary tap ---------------------------------------------------
@@ -102,6 +108,17 @@ class InceptionNetwork(nn.Module):
             self.aux.fc = nn.Linear(self.aux.fc.in_features, num_classes)
             init_weights(self.aux.fc)
         init_weights(self.head)
+        self.build_options["num_classes"] = num_classes
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every block stage while training (see `BlockStage`); same results."""
+        for stage in self.modules():
+            if isinstance(stage, BlockStage):
+                stage.grad_checkpointing = enable
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return any(s.grad_checkpointing for s in self.modules() if isinstance(s, BlockStage))
 
     def feature_channels(self) -> dict[str, int]:
         return {f.name: f.channels for f in self.feature_info}

@@ -23,6 +23,7 @@ class FeatureExtractor(nn.Module):
         self.feature_info: list[FeatureInfo] = [taps[i] for i in out_indices]
         self.model_name = model.model_name
         self.min_input_size = model.min_input_size
+        self.preprocessing = model.preprocessing
         self.body = create_feature_extractor(
             model,
             return_nodes={f.node: f.name for f in self.feature_info},

@@ -12,8 +12,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from inceptionnet.models.base import FeatureInfo, InceptionNetwork, init_weights
-from inceptionnet.models.layers import AuxHead, ClassifierHead, ConvBN, max_pool_3x3_s2, scaled
+from inceptionnet.models.base import FeatureInfo, InceptionNetwork, Preprocessing, init_weights
+from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, ConvBN, max_pool_3x3_s2, scaled
 
 
 def _avg_pool(count_include_pad: bool) -> nn.AvgPool2d:
@@ -194,8 +194,17 @@ class InceptionV3(InceptionNetwork):
         aux_logits: bool = False,
         width: float = 1.0,
         count_include_pad: bool = False,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
-        super().__init__(in_chans=in_chans)
+        options = {
+            "num_classes": num_classes,
+            "in_chans": in_chans,
+            "drop_rate": drop_rate,
+            "aux_logits": aux_logits,
+            "width": width,
+            "count_include_pad": count_include_pad,
+        }
+        super().__init__(in_chans=in_chans, build_options=options, preprocessing=preprocessing)
         c = partial(scaled, width=width)
         pad = count_include_pad
         self.stem = StemV3(in_chans, width=width)  # 35x35x192
@@ -207,17 +216,17 @@ class InceptionV3(InceptionNetwork):
             )
             blocks_a.append(block)
             ch = blocks_a[-1].out_channels
-        self.blocks_a = nn.Sequential(*blocks_a)  # 35x35x288
+        self.blocks_a = BlockStage(*blocks_a)  # 35x35x288
         self.reduction_a = ReductionV3A(ch, width=width)  # 17x17x768
         ch = self.reduction_a.out_channels
-        self.blocks_b = nn.Sequential(
+        self.blocks_b = BlockStage(
             *[InceptionV3B(ch, c7=c(c7), width=width, count_include_pad=pad) for c7 in (128, 160, 160, 192)]
         )  # 17x17x768
         self.reduction_b = ReductionV3B(ch, width=width)  # 8x8x1280
         ch = self.reduction_b.out_channels
         mixed_7b = InceptionV3C(ch, width=width, count_include_pad=pad)
         mixed_7c = InceptionV3C(mixed_7b.out_channels, width=width, count_include_pad=pad)
-        self.blocks_c = nn.Sequential(mixed_7b, mixed_7c)  # 8x8x2048
+        self.blocks_c = BlockStage(mixed_7b, mixed_7c)  # 8x8x2048
         ch = self.blocks_c[-1].out_channels
         self.head = ClassifierHead(ch, num_classes, drop_rate=drop_rate)  # 2048 -> classes
         # Auxiliary classifier on Mixed_6e, as in the v3 paper and the released code.

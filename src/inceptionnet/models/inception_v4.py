@@ -14,9 +14,10 @@ from functools import partial
 import torch
 from torch import nn
 
-from inceptionnet.models.base import FeatureInfo, InceptionNetwork, init_weights
+from inceptionnet.models.base import FeatureInfo, InceptionNetwork, Preprocessing, init_weights
 from inceptionnet.models.layers import (
     AuxHead,
+    BlockStage,
     ClassifierHead,
     ConvBN,
     avg_pool_3x3_same,
@@ -201,18 +202,26 @@ class InceptionV4(InceptionNetwork):
         drop_rate: float = 0.2,
         aux_logits: bool = False,
         width: float = 1.0,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
-        super().__init__(in_chans=in_chans)
+        options = {
+            "num_classes": num_classes,
+            "in_chans": in_chans,
+            "drop_rate": drop_rate,
+            "aux_logits": aux_logits,
+            "width": width,
+        }
+        super().__init__(in_chans=in_chans, build_options=options, preprocessing=preprocessing)
         c = partial(scaled, width=width)
         self.stem = Stem(in_chans, width=width)  # 35x35x384
         ch = self.stem.out_channels
-        self.blocks_a = nn.Sequential(*[InceptionA(ch, width=width) for _ in range(4)])  # 35x35x384
+        self.blocks_a = BlockStage(*[InceptionA(ch, width=width) for _ in range(4)])  # 35x35x384
         self.reduction_a = ReductionA(ch, k=c(192), l=c(224), m=c(256), n=c(384))  # 17x17x1024
         ch = self.reduction_a.out_channels
-        self.blocks_b = nn.Sequential(*[InceptionB(ch, width=width) for _ in range(7)])  # 17x17x1024
+        self.blocks_b = BlockStage(*[InceptionB(ch, width=width) for _ in range(7)])  # 17x17x1024
         self.reduction_b = ReductionB(ch, width=width)  # 8x8x1536
         ch = self.reduction_b.out_channels
-        self.blocks_c = nn.Sequential(*[InceptionC(ch, width=width) for _ in range(3)])  # 8x8x1536
+        self.blocks_c = BlockStage(*[InceptionC(ch, width=width) for _ in range(3)])  # 8x8x1536
         self.head = ClassifierHead(ch, num_classes, drop_rate=drop_rate)  # 1536 -> classes
         # Released code only: auxiliary classifier on Mixed_6h (the last Inception-B).
         self.aux = AuxHead(self.reduction_a.out_channels, num_classes, width=width) if aux_logits else None

@@ -9,9 +9,13 @@ Conventions (paper-spec section 1):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 BN_EPS = 1e-3
 
@@ -57,6 +61,48 @@ def max_pool_3x3_s2() -> nn.MaxPool2d:
 def avg_pool_3x3_same() -> nn.AvgPool2d:
     """3x3/1 same average pool that, like TensorFlow, averages only the real (unpadded) inputs."""
     return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+class BlockStage(nn.Sequential):
+    """A stack of repeated Inception blocks ("4 x Inception-A"), with optional activation checkpointing.
+
+    With `grad_checkpointing` set (by the network's `set_grad_checkpointing`), training keeps only each
+    block's input during the forward pass and recomputes the block's activations during the backward
+    pass (torch.utils.checkpoint, non-reentrant): about one block's activations per stage instead of
+    all of them, for one extra forward pass of the blocks. The recomputation leaves the BatchNorm
+    running statistics alone, so they move once per step, as without checkpointing. In eval mode or
+    without grad the stage is a plain Sequential. State-dict keys are those of an nn.Sequential.
+    """
+
+    grad_checkpointing: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+            return super().forward(x)
+        for block in self:
+            x = checkpoint(
+                block,
+                x,
+                use_reentrant=False,
+                context_fn=lambda block=block: (contextlib.nullcontext(), _frozen_bn_stats(block)),
+            )
+        return x
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run a recomputation without touching BN running statistics (momentum 0 keeps them as they are)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(bn.momentum, None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone()) for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, (momentum, tracked) in zip(bns, saved, strict=True):
+            bn.momentum = momentum
+            if tracked is not None:
+                bn.num_batches_tracked.copy_(tracked)
 
 
 class ResidualUp(nn.Module):

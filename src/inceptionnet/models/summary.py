@@ -1,4 +1,4 @@
-"""Stage table, parameter count and multiply-adds of a network, measured by running it."""
+"""Stage table, parameter count and multiply-adds of a network, measured by running it: the one counter of both."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from inceptionnet.models import InceptionNetwork
+from inceptionnet.models.base import InceptionNetwork
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,22 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def count_macs(model: nn.Module, *, input_size: int, in_chans: int = 3) -> int:
+    """Multiply-adds of one `input_size` image in eval mode, counted by torch's FLOP counter (convs and FCs).
+
+    Works on the meta device too, where it costs no arithmetic: build the model under `torch.device("meta")`.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, in_chans, input_size, input_size, device=next(model.parameters()).device)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
 def _kind(module: nn.Module) -> str:
     if isinstance(module, nn.Sequential) and len(module) > 0:
         names = {type(m).__name__ for m in module}
@@ -53,26 +69,22 @@ def summarize(model: InceptionNetwork, *, input_size: int = 299) -> Summary:
         return hook
 
     handles = [m.register_forward_hook(record(name)) for name, m in stages]
-    was_training = model.training
-    model.eval()
     try:
-        x = torch.zeros(1, model.in_chans, input_size, input_size)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            logits = model(x)
+        macs = count_macs(model, input_size=input_size, in_chans=model.in_chans)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     rows = [StageRow(name, _kind(m), shapes[name], count_params(m)) for name, m in stages]
-    rows.append(StageRow("head", "ClassifierHead", (1, 1, logits.shape[1]), count_params(model.head)))
+    classes = model.num_classes
+    rows.append(StageRow("head", "ClassifierHead", (1, 1, classes), count_params(model.head)))
     if model.aux is not None:
-        rows.append(StageRow("aux", "AuxHead (training only)", (1, 1, logits.shape[1]), count_params(model.aux)))
+        rows.append(StageRow("aux", "AuxHead (training only)", (1, 1, classes), count_params(model.aux)))
     return Summary(
         model_name=model.model_name,
         input_size=input_size,
         stages=rows,
         params=count_params(model),
-        macs=counter.get_total_flops() // 2,
+        macs=macs,
         min_input_size=model.min_input_size,
     )
 

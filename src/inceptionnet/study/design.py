@@ -12,8 +12,8 @@ pooling for "death" (only zeros) and the loss for a standstill.
 Every arm of a study trains with the same recipe; seed k gives every arm the same data order and
 the same augmentations. Each run is an ordinary `train()` run in `OUT/runs/<arm>-seed<k>`; a study
 that is started again skips the runs it finished and resumes an interrupted one. Results:
-`epochs.csv`, `steps.csv`, `summary.csv`, `summary.json` and `<kind>.png` in `OUT`
-(run.py runs it; tables.py, report.py and plot.py collect, summarise and draw the results).
+`epochs.csv`, `steps.csv`, `runs.csv`, `summary.csv`, `summary.json` and `<kind>.png` in `OUT`.
+This module only describes a study; `run_study` trains it and `write_results` reads it back.
 """
 
 from __future__ import annotations
@@ -44,23 +44,28 @@ class Arm:
 
     @property
     def slug(self) -> str:
+        """The label as a folder name: "Inception-ResNet-v2 (paper)" -> "inception-resnet-v2-paper"."""
         return re.sub(r"[^a-z0-9.]+", "-", self.label.lower()).strip("-")
 
 
 @dataclass(frozen=True)
 class Study:
+    """A study: every arm trained with every seed, on one shared recipe."""
+
     kind: str  # "residual" or "scaling"
     recipe: TrainConfig  # shared by every arm
     arms: tuple[Arm, ...]
     seeds: tuple[int, ...]
 
     def run_config(self, arm: Arm, seed: int, out_dir: Path) -> TrainConfig:
+        """The training configuration of one run: the recipe, the arm's overrides, the seed, its folder."""
         return dataclasses.replace(
             self.recipe, model=arm.model, seed=seed, out_dir=str(run_dir(out_dir, arm, seed)), **arm.overrides
         )
 
 
 def run_dir(out_dir: Path, arm: Arm, seed: int) -> Path:
+    """The folder of one run of a study written into `out_dir`."""
     return out_dir / "runs" / f"{arm.slug}-seed{seed}"
 
 
@@ -187,6 +192,7 @@ def build_study(
 
 
 def describe(study: Study) -> dict[str, Any]:
+    """The study as JSON-ready data: kind, code version, seeds, resolved recipe and arms."""
     return {
         "kind": study.kind,
         "version": __version__,

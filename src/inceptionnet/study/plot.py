@@ -12,6 +12,8 @@ import numpy as np
 
 from inceptionnet.study.design import Study
 
+Panel = tuple[str, str, str, str, Sequence[dict[str, Any]]]  # x key, y key, x label, y label, rows
+
 
 def plot_study(
     study: Study, epoch_rows: Sequence[dict[str, Any]], step_rows: Sequence[dict[str, Any]], path: Path
@@ -22,22 +24,7 @@ def plot_study(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if study.kind == "residual":
-        groups = list(dict.fromkeys(a.group for a in study.arms))
-        panels = [
-            ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
-            ("epoch", "val_top5_error", "epoch", "top-5 error (%)", epoch_rows),
-            ("train_time_s", "val_top1_error", "training time (min)", "top-1 error (%)", epoch_rows),
-            ("step", "loss", "step", "training loss", step_rows),
-        ]
-    else:
-        groups = [study.arms[0].group]
-        panels = [
-            ("step", "zero_fraction", "step", "zeros in the last feature map", step_rows),
-            ("step", "dead_channels", "step", "all-zero channels", step_rows),
-            ("step", "loss", "step", "training loss", step_rows),
-            ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
-        ]
+    groups, panels = _layout(study, epoch_rows, step_rows)
     fig, axes = plt.subplots(len(groups), len(panels), figsize=(4.2 * len(panels), 3.6 * len(groups)), squeeze=False)
     for row, group in enumerate(groups):
         for col, (x_key, y_key, x_label, y_label, rows) in enumerate(panels):
@@ -54,20 +41,44 @@ def plot_study(
             if col == 0:
                 ax.set_title(group, loc="left", fontsize=10)
         axes[row][0].legend(fontsize=8)
+    fig.suptitle(_title(study, epoch_rows, step_rows), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _layout(
+    study: Study, epoch_rows: Sequence[dict[str, Any]], step_rows: Sequence[dict[str, Any]]
+) -> tuple[list[str], list[Panel]]:
+    """One row of panels per comparison group; the residual study plots errors, the scaling study "death"."""
+    if study.kind == "residual":
+        groups = list(dict.fromkeys(a.group for a in study.arms))
+        return groups, [
+            ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
+            ("epoch", "val_top5_error", "epoch", "top-5 error (%)", epoch_rows),
+            ("train_time_s", "val_top1_error", "training time (min)", "top-1 error (%)", epoch_rows),
+            ("step", "loss", "step", "training loss", step_rows),
+        ]
+    return [study.arms[0].group], [
+        ("step", "zero_fraction", "step", "zeros in the last feature map", step_rows),
+        ("step", "dead_channels", "step", "all-zero channels", step_rows),
+        ("step", "loss", "step", "training loss", step_rows),
+        ("epoch", "val_top1_error", "epoch", "top-1 error (%)", epoch_rows),
+    ]
+
+
+def _title(study: Study, epoch_rows: Sequence[dict[str, Any]], step_rows: Sequence[dict[str, Any]]) -> str:
+    """The recipe and how many seeds per arm the curves hold (a range while some runs are missing)."""
     ended: dict[str, set[int]] = defaultdict(set)
     for r in (*epoch_rows, *step_rows):
         ended[r["arm"]].add(r["seed"])
     counts = sorted({len(v) for v in ended.values()})
     seeds = str(counts[-1]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     asked = "" if counts == [len(study.seeds)] else f" of {len(study.seeds)} asked"
-    fig.suptitle(
+    return (
         f"{study.kind} study: {study.recipe.width}x width, {study.recipe.input_size}px, {seeds} seed(s) per arm"
-        f"{asked}; line = mean, band = min to max over seeds",
-        fontsize=10,
+        f"{asked}; line = mean, band = min to max over seeds"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def _band(rows: Sequence[dict[str, Any]], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:

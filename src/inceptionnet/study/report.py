@@ -1,4 +1,4 @@
-"""Tables, plot and summary of a study (design.py): what its runs measured, over seeds.
+"""What a study's runs measured, over seeds: tables, summary, verdicts and the plot.
 
 Spread over seeds is shown as the standard deviation (sample, n-1) in the tables and as the band
 between the lowest and the highest seed in the plots. Written into the study folder:
@@ -65,6 +65,7 @@ def stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def per_epoch_summary(epoch_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm and epoch: mean, std, min and max over seeds of the errors, loss and training time."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for row in epoch_rows:
         groups[(row["arm"], row["epoch"])].append(row)
@@ -96,9 +97,8 @@ def residual_summary(study: Study, epoch_rows: Sequence[dict[str, Any]]) -> dict
     `epochs_to_plain_final`: the first epoch at which the residual arm's mean top-1 error is at or
     below the plain network's final mean top-1 error.
     """
-    runs = _by_run(epoch_rows)
     per_run: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
-    for (arm, seed), rows in runs.items():
+    for (arm, seed), rows in _by_run(epoch_rows).items():
         top1 = [r["val_top1_error"] for r in rows]
         per_run[arm][seed] = {
             "final_top1": top1[-1],
@@ -118,29 +118,35 @@ def residual_summary(study: Study, epoch_rows: Sequence[dict[str, Any]]) -> dict
             "train_time_s": stats([v["train_time_s"] for v in seeds.values()]),
             "mean_top1_curve": curves.get(arm.label, []),
         }
-    comparisons = []
-    for plain in (a for a in study.arms if not a.residual):
-        for res in (a for a in study.arms if a.residual and a.group == plain.group):
-            common = sorted(set(per_run.get(plain.label, {})) & set(per_run.get(res.label, {})))
-            p, r = per_run.get(plain.label, {}), per_run.get(res.label, {})
-            plain_final = arms[plain.label]["final_top1"]["mean"]
-            res_curve = curves.get(res.label, [])
-            reach = next((i + 1 for i, v in enumerate(res_curve) if v <= plain_final), None)
-            comparisons.append(
-                {
-                    "plain": plain.label,
-                    "residual": res.label,
-                    "seeds": common,
-                    # positive: the residual network has the lower error (paired by seed)
-                    "mean_top1_gap": stats([p[s]["mean_top1"] - r[s]["mean_top1"] for s in common]),
-                    "final_top1_gap": stats([p[s]["final_top1"] - r[s]["final_top1"] for s in common]),
-                    "seeds_residual_ahead": sum(p[s]["mean_top1"] > r[s]["mean_top1"] for s in common),
-                    "epochs_to_plain_final": reach,
-                    "epochs": len(res_curve),
-                    "time_ratio": _ratio(arms[res.label]["train_time_s"]["mean"], arms[plain.label]["train_time_s"]),
-                }
-            )
+    comparisons = [
+        _comparison(plain.label, res.label, per_run, arms)
+        for plain in (a for a in study.arms if not a.residual)
+        for res in (a for a in study.arms if a.residual and a.group == plain.group)
+    ]
     return {"kind": "residual", "arms": arms, "comparisons": comparisons}
+
+
+def _comparison(
+    plain: str, res: str, per_run: dict[str, dict[int, dict[str, float]]], arms: dict[str, Any]
+) -> dict[str, Any]:
+    """A residual arm against the plain network of its group, paired by seed."""
+    p, r = per_run.get(plain, {}), per_run.get(res, {})
+    common = sorted(set(p) & set(r))
+    plain_final = arms[plain]["final_top1"]["mean"]
+    res_curve = arms[res]["mean_top1_curve"]
+    reach = next((i + 1 for i, v in enumerate(res_curve) if v <= plain_final), None)
+    return {
+        "plain": plain,
+        "residual": res,
+        "seeds": common,
+        # positive: the residual network has the lower error (paired by seed)
+        "mean_top1_gap": stats([p[s]["mean_top1"] - r[s]["mean_top1"] for s in common]),
+        "final_top1_gap": stats([p[s]["final_top1"] - r[s]["final_top1"] for s in common]),
+        "seeds_residual_ahead": sum(p[s]["mean_top1"] > r[s]["mean_top1"] for s in common),
+        "epochs_to_plain_final": reach,
+        "epochs": len(res_curve),
+        "time_ratio": _ratio(arms[res]["train_time_s"]["mean"], arms[plain]["train_time_s"]),
+    }
 
 
 def _ratio(value: float, base: dict[str, float]) -> float:
@@ -195,6 +201,7 @@ def scaling_summary(
     step_rows: Sequence[dict[str, Any]],
     run_rows: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
+    """Per arm: how many of its ended runs died, stalled or diverged (`run_fate`), and their final numbers."""
     steps, epochs = _by_run(step_rows), _by_run(epoch_rows)
     status = {(r["arm"], r["seed"]): r["status"] for r in run_rows}
     num_classes = len(find_classes(str(Path(study.recipe.data or DEMO_DATA) / "train"))[0])
@@ -251,6 +258,3 @@ def format_report(summary: dict[str, Any]) -> str:
 
 def _pm(s: dict[str, float], digits: int = 2) -> str:
     return "n/a" if s["n"] == 0 else f"{s['mean']:.{digits}f} +- {s['std']:.{digits}f}"
-
-
-# -- plot --------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inceptionnet.atomic import atomic_write
 from inceptionnet.study.design import STATUS, Study, describe
 from inceptionnet.study.report import write_results
 from inceptionnet.training.faults import TrainingDiverged
@@ -45,7 +46,5 @@ def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] =
 
 
 def _write_status(folder: Path, status: str, message: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (STATUS + ".tmp")
-    tmp.write_text(json.dumps({"status": status, "message": message}) + "\n", encoding="utf-8")
-    tmp.replace(folder / STATUS)
+    # The status file marks a run as ended: a rerun skips it, so a torn file must never exist.
+    atomic_write(folder / STATUS, (json.dumps({"status": status, "message": message}) + "\n").encode("utf-8"))

@@ -52,6 +52,7 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """`rows` as CSV; the columns are every key in the order first seen (a missing value is left empty)."""
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]

@@ -1,1 +1,10 @@
-"""Training: the paper's recipe (configuration, optimiser, loop), checkpoints, distribution, faults, the run log."""
+"""Training with the paper's recipe.
+
+- config: the run's settings (one frozen dataclass) and its presets;
+- loop: `train`, the table of contents of a run; inputs: its data; learner: its network, optimiser,
+  weight average and wrappers; step: one optimiser step; validation: top-1/top-5 error per epoch;
+- state: the run position; checkpoint: saving, resuming and the trained network;
+- optim: RMSProp as TensorFlow computes it, the learning-rate schedule, the weight average;
+- distributed: torchrun process groups; faults: stop signals and divergence; probe: dead features;
+  runlog: metrics.jsonl, curves and TensorBoard.
+"""

@@ -122,6 +122,12 @@ class TrainConfig:
         default=False, metadata=_help("channels-last memory format (faster convolutions on recent GPUs)")
     )
     compile: bool = field(default=False, metadata=_help("compile the training network with torch.compile"))
+    grad_checkpointing: bool = field(
+        default=False,
+        metadata=_help(
+            "recompute each Inception block's activations in the backward pass to save memory; same results"
+        ),
+    )
     seed: int = field(
         default=0, metadata=_help("seed of the initial weights, the data order, the augmentations and dropout")
     )
@@ -170,6 +176,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def model_options(self, *, num_classes: int) -> dict[str, Any]:
+        """The `create_model` options of the network this configuration trains (without the auxiliary head)."""
+        options: dict[str, Any] = {"num_classes": num_classes, "width": self.width, "drop_rate": self.drop_rate}
+        if self.residual_scale is not None:
+            if not self.model.startswith("inception_resnet"):
+                raise ValueError(f"--residual-scale applies to the Inception-ResNet networks only, not {self.model}")
+            options["scales"] = (self.residual_scale,) * 3
+        return options
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

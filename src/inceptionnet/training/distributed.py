@@ -71,11 +71,6 @@ def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     return values
 
 
-def barrier(ctx: Context) -> None:
-    if ctx.distributed:
-        dist.barrier()
-
-
 def average_buffers(module: nn.Module, ctx: Context) -> None:
     """Replace every floating-point buffer (BatchNorm running mean and variance) by its mean over the ranks.
 

@@ -4,7 +4,7 @@
   that matter with the paper's epsilon of 1.0: TF adds epsilon inside the square root, starts the
   square average at 1 rather than 0, and folds the learning rate into the momentum buffer.
 - `learning_rate`: 0.045 x 0.94 every 2 epochs (staircase), a pure function of the step, so a
-  resumed run needs only the step to continue the schedule.
+  resumed run needs only the step to continue the schedule (`schedule` binds a configuration's values).
 - `WeightAverage`: the running (exponential) average of the weights that the paper evaluates.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 from torch import nn
@@ -122,6 +123,18 @@ def learning_rate(
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     return base_lr * decay_rate ** math.floor(step / (decay_epochs * steps_per_epoch))
+
+
+def schedule(cfg: TrainConfig, *, steps_per_epoch: int) -> Callable[[int], float]:
+    """The configured learning rate as a function of the step alone (`learning_rate` with cfg's values)."""
+    return partial(
+        learning_rate,
+        base_lr=cfg.lr,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=cfg.lr_decay_rate,
+        decay_epochs=cfg.lr_decay_epochs,
+        warmup_epochs=cfg.warmup_epochs,
+    )
 
 
 class WeightAverage(nn.Module):

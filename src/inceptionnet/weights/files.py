@@ -15,10 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from inceptionnet._version import __version__
+from inceptionnet.atomic import atomic_write
 from inceptionnet.models import Preprocessing
 from inceptionnet.weights.tags import WEIGHTS_DIR_ENV, WeightsError, WeightTag
 
@@ -76,8 +79,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
@@ -125,12 +126,10 @@ def save_weights(
 ) -> Path:
     """Save the model's state dict as safetensors, with metadata to rebuild it.
 
-    The metadata records the model name, its build `options` (default: those `create_model` recorded
-    on the model), its preprocessing and the weights it started from, so that
+    The metadata records the model name, its build `options` (default: every option the network was
+    built with, `model.build_options`), its preprocessing and the weights it started from, so that
     `create_model(name, weights=path)` gives back the same network.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"our checkpoints are safetensors files; name it {path.with_suffix('.safetensors')}")
@@ -145,11 +144,7 @@ def save_weights(
     if weights or getattr(model, "weights_name", None):
         meta["weights"] = str(weights or model.weights_name)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)  # atomic: never a half-written checkpoint under the final name
-    return path
+    return atomic_write(path, safetensors.torch.save(state, metadata=meta))
 
 
 def preprocessing_from_dict(d: Mapping[str, Any]) -> Preprocessing:

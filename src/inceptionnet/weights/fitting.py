@@ -73,27 +73,8 @@ def load_state_dict_into(
     Anything else that does not match (missing, unexpected or mis-shaped keys) raises WeightsError
     naming a few of the keys and their count.
     """
-    report = LoadReport()
     own = model.state_dict()
-    state = dict(state)
-    for name in CLASSIFIERS:
-        w, b = f"{name}.weight", f"{name}.bias"
-        if w in state and w in own and state[w].shape[0] == 1001 and own[w].shape[0] == 1000:
-            state[w], state[b] = state[w][1:], state[b][1:]
-            report.adapted.append(f"{name} (1001 -> 1000 classes: background row 0 dropped)")
-    first, target = state.get(FIRST_CONV), own.get(FIRST_CONV)
-    if (
-        first is not None
-        and target is not None
-        and first.shape[1] != target.shape[1]
-        and first.shape[0] == target.shape[0]
-    ):
-        state[FIRST_CONV] = adapt_first_conv(first, target.shape[1])
-        report.adapted.append(f"{FIRST_CONV} ({first.shape[1]} -> {target.shape[1]} input channels)")
-
-    def optional(key: str) -> bool:  # parts that may legitimately stay initialised or be ignored
-        return key.startswith(("head.fc.", "aux."))
-
+    state, report = _adapted(dict(state), own)
     # Older published files carry no BN step counters; they only matter to momentum-free BN training.
     for k in own:
         if k.endswith(".num_batches_tracked") and k not in state:
@@ -101,24 +82,7 @@ def load_state_dict_into(
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
-    bad_missing = [k for k in missing if not optional(k)]
-    bad_unexpected = [k for k in unexpected if not optional(k)]
-    bad_shape = [k for k in mismatched if not k.startswith(("head.fc.", "aux.fc."))]
-    if bad_missing or bad_unexpected or bad_shape:
-        lines = [f"{source} does not fit {getattr(model, 'model_name', type(model).__name__)}:"]
-        if bad_shape:
-            k = bad_shape[0]
-            example = f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-            lines.append(f"  shape mismatch: {_few(bad_shape)}; e.g. {example}")
-        if bad_missing:
-            lines.append(f"  missing from the file: {_few(bad_missing)}")
-        if bad_unexpected:
-            lines.append(f"  unexpected in the file: {_few(bad_unexpected)}")
-        lines.append(
-            "  Check that the file was saved from the same network with the same width and options "
-            "(num_classes and in_chans may differ)."
-        )
-        raise WeightsError("\n".join(lines))
+    _refuse_misfits(model, state, own, source=source, missing=missing, unexpected=unexpected, mismatched=mismatched)
     load = {k: v for k, v in state.items() if k in own and k not in mismatched}
     report.reinitialised = sorted(set(missing) | set(mismatched))
     report.dropped = sorted(set(unexpected) | set(mismatched))
@@ -130,6 +94,55 @@ def load_state_dict_into(
     if report.dropped:
         log.info("%s: not used from the file: %s", source, _few(report.dropped))
     return report
+
+
+def _adapted(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict, LoadReport]:
+    """The state with TF's background class dropped and the first convolution fitted to the input channels."""
+    report = LoadReport()
+    for name in CLASSIFIERS:
+        w, b = f"{name}.weight", f"{name}.bias"
+        if w in state and w in own and state[w].shape[0] == 1001 and own[w].shape[0] == 1000:
+            state[w], state[b] = state[w][1:], state[b][1:]
+            report.adapted.append(f"{name} (1001 -> 1000 classes: background row 0 dropped)")
+    first, target = state.get(FIRST_CONV), own.get(FIRST_CONV)
+    fits_but_channels = first is not None and target is not None and first.shape[0] == target.shape[0]
+    if fits_but_channels and first.shape[1] != target.shape[1]:
+        state[FIRST_CONV] = adapt_first_conv(first, target.shape[1])
+        report.adapted.append(f"{FIRST_CONV} ({first.shape[1]} -> {target.shape[1]} input channels)")
+    return state, report
+
+
+def _refuse_misfits(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[str],
+) -> None:
+    """Raise WeightsError for keys that do not fit, other than the classifiers and the auxiliary head."""
+    optional = ("head.fc.", "aux.")  # parts that may legitimately stay initialised or be ignored
+    bad_missing = [k for k in missing if not k.startswith(optional)]
+    bad_unexpected = [k for k in unexpected if not k.startswith(optional)]
+    bad_shape = [k for k in mismatched if not k.startswith(("head.fc.", "aux.fc."))]
+    if not (bad_missing or bad_unexpected or bad_shape):
+        return
+    lines = [f"{source} does not fit {getattr(model, 'model_name', type(model).__name__)}:"]
+    if bad_shape:
+        k = bad_shape[0]
+        example = f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        lines.append(f"  shape mismatch: {_few(bad_shape)}; e.g. {example}")
+    if bad_missing:
+        lines.append(f"  missing from the file: {_few(bad_missing)}")
+    if bad_unexpected:
+        lines.append(f"  unexpected in the file: {_few(bad_unexpected)}")
+    lines.append(
+        "  Check that the file was saved from the same network with the same width and options "
+        "(num_classes and in_chans may differ)."
+    )
+    raise WeightsError("\n".join(lines))
 
 
 @dataclass

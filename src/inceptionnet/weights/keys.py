@@ -1,6 +1,6 @@
 """The one explicit table that maps published (timm) checkpoint keys onto our module names.
 
-The published checkpoints (`WEIGHT_TAGS`, weight_tags.py) use timm's module names; ours follow
+The published checkpoints (`WEIGHT_TAGS`, tags.py) use timm's module names; ours follow
 the paper's figures. `KEY_TABLE` holds, per network, rows `(our module path, published module path)`,
 and `convert_published` renames a whole published state dict through it. Its public names are importable
 from `inceptionnet.weights`, the public entry point for weights (docs/weights.md, "The key table").

@@ -10,10 +10,9 @@ import torch
 import torch.multiprocessing as mp
 
 from inceptionnet.training import checkpoint
+from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
 from inceptionnet.training.runlog import read_metrics
-from test_data import tiny_image_folder
-from test_train import tiny_config
 
 
 def _free_port() -> int:
@@ -22,23 +21,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, data: str, tmp: str) -> None:
+def _worker(rank: int, world_size: int, port: int, cfg: TrainConfig, tmp: str) -> None:
     # What torchrun sets for each process it starts.
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
     )
     torch.set_num_threads(1)
-    result = train(tiny_config(Path(data), Path(tmp) / "run", epochs=2, batch_size=2, device="cpu"))
+    result = train(cfg)
     torch.save(
         {"model": result.model.state_dict(), "ema": result.averaged.state_dict(), "step": result.step},
         Path(tmp) / f"rank{rank}.pt",
     )
 
 
-def test_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
-    data = tiny_image_folder(tmp_path / "data", train=4, val=3)  # 8 images: 4 per rank, 2 steps of 2 per epoch
-    # fork: the children reuse the imported torch instead of importing it again (seconds on 2 cores).
-    mp.start_processes(_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, start_method="fork")
+def test_two_ranks_end_with_identical_weights(tmp_path: Path, make_image_folder, make_train_config) -> None:
+    data = make_image_folder(tmp_path / "data", train=4, val=3)  # 8 images: 4 per rank, 2 steps of 2 per epoch
+    cfg = make_train_config(data, tmp_path / "run", epochs=2, batch_size=2, device="cpu")
+    # spawn, as torchrun does: a forked child of a process that has run backward passes cannot run its own.
+    mp.start_processes(_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, start_method="spawn")
 
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert states[0]["step"] == states[1]["step"] == 4

@@ -1,4 +1,5 @@
-"""The training loop end to end on a tiny network: resume equals an uninterrupted run, signals, NaN, outputs."""
+"""The training loop end to end on a tiny network: resume equals an uninterrupted run, signals, NaN, outputs,
+activation checkpointing, the command line."""
 
 from __future__ import annotations
 
@@ -7,47 +8,29 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import fields, replace
 
 import pytest
 import torch
 
-from inceptionnet.cli import main
+from inceptionnet.cli import build_parser, main
+from inceptionnet.data import derive_seed
 from inceptionnet.training import checkpoint
-from inceptionnet.training import loop as train_module
-from inceptionnet.training.config import TrainConfig
-from inceptionnet.training.loop import TrainingDiverged, train
-from inceptionnet.training.runlog import read_metrics
-from test_data import tiny_image_folder
+from inceptionnet.training.config import PRESETS, TrainConfig, resolve_config
+from inceptionnet.training.faults import TrainingDiverged
+from inceptionnet.training.loop import train
+from inceptionnet.training.runlog import RunLog, read_metrics
+from inceptionnet.training.state import RunPosition
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
-    # inception_v3 at 1/8 width and 75 px is the fastest network of the package and has an aux head.
-    cfg = TrainConfig(
-        data=str(data),
-        out_dir=str(out),
-        model="inception_v3",
-        width=0.125,
-        input_size=75,
-        epochs=2,
-        batch_size=3,
-        num_workers=0,
-        lr=0.01,
-        ema_decay=0.9,
-        progress=False,
-    )
-    return replace(cfg, **changes)
-
-
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory: pytest.TempPathFactory, one_thread):
+def straight_run(tmp_path_factory, make_image_folder, make_train_config, one_thread):
     """Two epochs of 3 steps (8 readable images + 1 corrupt, batch 3), uninterrupted."""
     tmp = tmp_path_factory.mktemp("train")
-    data = tiny_image_folder(tmp / "data", train=4, val=2, corrupt=1)
-    result = train(tiny_config(data, tmp / "straight"))
+    data = make_image_folder(tmp / "data", train=4, val=2, corrupt=1)
+    result = train(make_train_config(data, tmp / "straight"))
     return data, result
 
 
@@ -57,26 +40,29 @@ def _states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_after_sigterm_equals_uninterrupted_training(straight_run, tmp_path, monkeypatch, capsys) -> None:
+def test_resume_after_sigterm_equals_uninterrupted_training(
+    straight_run, make_train_config, tmp_path, monkeypatch, capsys
+) -> None:
     data, straight = straight_run
     assert (straight.epoch, straight.step, straight.stopped_by) == (2, 6, None)
 
-    # SIGTERM arrives during step 1 (of 3 in the first epoch): the step finishes, a checkpoint is written.
-    real_lr = train_module.learning_rate
+    # SIGTERM arrives after step 1 (of 3 in the first epoch) is logged: the next step finishes with the
+    # stop agreed by all ranks, and a checkpoint is written.
+    real_step = RunLog.step
 
-    def lr_then_signal(step: int, **kw) -> float:
+    def step_then_signal(self: RunLog, step: int, **kw) -> None:
+        real_step(self, step, **kw)
         if step == 1:
             signal.raise_signal(signal.SIGTERM)
-        return real_lr(step, **kw)
 
-    monkeypatch.setattr(train_module, "learning_rate", lr_then_signal)
-    cfg = tiny_config(data, tmp_path / "run")
+    monkeypatch.setattr(RunLog, "step", step_then_signal)
+    cfg = make_train_config(data, tmp_path / "run")
     handler = signal.getsignal(signal.SIGTERM)
     first = train(cfg)
     assert (first.stopped_by, first.step, first.epoch) == ("SIGTERM", 2, 0)
     assert signal.getsignal(signal.SIGTERM) is handler  # the previous handler is back
     assert checkpoint.load(tmp_path / "run")["position"]["batches"] == 2
-    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    monkeypatch.setattr(RunLog, "step", real_step)
 
     resumed = train(cfg, resume=tmp_path / "run")
     assert (resumed.stopped_by, resumed.step, resumed.epoch) == (None, 6, 2)
@@ -87,7 +73,7 @@ def test_resume_after_sigterm_equals_uninterrupted_training(straight_run, tmp_pa
     assert "stopped by SIGTERM at step 2" in out and "resumed from" in out
 
 
-def test_outputs_metrics_plot_checkpoints(straight_run, capsys) -> None:
+def test_outputs_metrics_plot_checkpoints(straight_run) -> None:
     _, result = straight_run
     out = result.out_dir
     assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "curves.png"}
@@ -101,25 +87,53 @@ def test_outputs_metrics_plot_checkpoints(straight_run, capsys) -> None:
     state = checkpoint.load(out / "last.pt")
     assert state["version"] and state["config"]["width"] == 0.125 and state["position"]["step"] == 6
     assert state["classes"] == ["airplane", "automobile"]
+    # The position is a plain dict (loadable with weights_only=True) of the run position's fields.
+    assert set(state["position"]) == {f.name for f in fields(RunPosition)}
+    assert RunPosition.from_dict(state["position"]) == RunPosition(
+        epoch=2, step=6, best_top1_error=result.best_top1_error
+    )
+    # The network's name and every option it was built with, the auxiliary head included.
+    assert state["model_name"] == "inception_v3"
+    assert state["model_options"] == result.model.build_options
+    assert state["model_options"]["aux_logits"] is True and state["model_options"]["num_classes"] == 2
     # The evaluated network (the weight average, without the aux head) loads from the checkpoint.
     model = checkpoint.model_from_checkpoint(out / "last.pt")
     assert model.aux is None and not model.training
     torch.testing.assert_close(model.head.fc.weight, result.averaged.module.head.fc.weight)
 
 
-def test_divergence_stops_and_keeps_the_last_checkpoint(straight_run, tmp_path) -> None:
+def test_divergence_stops_and_keeps_the_last_checkpoint(straight_run, make_train_config, tmp_path) -> None:
     data, straight = straight_run
     run = tmp_path / "run"
     shutil.copytree(straight.out_dir, run)
     before = (run / "last.pt").read_bytes()
-    cfg = tiny_config(data, run, epochs=3, lr=1e38, clip_grad_norm=0.0)
+    cfg = make_train_config(data, run, epochs=3, lr=1e38, clip_grad_norm=0.0)
     with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 3.*--lr.*--resume"):
         train(cfg, resume=run)
     assert (run / "last.pt").read_bytes() == before
 
 
-def test_cli_train_runs_and_stops_at_max_steps(tmp_path, capsys) -> None:
-    data = tiny_image_folder(tmp_path / "data", train=3, val=1)
+def test_grad_checkpointing_gives_the_same_training(straight_run, make_train_config, tmp_path) -> None:
+    data, straight = straight_run
+    result = train(make_train_config(data, tmp_path / "run", grad_checkpointing=True))
+    assert result.model.grad_checkpointing and not straight.model.grad_checkpointing
+    _states_equal(result.model.state_dict(), straight.model.state_dict())
+    _states_equal(result.averaged.state_dict(), straight.averaged.state_dict())
+    assert result.val_top1_error == straight.val_top1_error
+
+
+@pytest.mark.parametrize(
+    ("seed", "rank", "step", "expected"),
+    [(0, 0, 0, 8407437806151696170), (0, 1, 5, 2156912419844523939), (12345, 3, 987654, 7155897222246643172)],
+)
+def test_dropout_seed_of_a_step_is_fixed(seed: int, rank: int, step: int, expected: int) -> None:
+    # The dropout masks of step `step` on rank `rank` are drawn after torch.manual_seed(derive_seed(seed,
+    # rank, step, 1)); these values pin them, so runs of earlier versions resume identically.
+    assert derive_seed(seed, rank, step, 1) == expected
+
+
+def test_cli_train_runs_and_stops_at_max_steps(tmp_path, make_image_folder, capsys) -> None:
+    data = make_image_folder(tmp_path / "data", train=3, val=1)
     args = ["train", "--data", str(data), "--out-dir", str(tmp_path / "run"), "--model", "inception_v3"]
     args += ["--width", "0.125", "--input-size", "75", "--batch-size", "3", "--num-workers", "0", "--no-progress"]
     assert main([*args, "--epochs", "2", "--max-steps", "1"]) == 0
@@ -153,11 +167,6 @@ def test_demo_command_trains_above_chance(tmp_path) -> None:
 
 
 def test_command_line_options_cover_the_config_and_resolve_presets() -> None:
-    from dataclasses import fields
-
-    from inceptionnet.cli import build_parser
-    from inceptionnet.training.config import PRESETS, resolve_config
-
     parser = build_parser()
     args = parser.parse_args(["train", "--lr", "0.1", "--no-channels-last", "--input-size", "99", "--epochs", "3"])
     names = {f.name for f in fields(TrainConfig)}
@@ -166,6 +175,7 @@ def test_command_line_options_cover_the_config_and_resolve_presets() -> None:
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     for name in names:
         assert "--" + name.replace("_", "-") in help_text
+    assert parser.parse_args(["train", "--grad-checkpointing"]).grad_checkpointing is True
 
     assert resolve_config(preset_name=None, overrides={}) == PRESETS["demo"]
     assert resolve_config(preset_name=None, overrides={"data": "/d"}) == replace(PRESETS["paper"], data="/d")

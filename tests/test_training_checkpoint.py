@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loads, round trips of the training state."""
+"""Checkpoints: atomic writes, safe loads, round trips of the training state, the trained network rebuilt exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from inceptionnet import create_model
 from inceptionnet._version import __version__
 from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.loop import train
 from inceptionnet.training.optim import RMSpropTF, WeightAverage
+from inceptionnet.training.state import RunPosition
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,9 +23,9 @@ class Custom:
     """An arbitrary object: loading it would run unpickling code, which weights_only refuses."""
 
 
-def test_save_atomic_round_trip_and_no_leftovers(tmp_path: Path) -> None:
+def test_save_round_trip_and_no_leftovers(tmp_path: Path) -> None:
     payload = {"format": checkpoint.FORMAT, "w": torch.arange(5.0), "nested": {"a": [1, 2.5, None, "x"]}}
-    checkpoint.save_atomic(payload, tmp_path / "run" / "last.pt")
+    checkpoint.save(payload, tmp_path / "run" / "last.pt")
     loaded = checkpoint.load(tmp_path / "run")  # a folder means its last.pt
     assert torch.equal(loaded["w"], payload["w"]) and loaded["nested"] == payload["nested"]
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]
@@ -31,10 +33,10 @@ def test_save_atomic_round_trip_and_no_leftovers(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
-    checkpoint.save_atomic({"format": checkpoint.FORMAT, "step": 1}, path)
+    checkpoint.save({"format": checkpoint.FORMAT, "step": 1}, path)
     before = path.read_bytes()
     with pytest.raises(Exception, match="pickle"):
-        checkpoint.save_atomic({"format": checkpoint.FORMAT, "bad": lambda: None}, path)  # fails mid-write
+        checkpoint.save({"format": checkpoint.FORMAT, "bad": lambda: None}, path)  # fails mid-write
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
 
@@ -66,13 +68,14 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
     opt.step()
     ema.update(model)
     cfg = TrainConfig(model="inception_v3", width=0.125, input_size=75)
-    position = {"epoch": 1, "step": 7, "batches": 0, "best_top1_error": 12.5}
+    position = RunPosition(epoch=1, step=7, loss_sum=3.5, losses=2, skipped=1, best_top1_error=12.5)
     state = checkpoint.training_state(
         model=model, ema=ema, optimizer=opt, scaler=None, cfg=cfg, position=position, classes=["a", "b", "c"]
     )
-    checkpoint.save_atomic(state, tmp_path / "last.pt")
+    checkpoint.save(state, tmp_path / "last.pt")
     payload = checkpoint.load(tmp_path / "last.pt")
     assert payload["version"] == __version__ and TrainConfig.from_dict(payload["config"]) == cfg
+    assert payload["position"] == position.to_dict()  # a plain dict, as weights_only loading needs
 
     model2, ema2, opt2 = _training_objects(1)  # different initial weights
     assert checkpoint.restore(payload, model=model2, ema=ema2, optimizer=opt2, scaler=None) == position
@@ -88,6 +91,43 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
     torch.testing.assert_close(net.head.fc.weight, ema.module.head.fc.weight)
     raw = checkpoint.model_from_checkpoint(tmp_path / "last.pt", averaged=False)
     torch.testing.assert_close(raw.head.fc.weight, model.head.fc.weight)
+
+
+def test_position_of_older_checkpoints_loads() -> None:
+    # A position without some keys (an older checkpoint) keeps their start values.
+    assert RunPosition.from_dict({"epoch": 1, "step": 7}) == RunPosition(epoch=1, step=7)
+
+
+@pytest.fixture(scope="module")
+def scaled_run(tmp_path_factory, make_image_folder, make_train_config, one_thread):
+    """One epoch of a tiny Inception-ResNet-v1 trained with residual scale 0.3 (not its default 0.17 / 0.1 / 0.2)."""
+    tmp = tmp_path_factory.mktemp("scaled")
+    data = make_image_folder(tmp / "data", train=4, val=2)
+    cfg = make_train_config(data, tmp / "run", model="inception_resnet_v1", epochs=1, residual_scale=0.3)
+    return train(cfg)
+
+
+def _logits(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(torch.randn(2, 3, 75, 75, generator=torch.Generator().manual_seed(0)))
+
+
+def test_model_from_checkpoint_rebuilds_the_trained_network_exactly(scaled_run) -> None:
+    path = scaled_run.out_dir / checkpoint.LAST
+    payload = checkpoint.load(path)
+    assert payload["model_name"] == "inception_resnet_v1" and payload["model_options"]["scales"] == (0.3,) * 3
+    assert torch.equal(_logits(checkpoint.model_from_checkpoint(path)), _logits(scaled_run.averaged.module))
+    raw = checkpoint.model_from_checkpoint(path, averaged=False)
+    assert torch.equal(_logits(raw), _logits(scaled_run.model))
+
+
+def test_model_from_checkpoint_reads_checkpoints_without_the_network_options(scaled_run, tmp_path) -> None:
+    # Checkpoints written before "model_name" / "model_options" existed: the options come from the config.
+    payload = checkpoint.load(scaled_run.out_dir / checkpoint.LAST)
+    del payload["model_name"], payload["model_options"]
+    checkpoint.save(payload, tmp_path / "old.pt")
+    rebuilt = checkpoint.model_from_checkpoint(tmp_path / "old.pt")
+    assert torch.equal(_logits(rebuilt), _logits(scaled_run.averaged.module))
 
 
 def test_unknown_config_fields_are_named() -> None:

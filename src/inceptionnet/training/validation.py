@@ -1,0 +1,47 @@
+"""Validation during training: top-1 and top-5 error over the validation set, shared out among the ranks.
+
+One central crop per image (the network's evaluation transform); the paper's multi-crop protocol
+is `inceptionnet.evaluation`. Each rank counts its share on its device and one all-reduce adds the
+counts, so every rank gets the errors of the whole set.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from inceptionnet.training import distributed
+from inceptionnet.training.distributed import Context
+
+
+@torch.no_grad()
+def validation_errors(
+    model: nn.Module,
+    batches: DataLoader,
+    *,
+    ctx: Context,
+    channels_last: bool,
+    autocast: AbstractContextManager,
+) -> tuple[float, float]:
+    """Top-1 and top-5 error (%) of `model` (put in eval mode) over the whole validation set."""
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # top-1 correct, top-5 correct, images
+    for batch in batches:
+        if len(batch.targets) == 0:
+            continue
+        images = batch.images.to(ctx.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = batch.targets.to(ctx.device, non_blocking=True)
+        with autocast:
+            logits = model(images)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == targets[:, None]
+        counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets), device=ctx.device)])
+    top1_ok, top5_ok, n = distributed.all_sum(counts, ctx).tolist()
+    if n == 0:
+        raise ValueError("no readable validation images; check the val/ folder")
+    return 100 * (1 - top1_ok / n), 100 * (1 - top5_ok / n)
