@@ -216,6 +216,37 @@ def test_map_classes_rules() -> None:
         map_classes(["n01443537", "n99999999"], 1000)
 
 
+def test_map_classes_by_the_networks_class_names() -> None:
+    m = map_classes(["dog", "eel"], 3, class_names=["cat", "dog", "eel"])  # a subset of the classes, by name
+    assert (m.offset, m.num_classes, m.target_index, m.rule) == (0, 3, (1, 2), "class names")
+    with pytest.raises(ValueError, match=r"differ from those of run: fox are not among its 3 classes .*folder: cat"):
+        map_classes(["dog", "fox"], 3, model="run", class_names=["cat", "dog", "eel"])
+    with pytest.raises(ValueError, match="names 2 classes but has 3 outputs"):
+        map_classes(["dog"], 3, class_names=["cat", "dog"])
+
+
+class NamedNet(ConstantNet):
+    """A ConstantNet that names its classes, as a run or published weights do."""
+
+    def __init__(self, probs: list[float], names: tuple[str, ...]) -> None:
+        super().__init__(probs)
+        self.class_names = names
+
+
+def test_folder_classes_map_by_name_and_ensembles_share_them(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, {"c": [flat(10)], "a": [flat(20)]})  # sorted: a, c
+    # the network's outputs are (c, b, a): output 2 is folder class a, output 0 folder class c
+    result = evaluate(NamedNet([0.1, 0.3, 0.6], ("c", "b", "a")), folder, workers=0)
+    assert [c.top1_correct for c in result.scores[0].per_class] == [1, 0]
+    assert result.config["class_mapping"] == "class names"
+    other = NamedNet([0.1, 0.3, 0.6], ("b", "a", "d"))  # knows a but not c
+    with pytest.raises(ValueError, match="c are not among its 3 classes"):
+        evaluate([other], folder, workers=0)
+    reordered = NamedNet([0.1, 0.3, 0.6], ("a", "b", "c"))
+    with pytest.raises(ValueError, match=r"do not share their classes .*an ensemble needs"):
+        evaluate({"x": NamedNet([0.1, 0.3, 0.6], ("c", "b", "a")), "y": reordered}, folder, workers=0)
+
+
 @pytest.mark.parametrize("outputs", [1000, 1001])
 def test_synset_folders_and_the_background_class(tmp_path: Path, outputs: int) -> None:
     # n01443537 is ImageNet class 1, n15075141 class 999; raw outputs are shifted by one in a 1001-way net.
@@ -270,11 +301,22 @@ def test_result_json_has_every_number(tmp_path: Path) -> None:
 # -- building networks and the command ------------------------------------------------------------------------
 
 
-def test_model_spec_names_a_network_and_optional_weights() -> None:
+def test_model_spec_names_a_network_and_optional_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_model_spec("inception_v4") == ("inception_v4", None)
     assert parse_model_spec("inception_v4:runs/a:b.safetensors") == ("inception_v4", "runs/a:b.safetensors")
+    assert parse_model_spec("inception_v4:tf_in1k") == ("inception_v4", "tf_in1k")
+    assert parse_model_spec("inception_v4.tf_in1k") == ("inception_v4", "tf_in1k")  # timm's name of the tag
+    # paths and hub addresses name their own network
+    assert parse_model_spec("runs/v4") == (None, "runs/v4")
+    assert parse_model_spec("best.pt") == (None, "best.pt")
+    assert parse_model_spec("hf-hub:org/name") == (None, "hf-hub:org/name")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myrun").mkdir()
+    assert parse_model_spec("myrun") == (None, "myrun")  # an existing folder
     with pytest.raises(ValueError, match="names no weights"):
         parse_model_spec("inception_v4:")
+    with pytest.raises(ValueError, match=r"unknown model 'inception_v9': name a network \(inception_resnet_v1, "):
+        parse_model_spec("inception_v9")
 
 
 def test_cli_eval_ensemble_json(random_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -285,6 +327,8 @@ def test_cli_eval_ensemble_json(random_folder: Path, tmp_path: Path, capsys: pyt
     printed = capsys.readouterr().out
     assert "| model | crops | top-1 error | top-5 error |" in printed and "ensemble of 2" in printed
     d = json.loads(out.read_text())
+    assert main([*args, "--input-size", "75", "--json", "-", "--max-images", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1  # `--json -`: only the JSON, on stdout
     assert [r["model"] for r in d["results"]] == ["inception_v4", "inception_resnet_v2", "ensemble of 2"]
     assert d["images"] == 6 and d["skipped"] == 0 and len(d["results"][2]["per_class"]) == 3
     # IR-v2's 0.8975 crop fraction gives it views of its own

@@ -4,6 +4,7 @@ export checked by each format's own runtime, and `inceptionnet predict`."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +16,8 @@ from torch import nn
 
 from inceptionnet import create_model, list_models
 from inceptionnet.cli import main
-from inceptionnet.data import eval_transform, imagenet_classes
-from inceptionnet.inference.export import ExportError, export_model, load_torchscript
+from inceptionnet.data import eval_transform, imagenet_classes, imagenet_synsets
+from inceptionnet.inference.export import ExportError, export_model, load_torchscript, read_export_metadata
 from inceptionnet.inference.folding import ConvReLU, fold_batchnorm
 from inceptionnet.inference.fuse import MergedHeads, fuse_for_inference, is_fused, top1_agreement
 from inceptionnet.inference.predict import predict
@@ -152,8 +153,12 @@ def test_onnx_with_dynamic_batch_runs_in_onnxruntime(tmp_path: Path, randomize_b
     import onnxruntime as ort
 
     model = small("inception_v3", randomize_bn)
+    model.class_names = tuple(f"c{i}" for i in range(model.num_classes))
     result = export_model(model, format="onnx", output=tmp_path / "v3.onnx", input_size=107, dynamic_batch=True)
     assert result.path.is_file() and result.max_abs_diff <= 1e-4 and result.folded_batchnorms > 90
+    meta = read_export_metadata(result.path)  # ONNX metadata_props
+    assert meta["class_names"] == list(model.class_names) and meta["model_name"] == "inception_v3"
+    assert meta["preprocessing"]["input_size"] == 107 and meta["model_options"]["width"] == 0.25
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "images" and inp.shape[1:] == [3, 107, 107] and not isinstance(inp.shape[0], int)
@@ -196,6 +201,8 @@ def test_cli_exports_a_checkpoint_as_an_exported_program(
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "max abs difference vs eager PyTorch" in printed
     program = torch.export.load(str(out)).module()
+    meta = read_export_metadata(out)
+    assert meta["weights"] == str(ckpt) and meta["class_names"] is None and meta["input_size"] == 107
     x = torch.randn(3, 3, 107, 107)
     with torch.no_grad():
         assert (program(x) - model(x)).abs().max().item() <= 1e-4
@@ -212,6 +219,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():
         model.head.fc.bias[GOLDEN_RETRIEVER] = 50.0
     model.preprocessing = Preprocessing(input_size=107)
+    model.class_names = imagenet_synsets()  # as for a network fine-tuned from ImageNet weights on ImageNet
     return save_weights(model, tmp_path_factory.mktemp("ckpt") / "tiny_v3.safetensors")
 
 
@@ -263,13 +271,17 @@ def test_cli_reports_bad_files_and_still_classifies_the_rest(
 ) -> None:
     missing = tmp_path / "missing.jpg"
     argv = ["predict", str(images["noise"]), str(images["corrupt"]), str(images["notes"]), str(missing)]
-    code = main([*argv, "--model", "inception_v3", "--weights", str(checkpoint), "--top-k", "2", "--json"])
+    code = main([*argv, "--model", "inception_v3", "--weights", str(checkpoint), "--top-k", "2", "--json", "-"])
     out = capsys.readouterr()
     assert code == 1
     assert "3 of 4 files could not be classified" in out.err
-    rows = {Path(r["path"]).name: r for r in json.loads(out.out)}
+    report = json.loads(out.out)  # `--json -`: the JSON alone on stdout
+    assert report["model"] == "inception_v3" and report["weights"] == str(checkpoint)
+    assert report["preprocessing"]["input_size"] == 107
+    rows = {Path(r["path"]).name: r for r in report["results"]}
     assert rows["noise.png"]["error"] is None and len(rows["noise.png"]["top"]) == 2
-    assert rows["noise.png"]["top"][0]["synset"] == "n02099601"
+    assert rows["noise.png"]["top"][0]["label"] == "n02099601"
+    assert rows["noise.png"]["top"][0]["name"] == "golden retriever"
     assert "not a readable image" in rows["corrupt.jpg"]["error"]
     assert "not a readable image" in rows["notes.txt"]["error"]
     assert rows["missing.jpg"]["error"] == "no such file"
@@ -294,6 +306,29 @@ def test_predict_without_weights_offline_says_what_to_download(
     assert "inception_v4.tf_in1k.safetensors" in capsys.readouterr().err
 
 
-def test_predict_refuses_a_network_without_imagenet_classes(images: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="has 10 classes"):
-        predict([images["noise"]], model=create_model("inception_v3", width=0.25, num_classes=10))
+def test_predict_names_only_the_classes_the_network_knows(images: dict[str, Path]) -> None:
+    """A network that names no classes gets output indices, never ImageNet names it may not have."""
+    torch.manual_seed(0)
+    net = create_model("inception_v3", width=0.25, num_classes=10)
+    net.preprocessing = Preprocessing(input_size=75)
+    (result,) = predict([images["noise"]], model=net, device="cpu")
+    assert [t.label for t in result.top] == [None] * 5
+    assert all(t.name == f"class {t.index}" for t in result.top)
+    with pytest.raises(ValueError, match="top-k must be between 1 and the 10 classes"):
+        predict([images["noise"]], model=net, top_k=11)
+    with pytest.raises(ValueError, match="has no classifier"):
+        predict([images["noise"]], model=create_model("inception_v3", width=0.25, num_classes=0))
+
+
+def test_predict_takes_folders_recursively(checkpoint: Path, images: dict[str, Path], tmp_path: Path) -> None:
+    nested = tmp_path / "photos" / "b"
+    nested.mkdir(parents=True)
+    shutil.copy(images["flipped"], nested / "x.jpg")
+    shutil.copy(images["noise"], tmp_path / "photos" / "a.png")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image, and not an image name\n")
+    results = predict([tmp_path / "photos", images["noise"]], model=f"inception_v3:{checkpoint}", top_k=1)
+    assert [Path(r.path).name for r in results] == ["a.png", "x.jpg", "noise.png"]
+    assert all(r.ok and r.top[0].name == "golden retriever" for r in results)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"folder .*empty holds no images"):
+        predict([tmp_path / "empty"], model=f"inception_v3:{checkpoint}")

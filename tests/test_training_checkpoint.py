@@ -12,6 +12,7 @@ from inceptionnet import create_model
 from inceptionnet._version import __version__
 from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.loop import train
 from inceptionnet.training.optim import RMSpropTF, WeightAverage
 from inceptionnet.training.state import RunPosition
@@ -39,6 +40,28 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
         checkpoint.save({"format": checkpoint.FORMAT, "bad": lambda: None}, path)  # fails mid-write
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
+
+
+def test_a_write_that_fails_names_the_file_and_what_is_left(tmp_path: Path) -> None:
+    (tmp_path / "last.pt").mkdir()  # the target cannot be replaced: the rename fails at the very end
+    with pytest.raises(CheckpointWriteError, match=r"could not write the checkpoint .*last.pt: Is a directory"):
+        checkpoint.save({"format": checkpoint.FORMAT}, tmp_path / "last.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_keep_previous_copies_the_replaced_checkpoint(tmp_path: Path) -> None:
+    checkpoint.save({"format": checkpoint.FORMAT, "step": 3}, tmp_path / "last.pt")
+    checkpoint.keep_previous(tmp_path / "last.pt", tmp_path)
+    checkpoint.save({"format": checkpoint.FORMAT, "step": 5}, tmp_path / "last.pt")  # a new file, not the link
+    assert checkpoint.load(tmp_path / "previous.pt")["step"] == 3
+    assert checkpoint.load(tmp_path / "last.pt")["step"] == 5
+    checkpoint.keep_previous(tmp_path / "previous.pt", tmp_path)  # continuing from previous.pt: nothing to do
+    assert checkpoint.load(tmp_path / "previous.pt")["step"] == 3
+    other = tmp_path / "other"
+    other.mkdir()
+    checkpoint.keep_previous(tmp_path / "last.pt", other)  # a run continued in another folder
+    assert checkpoint.load(other / "previous.pt")["step"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "other", "previous.pt"]
 
 
 def test_load_refuses_foreign_or_missing_files(tmp_path: Path) -> None:

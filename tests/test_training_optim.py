@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from inceptionnet.training.config import TrainConfig
-from inceptionnet.training.optim import RMSpropTF, WeightAverage, build_optimizer, learning_rate, parameter_groups
+from inceptionnet.training.optim import (
+    RMSpropTF,
+    WeightAverage,
+    build_optimizer,
+    cosine_learning_rate,
+    learning_rate,
+    parameter_groups,
+    schedule,
+    set_learning_rate,
+)
 
 
 def tf_rmsprop_reference(p0, grads, lrs, *, decay, momentum, eps, weight_decay):
@@ -89,11 +98,36 @@ def test_learning_rate_warmup_is_linear_then_joins_the_schedule() -> None:
     assert learning_rate(10, **kw) == pytest.approx(0.05)  # one epoch of decay has already happened
 
 
+def test_cosine_learning_rate_after_the_warmup() -> None:
+    kw = {"base_lr": 0.1, "steps_per_epoch": 10, "epochs": 5, "warmup_epochs": 1.0}
+    assert [cosine_learning_rate(s, **kw) for s in range(10)] == pytest.approx([0.01 * (s + 1) for s in range(10)])
+    assert cosine_learning_rate(10, **kw) == pytest.approx(0.1)  # the top of the cosine, right after the warm-up
+    assert cosine_learning_rate(30, **kw) == pytest.approx(0.05)  # half-way through the 40 steps after it
+    assert cosine_learning_rate(40, **kw) == pytest.approx(0.1 * (1 + math.cos(math.pi * 0.75)) / 2)
+    assert cosine_learning_rate(50, **kw) == pytest.approx(0.0, abs=1e-15)  # the end of the last epoch
+    assert cosine_learning_rate(0, base_lr=0.1, steps_per_epoch=10, epochs=5) == 0.1  # no warm-up
+
+
+def test_schedule_follows_the_config() -> None:
+    cosine = schedule(TrainConfig(lr=0.2, lr_schedule="cosine", epochs=4), steps_per_epoch=5)
+    assert cosine(10) == pytest.approx(0.1)
+    staircase = schedule(TrainConfig(lr=0.2, lr_decay_rate=0.5, lr_decay_epochs=1.0), steps_per_epoch=5)
+    assert staircase(10) == pytest.approx(0.05)
+
+
 class _Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 3, 1)
         self.bn = nn.BatchNorm2d(3)
+
+
+class _Headed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _Tiny()
+        self.body = _Tiny()
+        self.head = nn.Linear(3, 2)
 
 
 def test_weight_average_follows_tf_exponential_moving_average() -> None:
@@ -145,3 +179,40 @@ def test_build_optimizer_choices() -> None:
     sgd = build_optimizer(model, TrainConfig(optimizer="sgd", lr=0.1))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
     assert sgd.param_groups[0]["weight_decay"] == 4e-5
+
+
+def test_pretrained_layers_get_their_own_groups_and_frozen_ones_none() -> None:
+    model = _Headed()
+    model.stem.requires_grad_(False)  # frozen
+    groups = parameter_groups(model, 4e-5, pretrained_lr_scale=0.1)
+    assert [(g["weight_decay"], g["lr_scale"]) for g in groups] == [(4e-5, 1.0), (0.0, 1.0), (4e-5, 0.1), (0.0, 0.1)]
+    assert [g["params"] for g in groups[:2]] == [[model.head.weight], [model.head.bias]]  # the head first
+    assert groups[2]["params"] == [model.body.conv.weight]
+    assert {id(p) for p in groups[3]["params"]} == {
+        id(model.body.conv.bias),
+        id(model.body.bn.weight),
+        id(model.body.bn.bias),
+    }
+    same_rate = parameter_groups(model, 4e-5)  # no multiplier: the two groups of weight decay only
+    assert [g["lr_scale"] for g in same_rate] == [1.0, 1.0]
+    assert not {id(p) for g in same_rate for p in g["params"]} & {id(p) for p in model.stem.parameters()}
+
+
+def test_set_learning_rate_scales_each_group() -> None:
+    model = _Headed()
+    opt = build_optimizer(model, TrainConfig(optimizer="sgd", lr=0.2, pretrained_lr_scale=0.25))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2, 0.2, 0.05, 0.05])
+    set_learning_rate(opt, 0.04)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.04, 0.04, 0.01, 0.01])
+    # The multiplier is part of the optimiser's state: restoring it brings back the saved one.
+    again = build_optimizer(_Headed(), TrainConfig(optimizer="sgd", lr=0.2, pretrained_lr_scale=0.5))
+    again.load_state_dict(opt.state_dict())
+    assert [g["lr_scale"] for g in again.param_groups] == [1.0, 1.0, 0.25, 0.25]
+    del opt.param_groups[0]["lr_scale"]  # a group restored from a checkpoint that predates the multiplier
+    set_learning_rate(opt, 0.08)
+    assert opt.param_groups[0]["lr"] == 0.08
+
+
+def test_an_optimizer_needs_something_to_train() -> None:
+    with pytest.raises(ValueError, match="every parameter of the network is frozen"):
+        build_optimizer(_Tiny().requires_grad_(False), TrainConfig())

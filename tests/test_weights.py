@@ -1,4 +1,5 @@
-"""Published-weight loading: key-table completeness, exact parity with timm, adaptation, errors, our checkpoints.
+"""Published-weight loading: key-table completeness, exact parity with timm, adaptation, errors, our checkpoints,
+model folders (local and on the hub), timm's training checkpoints, and weights that name their network and classes.
 
 timm builds the reference networks with random weights (no download); their state dicts, saved to
 tmp_path, stand in for the published files, which have the same layout.
@@ -6,14 +7,22 @@ tmp_path, stand in for the published files, which have the same layout.
 
 from __future__ import annotations
 
+import argparse
+import copy
+import hashlib
+import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from inceptionnet import create_model
+from inceptionnet import Preprocessing, create_model
+from inceptionnet.data import imagenet_synsets
+from inceptionnet.factory import load_model
 from inceptionnet.weights import (
     KEY_TABLE,
     WEIGHT_TAGS,
@@ -22,6 +31,7 @@ from inceptionnet.weights import (
     get_weight_tag,
     list_weights,
     map_published_key,
+    save_model_folder,
     save_weights,
 )
 
@@ -258,13 +268,15 @@ def test_wrong_network_or_shapes_give_clear_errors(tmp_path, parity_pairs, tiny_
     ref, _ = parity_pairs("inception_v3")
     v3_file = tmp_path / "v3.safetensors"
     save_file(ref.state_dict(), str(v3_file))
-    with pytest.raises(WeightsError, match=r"holds inception_v3 weights .*not inception_v4"):
+    with pytest.raises(WeightsError, match=r"holds inception_v3 weights, not inception_v4 weights"):
         create_model("inception_v4", weights=v3_file)
 
     tiny, ours_file = tiny_v3
     with pytest.raises(WeightsError, match=r"shape mismatch: .*\(\d+ in all\)"):
         create_model("inception_v3", weights=ours_file, width=0.5)
-    with pytest.raises(WeightsError, match="is a inception_v3 checkpoint, not inception_v4"):
+    with pytest.raises(
+        WeightsError, match=r"tiny_v3\.safetensors holds inception_v3 weights, not inception_v4 weights"
+    ):
         create_model("inception_v4", weights=ours_file)
 
     state = dict(tiny.state_dict())
@@ -280,6 +292,8 @@ def test_wrong_network_or_shapes_give_clear_errors(tmp_path, parity_pairs, tiny_
 
     with pytest.raises(WeightsError, match="does not exist"):
         create_model("inception_v3", weights=tmp_path / "absent.safetensors")
+    with pytest.raises(WeightsError, match=r"unknown weights 'absent' .*no file or folder named 'absent'"):
+        create_model("inception_v3", weights="absent")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
         create_model("inception_v3", weights=tmp_path / "junk.safetensors")
@@ -327,3 +341,130 @@ def test_own_checkpoint_round_trip_restores_options_and_preprocessing(tmp_path):
     assert not any(m.count_include_pad for m in tf_pools.modules() if isinstance(m, nn.AvgPool2d))
     with pytest.raises(WeightsError, match="safetensors"):
         save_weights(model, tmp_path / "mine.pth")
+
+
+# -- weights that name their network and their classes ------------------------------------------------------
+
+
+def test_published_weights_name_their_network_and_the_imagenet_classes(tmp_path, parity_pairs):
+    ref, ours = parity_pairs("inception_v3")
+    assert ours.class_names == imagenet_synsets()
+    path = tmp_path / "v3.safetensors"
+    save_file(ref.state_dict(), str(path))
+    unnamed = create_model(weights=path).eval()  # the published layout says which network it is
+    assert unnamed.model_name == "inception_v3" and unnamed.build_options["count_include_pad"]
+    x = image(107)
+    with torch.no_grad():
+        assert (ref(x) - unnamed(x)).abs().max().item() <= 1e-5
+
+
+def test_the_class_count_comes_from_the_weights(tmp_path, tiny_v3):
+    """A 3-class file gives a 3-class network with its classifier loaded, never a random 1000-class head."""
+    ref, _ = tiny_v3
+    state = dict(ref.state_dict())
+    state["head.fc.weight"], state["head.fc.bias"] = state["head.fc.weight"][:3], state["head.fc.bias"][:3]
+    plain = tmp_path / "three.pth"
+    torch.save(state, plain)
+    with pytest.raises(WeightsError, match=r"three.pth does not say which network it holds .*NAME:"):
+        create_model(weights=plain)
+    model = create_model("inception_v3", weights=plain, width=0.25).eval()
+    assert model.num_classes == 3 and model.class_names is None  # a plain state dict names no classes
+    x = image(107)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x)[:, :3])  # a 3-row GEMM rounds like the 1000-row one, nearly
+    with pytest.raises(WeightsError, match=r"three.pth holds a 3-class inception_v3 classifier, but .* 1000 classes"):
+        load_model("inception_v3", weights=plain, width=0.25, num_classes=1000)
+    with pytest.raises(ValueError, match="already names weights"):
+        load_model(f"inception_v3:{plain}", weights=plain)
+
+
+def test_our_files_record_the_network_and_its_class_names(tmp_path, tiny_v3):
+    ref, _ = tiny_v3
+    named = copy.deepcopy(ref)
+    named.class_names = tuple(f"class{i:04d}" for i in range(1000))
+    path = save_weights(named, tmp_path / "named.safetensors")
+    back = create_model(weights=path).eval()  # no name needed: the file records it
+    assert back.model_name == "inception_v3" and back.class_names == named.class_names
+    assert back.build_options == ref.build_options and back.weights_name == str(path)
+    x = image(75)
+    with torch.no_grad():
+        assert torch.equal(back(x), ref(x))
+
+
+def test_model_folder_round_trip_and_bad_folders(tmp_path, tiny_v3):
+    ref, _ = tiny_v3
+    named = copy.deepcopy(ref)
+    named.class_names = tuple(f"c{i}" for i in range(1000))
+    pre = Preprocessing(input_size=91, crop_fraction=0.9, interpolation="bilinear")
+    folder = save_model_folder(tmp_path / "m", named, preprocessing=pre, metrics={"val_top1_error": 12.5})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["metrics"] == {"val_top1_error": 12.5} and config["crop_pct"] == 0.9 and config["num_classes"] == 1000
+    back = create_model(weights=folder).eval()
+    assert back.preprocessing == pre and back.class_names == named.class_names
+    x = image(91)
+    with torch.no_grad():
+        assert torch.equal(back(x), ref(x))
+    (tmp_path / "timm").mkdir()
+    (tmp_path / "timm" / "config.json").write_text(json.dumps({"architecture": "inception_v4", "num_classes": 1000}))
+    with pytest.raises(WeightsError, match=r"not an inceptionnet model folder \(it describes 'inception_v4'"):
+        create_model(weights=tmp_path / "timm")
+    with pytest.raises(ValueError, match="one name per output"):
+        save_model_folder(tmp_path / "bad", ref, class_names=["a", "b"])
+
+
+def test_timm_training_checkpoint_gives_its_weight_average(tmp_path, tiny_v3, caplog):
+    """A checkpoint written by timm's own CheckpointSaver (with its argparse args): state_dict_ema is taken."""
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    raw, _ = tiny_v3
+    ema = ModelEmaV3(raw, decay=0.9)
+    randomise(ema.module, seed=9)  # the average differs from the raw weights, so the test sees which is loaded
+    saver = CheckpointSaver(
+        raw,
+        torch.optim.SGD(raw.parameters(), lr=0.1),
+        args=argparse.Namespace(model="inception_v3"),
+        model_ema=ema,
+        checkpoint_dir=str(tmp_path),
+    )
+    saver.save_checkpoint(epoch=0, metric=1.0)
+    (path,) = tmp_path.glob("checkpoint-0.pth.tar")
+    with caplog.at_level(logging.INFO, logger="inceptionnet.weights"):
+        model = create_model("inception_v3", weights=path, width=0.25).eval()
+    assert "its weight average (state_dict_ema)" in caplog.text
+    x = image(75)
+    with torch.no_grad():
+        assert torch.equal(model(x), ema.module.eval()(x))
+
+
+def _fill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Lay a model folder out as huggingface_hub's cache does: blobs by hash, a snapshot of links, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for file in folder.iterdir():
+        blob = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copy(file, repo / "blobs" / blob)
+        (repo / "snapshots" / commit / file.name).symlink_to(Path("..", "..", "blobs", blob))
+
+
+def test_hub_model_folder_loads_offline_from_the_cache(tmp_path, monkeypatch, tiny_v3):
+    import huggingface_hub.constants as hf_constants
+
+    ref, _ = tiny_v3
+    named = copy.deepcopy(ref)
+    named.class_names = tuple(f"c{i}" for i in range(1000))
+    _fill_hub_cache(tmp_path / "hf", "someone/tiny-v3", save_model_folder(tmp_path / "m", named))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    model = create_model(weights="hf-hub:someone/tiny-v3").eval()  # through huggingface_hub.hf_hub_download
+    assert model.weights_name == "hf-hub:someone/tiny-v3" and model.class_names == named.class_names
+    x = image(75)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+    with pytest.raises(WeightsError, match=r"cannot get hf-hub:someone/absent .*hf download someone/absent"):
+        create_model(weights="hf-hub:someone/absent")
+    with pytest.raises(WeightsError, match="write hf-hub:ORG/NAME"):
+        create_model(weights="hf-hub:no-org")

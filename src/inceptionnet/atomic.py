@@ -13,6 +13,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _read_umask() -> int:
+    current = os.umask(0)  # the only way to read the umask is to set it: done once, at import
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object] | bytes) -> Path:
     """Write `path` atomically: `write(f)` fills a temporary file (or `write` is the bytes themselves).
 
@@ -25,6 +34,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from the other users of the folder
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes):
                 f.write(write)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from inceptionnet import evaluation as ev
-from inceptionnet.factory import create_model, parse_model_spec
+from inceptionnet.atomic import atomic_write
+from inceptionnet.factory import load_model, parse_model_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         default=[],
-        metavar="M[:W]",
-        help="network name, optionally with weights (tag or file); repeat for an ensemble",
+        metavar="MODEL",
+        help="network name, NAME:WEIGHTS (tag, file or folder), a run folder, a model folder, a weights file or "
+        "hf-hub:ORG/NAME (docs/weights.md); repeat for an ensemble",
     )
     p.add_argument("--crops", type=int, default=1, choices=(1, 10, 12, 144), help="views per image (default 1)")
     p.add_argument("--batch-size", type=int, default=32, help="views per forward pass (default 32)")
@@ -37,9 +39,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of this process (torch.set_num_threads)")
     p.add_argument("--input-size", type=int, default=None, help="override every network's input size")
     p.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of N images")
-    p.add_argument("--num-classes", type=int, default=None, help="outputs of networks built without weights")
-    p.add_argument("--width", type=float, default=None, help="width multiplier of networks built without weights")
-    p.add_argument("--json", metavar="PATH", help="write every number (and the configuration) to a JSON file")
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="outputs of networks built without weights (weights bring theirs)"
+    )
+    p.add_argument(
+        "--width",
+        type=float,
+        default=None,
+        help="width multiplier of networks built without weights (weights bring theirs)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write every number (and the configuration) as JSON to PATH ('-': print only the JSON)",
+    )
     p.add_argument("--per-class", action="store_true", help="also report the accuracy of each class")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--data-only", action="store_true", help="measure decoding + view cutting alone, no network")
@@ -52,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if not args.model and not args.data_only:
-        raise ValueError("name at least one network with --model NAME[:WEIGHTS]")
+        raise ValueError(
+            "name at least one network with --model MODEL (docs/weights.md: a name, NAME:WEIGHTS, a run, ...)"
+        )
     if args.data is None and not args.model_only:
         raise ValueError("name the image folder with --data DIR")
     if not args.model_only and not Path(args.data).is_dir():  # before building networks, which takes seconds
@@ -63,24 +78,34 @@ def run(args: argparse.Namespace) -> int:
         return _measure(args, models, workers=workers, **common)
     options = dict(workers=workers, device=args.device, max_images=args.max_images, progress=sys.stderr.isatty())
     result = ev.evaluate(models, args.data, **common, **options)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(per_class=args.per_class), indent=2) + "\n")
-    print(result.table())
-    print(result.describe())
-    if args.per_class:
-        print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
+    if args.json != "-":
+        print(result.table())
+        print(result.describe())
+        if args.per_class:
+            print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
+    if args.json is not None:
+        write_json(args.json, result.to_dict(per_class=args.per_class))
     return 0
 
 
+def write_json(path: str, obj: Any) -> None:
+    """`--json PATH` of every command: write `obj` to PATH (atomically), or print it alone when PATH is '-'."""
+    text = json.dumps(obj, indent=2) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write(path, text.encode())
+
+
 def _networks(args: argparse.Namespace) -> dict[str, nn.Module]:
-    """{--model spec: network}, each built from its name and optional weights."""
+    """{--model spec: network}, each built from its specification (the weights bring their options and classes)."""
     models = {}
     for spec in args.model:
         name, weights = parse_model_spec(spec)
         if weights is None and not args.data_only:
             print(f"note: {name} has no weights: randomly initialised", file=sys.stderr)
         options = {"num_classes": args.num_classes, "width": args.width}
-        models[spec] = create_model(name, weights=weights, **{k: v for k, v in options.items() if v is not None})
+        models[spec] = load_model(spec, **{k: v for k, v in options.items() if v is not None})
     return models
 
 
@@ -93,8 +118,9 @@ def _measure(args: argparse.Namespace, models: dict[str, nn.Module], *, workers:
     else:
         images = args.max_images or 8
         runs = [ev.measure_inference(m, images=images, device=args.device, **common) for m in models.values()]
-    for r in runs:
-        print(r.describe())
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in runs], indent=2) + "\n")
+    if args.json != "-":
+        for r in runs:
+            print(r.describe())
+    if args.json is not None:
+        write_json(args.json, [r.to_dict() for r in runs])
     return 0

@@ -1,35 +1,48 @@
-"""`inceptionnet predict`: top-k classes of image files."""
+"""`inceptionnet predict`: the top-k classes of images, named by the network's own classes."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from inceptionnet.cli.evaluate import write_json
+from inceptionnet.devices import default_device
+from inceptionnet.factory import load_model
 from inceptionnet.inference.predict import format_predictions, predict, predictions_to_json
-from inceptionnet.models import list_models
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="top-k ImageNet classes of image files",
-        description="Classify images with a pretrained network and print the top-k ImageNet classes with their "
-        "probabilities. Unreadable files are reported and skipped; the exit code is 1 if any failed.",
+        help="top-k classes of images (ImageNet, or the classes of your own run)",
+        description="Classify images and print the top-k classes with their probabilities: the ImageNet classes "
+        "of published weights, or the class folders of a training run. Unreadable files are reported and skipped; "
+        "the exit code is 1 if any failed.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", default="inception_v4", choices=list_models(), help="network (default inception_v4)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (their images, recursively)")
     p.add_argument(
-        "--weights", help="published tag (e.g. tf_in1k) or checkpoint file; default: the model's default tag"
+        "--model",
+        default="inception_v4",
+        metavar="MODEL",
+        help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
+        "folder, a model folder, a weights file or hf-hub:ORG/NAME (docs/weights.md)",
     )
-    p.add_argument("--top-k", type=int, default=5, help="classes to print per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
+    p.add_argument("--top-k", type=int, default=None, help="classes to print per image (default 5, at most all)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': print only the JSON)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    results = predict(args.images, model=args.model, weights=args.weights, top_k=args.top_k)
-    print(json.dumps(predictions_to_json(results), indent=2) if args.json else format_predictions(results))
+    model = load_model(args.model, weights=args.weights, pretrained=True)
+    device = default_device(args.device)
+    results = predict(args.images, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+    if args.json != "-":
+        print(format_predictions(results))
+    if args.json is not None:
+        write_json(args.json, predictions_to_json(results, model=model, device=str(device)))
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"error: {len(failed)} of {len(results)} files could not be classified", file=sys.stderr)

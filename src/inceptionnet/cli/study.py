@@ -9,6 +9,7 @@ import torch
 
 from inceptionnet.cli.options import add_config_option
 from inceptionnet.study import build_study, format_report, run_study
+from inceptionnet.training.faults import CheckpointWriteError
 
 STUDY_OPTIONS = (
     *("model", "width", "input_size", "epochs", "batch_size", "lr", "lr_decay_rate", "lr_decay_epochs"),
@@ -54,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
         args.kind, seeds=args.seeds, quick=args.quick, data=args.data, warmup_epochs=args.warmup_epochs, **overrides
     )
     out_dir = args.out_dir or f"runs/study-{args.kind}{'-quick' if args.quick else ''}"
-    summary = run_study(study, out_dir)
+    try:
+        summary = run_study(study, out_dir)
+    except CheckpointWriteError as err:  # disk full, permission denied: the run's last checkpoint is intact
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(format_report(summary))
     print(f"tables, summary.json and {args.kind}.png in {out_dir}")
     if not summary["complete"]:

@@ -10,7 +10,7 @@ import sys
 from inceptionnet.cli.options import add_config_option
 from inceptionnet.training import checkpoint
 from inceptionnet.training.config import PRESETS, TrainConfig, resolve_config
-from inceptionnet.training.faults import TrainingDiverged
+from inceptionnet.training.faults import CheckpointWriteError, TrainingDiverged
 from inceptionnet.training.loop import train
 
 
@@ -21,15 +21,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train on an ImageFolder (DATA/train/<class>/*, DATA/val/<class>/*) with the paper's recipe "
         "(docs/training.md). With no arguments: the demo preset on the built-in CIFAR-10 subset (minutes on a CPU). "
         "Multi-GPU and multi-node: torchrun --nproc_per_node=N -m inceptionnet train .... Each option overrides "
-        "the preset (or, with --resume, the checkpoint's configuration). SIGTERM or Ctrl-C saves a checkpoint and "
-        "exits with 128 + the signal number; a NaN or infinite loss stops with exit status 1.",
+        "the preset (or, with --resume, the checkpoint's configuration). The same command again continues the run "
+        "whose checkpoint --out-dir holds (after a crash, a SIGTERM or a scheduler's requeue), or reports that it "
+        "has finished; a folder holding a run of another configuration is refused (exit status 2). Under torchrun "
+        "--max-restarts a fixed --out-dir is required: the restarted workers continue from its checkpoint. SIGTERM or "
+        "Ctrl-C saves a checkpoint and exits with 128 + the signal number; a NaN or infinite loss, or a checkpoint "
+        "that cannot be written, stops with exit status 1.",
     )
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         help="named configuration (default: demo without --data, paper with it)",
     )
-    p.add_argument("--resume", metavar="PATH", help="continue the run of a checkpoint file or run folder (its last.pt)")
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue the run of a checkpoint file or run folder (its last.pt; RUN/previous.pt is the recovery "
+        "copy of the epoch end before it), with the options given here changed; output in the checkpoint's folder",
+    )
     demo, paper = PRESETS["demo"], PRESETS["paper"]
     for f in dataclasses.fields(TrainConfig):
         d, q = getattr(demo, f.name), getattr(paper, f.name)
@@ -41,14 +50,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
-    stored = checkpoint.load(args.resume)["config"] if args.resume else None
+    stored = None
+    if args.resume:
+        stored = checkpoint.load(args.resume)["config"]
+        # The run goes on in the checkpoint's folder, not in the out_dir stored in it (a relative path
+        # then named a folder relative to where that command ran).
+        overrides.setdefault("out_dir", str(checkpoint.resolve(args.resume).parent))
     cfg = resolve_config(preset_name=args.preset, overrides=overrides, stored=stored)
     try:
         result = train(cfg, resume=args.resume)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
-        print(f"continue with: inceptionnet train --resume {result.out_dir}", file=sys.stderr)
+        again = "the same command, or " if "out_dir" in overrides else ""  # a default folder is new each time
+        print(f"continue with {again}inceptionnet train --resume {result.out_dir}", file=sys.stderr)
         return 128 + (signal.Signals[result.stopped_by].value if result.stopped_by != "signal" else signal.SIGTERM)
     return 0

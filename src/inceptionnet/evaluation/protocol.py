@@ -176,12 +176,26 @@ def _members(
     *,
     device: torch.device,
 ) -> list[_Member]:
-    """Move each network to `device` and line its outputs up with the folder's classes."""
+    """Move each network to `device` and line its outputs up with the folder's classes (by name where it has names).
+
+    An ensemble averages its members' outputs, so they must mean the same classes: the same
+    mapping of the folder, and the same class names where both name theirs.
+    """
     members = []
     for (name, m), pre, index in zip(named, pres, config_indices, strict=True):
         m.to(device)
-        cmap = map_classes(classes, _num_outputs(m, pre, device), model=name)
+        names = getattr(m, "class_names", None)
+        cmap = map_classes(classes, _num_outputs(m, pre, device), model=name, class_names=names)
         members.append(_Member(name, m, pre, index, cmap))
+        first, first_names = members[0], getattr(members[0].model, "class_names", None)
+        same_names = names is None or first_names is None or tuple(names) == tuple(first_names)
+        same_map = (cmap.num_classes, cmap.target_index) == (first.classes.num_classes, first.classes.target_index)
+        if not (same_names and same_map):
+            raise ValueError(
+                f"{name} and {first.name} do not share their classes ({cmap.num_classes} and "
+                f"{first.classes.num_classes} outputs, mapped by {cmap.rule} and {first.classes.rule}); "
+                "an ensemble needs networks trained on the same classes"
+            )
     return members
 
 
@@ -208,7 +222,7 @@ def _count(
 
     `progress`: the label of a progress bar on stderr; None shows none.
     """
-    # map_classes accepts a folder only for networks of one class count, so the members agree on the classes.
+    # _members checked that the members map the folder's classes to the same outputs.
     targets_map = torch.tensor(members[0].classes.target_index, dtype=torch.long)
     counts = _Counts([Tally(num_classes) for _ in range(len(members) + (len(members) > 1))], 0, 0.0, 0.0)
     training = [m.model.training for m in members]

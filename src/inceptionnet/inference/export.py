@@ -6,25 +6,37 @@ instead of conv + BN, less work and fewer nodes per image). After writing the fi
 loads it back with the runtime that serves it (onnxruntime, `torch.jit.load`, `torch.export.load`),
 runs it on a random batch and compares its logits with the unfolded eager network; a difference
 above `tolerance` is an error.
+
+Each file carries what a deployment needs to use the logits (`export_metadata`): the network's
+name and build options, its class names, its preprocessing (at the exported input size), its
+weights and the package version. ONNX keeps them as `metadata_props` (strings; lists and dicts as
+JSON), TorchScript and torch.export archives as the extra file `inceptionnet.json`; `read_export_metadata`
+reads them back from any of the three.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from inceptionnet._version import __version__
+from inceptionnet.atomic import atomic_write
 from inceptionnet.inference.folding import fold_batchnorm
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 DEFAULT_TOLERANCE = 1e-4  # float32 max abs difference of logits
 MAX_DYNAMIC_BATCH = 1024
+METADATA_FILE = "inceptionnet.json"  # the extra file of TorchScript and torch.export archives
 
 
 class ExportError(RuntimeError):
@@ -85,6 +97,7 @@ def export_model(
         raise ValueError(f"torch.export programs are .pt2 archives; name the output {path.with_suffix('.pt2')}")
     path.parent.mkdir(parents=True, exist_ok=True)
 
+    metadata = export_metadata(model, input_size=size)
     eager = InferenceNetwork(model).eval()
     deployed, folded = fold_batchnorm(eager) if fold_bn else (copy.deepcopy(eager).eval(), 0)
     in_chans = getattr(model, "in_chans", 3)
@@ -95,13 +108,13 @@ def export_model(
 
     with torch.no_grad():
         if format == "onnx":
-            _export_onnx(deployed, example, path, dynamic_batch)
+            _export_onnx(deployed, example, path, dynamic_batch, metadata)
             got = _run_onnx(path, check)
         elif format == "torchscript":
-            _export_torchscript(deployed, example, path)
+            _export_torchscript(deployed, example, path, metadata)
             got = load_torchscript(path)(check)
         else:
-            _export_program(deployed, example, path, dynamic_batch)
+            _export_program(deployed, example, path, dynamic_batch, metadata)
             got = torch.export.load(str(path)).module()(check)
         expected = eager(check)
     diff = (got.float() - expected.float()).abs().max().item()
@@ -117,7 +130,54 @@ def _batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def export_metadata(model: nn.Module, *, input_size: int) -> dict[str, Any]:
+    """What an exported file records about its network: name, options, classes, preprocessing, weights, version."""
+    pre = getattr(model, "preprocessing", None)
+    names = getattr(model, "class_names", None)
+    return {
+        "format": "inceptionnet",
+        "version": __version__,
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "model_options": dict(getattr(model, "build_options", {})),
+        "class_names": list(names) if names is not None else None,
+        "preprocessing": dataclasses.asdict(dataclasses.replace(pre, input_size=input_size)) if pre else None,
+        "weights": getattr(model, "weights_name", None),
+        "input_size": input_size,
+    }
+
+
+def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The `export_metadata` of an exported file (.onnx, TorchScript .pt, torch.export .pt2)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return {k: _from_prop(v) for k, v in props.items()}
+    extra = {METADATA_FILE: ""}
+    if path.suffix == ".pt2":
+        torch.export.load(str(path), extra_files=extra)
+    else:
+        load_torchscript(path, extra_files=extra)
+    if not extra[METADATA_FILE]:
+        raise ValueError(f"{path} carries no {METADATA_FILE}; it was not exported by inceptionnet")
+    return json.loads(extra[METADATA_FILE])
+
+
+def _as_prop(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _from_prop(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a plain string (model name, weights, format)
+
+
+def _export_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, metadata: dict[str, Any]
+) -> None:
     try:
         program = torch.onnx.export(
             model,
@@ -131,7 +191,8 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_ba
         )
     except ModuleNotFoundError as err:
         raise ExportError(f"ONNX export needs {err.name}: pip install onnx onnxscript onnxruntime") from None
-    program.save(str(path))
+    program.model.metadata_props.update({k: _as_prop(v) for k, v in metadata.items()})
+    atomic_write(path, program.model_proto.SerializeToString())
 
 
 def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -144,7 +205,7 @@ def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(logits)
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         # torch.jit is deprecated upstream but still the way to produce a TorchScript file;
         # the input-size checks in forward are Python conditions on this example's shape, which
@@ -154,19 +215,28 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        traced.save(str(path))
+        extra = {METADATA_FILE: json.dumps(metadata)}
+        atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
-def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
-    """`torch.jit.load` on CPU, without its upstream deprecation warning (TorchScript is what was asked for)."""
+def load_torchscript(
+    path: str | os.PathLike[str], *, extra_files: dict[str, Any] | None = None
+) -> torch.jit.ScriptModule:
+    """`torch.jit.load` on CPU, without its upstream deprecation warning (TorchScript is what was asked for).
+
+    `extra_files`: {name: ""} filled with the archive's extra files of those names (`METADATA_FILE`).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
 
 
-def _export_program(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def _export_program(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, metadata: dict[str, Any]
+) -> None:
     program = torch.export.export(
         model, (example,), dynamic_shapes={"images": {0: _batch_dim()}} if dynamic_batch else None
     )
-    torch.export.save(program, str(path))
+    extra = {METADATA_FILE: json.dumps(metadata)}
+    atomic_write(path, lambda f: torch.export.save(program, f, extra_files=extra))

@@ -1,30 +1,37 @@
-"""Classify image files with a pretrained network: top-k ImageNet classes with probabilities.
+"""Classify images: the top-k classes of each image file (or of every image in a folder), with probabilities.
 
-The class names ship with the package (assets/imagenet_classes.txt: one "<synset> <name>" line per
-class, sorted by synset, i.e. class index 0..999). Images are prepared with the preprocessing of the
-weights' tag. A file that cannot be read as an image gets an error of its own; the others are
-still classified.
+The classes are the network's own (`model.class_names`): a run's class folders, or the ImageNet
+synsets of published weights, which are shown with their readable names from the class table
+that ships with the package (assets/imagenet_classes.txt). Images are prepared with the
+network's preprocessing, the one its weights were evaluated with. A file that cannot be read as
+an image gets an error of its own; the others are still classified.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from inceptionnet._version import __version__
 from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
-from inceptionnet.factory import create_model
+from inceptionnet.devices import default_device
+from inceptionnet.factory import load_model
+
+DEFAULT_TOP_K = 5
 
 
 @dataclass(frozen=True)
 class TopClass:
-    index: int
-    synset: str
-    name: str
+    index: int  # the network's output
+    label: str | None  # the network's name for it (a class folder, an ImageNet synset); None when it names none
+    name: str  # readable: the ImageNet name of a synset, else the label, else "class <index>"
     probability: float
 
 
@@ -41,34 +48,50 @@ class Prediction:
         return self.error is None
 
 
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The files to classify: each path as given, and a folder's images (recursively, by extension, sorted).
+
+    A folder without images is an error; a path that does not exist is kept, to be reported with the results.
+    """
+    files = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            files.append(os.fspath(p))
+            continue
+        found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS)
+        if not found:
+            raise ValueError(
+                f"folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}); pass image files or folders"
+            )
+        files.extend(os.fspath(f) for f in found)
+    return files
+
+
 def predict(
     paths: Sequence[str | os.PathLike[str]],
     *,
     model: str | nn.Module = "inception_v4",
     weights: str | os.PathLike[str] | None = None,
-    top_k: int = 5,
+    top_k: int | None = None,
     batch_size: int = 8,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> list[Prediction]:
-    """Top-k ImageNet classes of each image file, in the order of `paths`.
+    """Top-k classes of each image, in the order of `paths` (a folder: its images, sorted).
 
-    `model` is a network name (built with `weights`, default: its default published weights) or a
-    built network (its `preprocessing` is used). Unreadable files and non-images get a Prediction with
+    `model` is a model specification (`inceptionnet.factory.parse_model_spec`: a network name, NAME:WEIGHTS,
+    a run folder, a model folder, a weights file, hf-hub:ORG/NAME; a bare name gets its default
+    published weights) or a built network. `top_k`: default 5, at most the number of classes.
+    `device`: default CUDA when available. Unreadable files and non-images get a Prediction with
     `error` set; they do not stop the others.
     """
-    net = create_model(model, weights=weights, pretrained=weights is None) if isinstance(model, str) else model
-    classes = imagenet_classes()
-    num_classes = getattr(net, "num_classes", None)
-    if num_classes != len(classes):
-        raise ValueError(
-            f"the network has {num_classes} classes, not the {len(classes)} ImageNet classes that predict names; "
-            "use ImageNet weights (or your own 1000-class checkpoint)"
-        )
-    if not 1 <= top_k <= len(classes):
-        raise ValueError(f"top_k must be between 1 and {len(classes)}, got {top_k}")
-    net = net.to(device).eval()
+    net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
+    k = _checked_top_k(net, top_k)
+    labels = class_labels(net)
+    dev = default_device(device)
+    net = net.to(dev).eval()
     transform = eval_transform(net.preprocessing)
-    results = [Prediction(os.fspath(p)) for p in paths]
+    results = [Prediction(p) for p in image_files(paths)]
     ready: list[tuple[Prediction, torch.Tensor]] = []
     for result in results:
         path = Path(result.path)
@@ -82,11 +105,32 @@ def predict(
     with torch.inference_mode():
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
-            probs = net(torch.stack([x for _, x in chunk]).to(device)).float().softmax(dim=1).cpu()
-            values, indices = probs.topk(top_k, dim=1)
+            probs = net(torch.stack([x for _, x in chunk]).to(dev)).float().softmax(dim=1).cpu()
+            values, indices = probs.topk(k, dim=1)
             for (result, _), v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-                result.top = [TopClass(c, classes[c].synset, classes[c].name, p) for p, c in zip(v, i, strict=True)]
+                result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
     return results
+
+
+def _checked_top_k(net: nn.Module, top_k: int | None) -> int:
+    n = getattr(net, "num_classes", 0)
+    name = getattr(net, "model_name", type(net).__name__)
+    if not n:
+        raise ValueError(f"{name} has no classifier (num_classes=0 or a feature extractor); predict needs one")
+    if top_k is None:
+        return min(DEFAULT_TOP_K, n)
+    if not 1 <= top_k <= n:
+        raise ValueError(f"top-k must be between 1 and the {n} classes of {name}, got {top_k}")
+    return top_k
+
+
+def class_labels(net: nn.Module) -> list[tuple[str | None, str]]:
+    """(label, readable name) of each output: the network's class names, ImageNet synsets with their names."""
+    names = getattr(net, "class_names", None)
+    if names is None:
+        return [(None, f"class {i}") for i in range(net.num_classes)]
+    readable = {c.synset: c.name for c in imagenet_classes()}
+    return [(label, readable.get(label, label)) for label in names]
 
 
 def format_predictions(results: Sequence[Prediction]) -> str:
@@ -94,18 +138,29 @@ def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r.path}:" if r.ok else f"{r.path}: error: {r.error}")
-        lines.extend(f"  {t.probability:7.2%}  {t.name} ({t.synset}, class {t.index})" for t in r.top)
+        for t in r.top:
+            label = f"{t.label}, " if t.label not in (None, t.name) else ""
+            lines.append(f"  {t.probability:7.2%}  {t.name} ({label}class {t.index})")
     return "\n".join(lines)
 
 
-def predictions_to_json(results: Sequence[Prediction]) -> list[dict[str, object]]:
-    return [
-        {
-            "path": r.path,
-            "error": r.error,
-            "top": [
-                {"index": t.index, "synset": t.synset, "name": t.name, "probability": t.probability} for t in r.top
-            ],
-        }
-        for r in results
-    ]
+def predictions_to_json(results: Sequence[Prediction], *, model: nn.Module, device: str) -> dict[str, Any]:
+    """Machine-readable results: the network (name, weights, preprocessing, classes), then each file's."""
+    return {
+        "version": __version__,
+        "model": getattr(model, "model_name", type(model).__name__),
+        "weights": getattr(model, "weights_name", None),
+        "num_classes": model.num_classes,
+        "preprocessing": asdict(model.preprocessing),
+        "device": device,
+        "results": [
+            {
+                "path": r.path,
+                "error": r.error,
+                "top": [
+                    {"index": t.index, "label": t.label, "name": t.name, "probability": t.probability} for t in r.top
+                ],
+            }
+            for r in results
+        ],
+    }

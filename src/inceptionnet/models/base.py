@@ -52,6 +52,7 @@ class InceptionNetwork(nn.Module):
     preprocessing: Preprocessing  # how images are prepared for it: its weights' settings
     build_options: dict[str, Any]  # every option it was built with: create_model(model_name, **build_options)
     weights_name: str | None  # the weights loaded into it (a tag or a file); None when randomly initialised
+    class_names: tuple[str, ...] | None  # each output's name (ImageNet synsets, a run's class folders); None: unknown
 
     def __init__(self, *, in_chans: int, build_options: dict[str, Any], preprocessing: Preprocessing | None) -> None:
         super().__init__()
@@ -59,6 +60,7 @@ class InceptionNetwork(nn.Module):
         self.build_options = dict(build_options)
         self.preprocessing = preprocessing if preprocessing is not None else Preprocessing()
         self.weights_name = None
+        self.class_names = None
         self.feature_info: list[FeatureInfo] = []
 
     # -- the body, split at the auxiliary tap ---------------------------------------------------
@@ -101,7 +103,7 @@ class InceptionNetwork(nn.Module):
         return logits, self.aux(grid17)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (and the auxiliary classifier) with freshly initialised ones."""
+        """Replace the classifier (and the auxiliary classifier) with freshly initialised ones, without class names."""
         drop_rate = self.head.drop.p
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
         if self.aux is not None:
@@ -109,6 +111,7 @@ class InceptionNetwork(nn.Module):
             init_weights(self.aux.fc)
         init_weights(self.head)
         self.build_options["num_classes"] = num_classes
+        self.class_names = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every block stage while training (see `BlockStage`); same results."""

@@ -24,6 +24,7 @@ class FeatureExtractor(nn.Module):
         self.model_name = model.model_name
         self.min_input_size = model.min_input_size
         self.preprocessing = model.preprocessing
+        self.weights_name = model.weights_name  # the backbone's weights; a feature extractor has no classes
         self.body = create_feature_extractor(
             model,
             return_nodes={f.node: f.name for f in self.feature_info},

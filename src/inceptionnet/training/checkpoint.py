@@ -5,11 +5,19 @@ A checkpoint is a `torch.save` of plain dicts, tensors and numbers, read back wi
 average, the optimiser (and fp16 loss scaler), the run position (state.RunPosition as a dict:
 epoch, step, batches done in the epoch and that epoch's running totals, the best validation
 error), the class names, the network's name and build options, the resolved configuration and
-the package version.
+the package version and the number of processes that trained it.
+
+A run folder holds `last.pt` (the latest), `previous.pt` (its recovery copy: the checkpoint of the
+last epoch end before `last.pt`'s position, kept in case `last.pt` turns out bad) and `best.pt`
+(the epoch with the lowest validation error). Every write is atomic, and one that fails raises
+`CheckpointWriteError` with the file it left intact.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +28,75 @@ from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.factory import create_model
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.state import RunPosition
 
 FORMAT = 1
 LAST = "last.pt"
+PREVIOUS = "previous.pt"
 BEST = "best.pt"
+NAMES = (LAST, PREVIOUS, BEST)  # the checkpoints a run folder may hold
 
 
 def save(payload: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically: a crash at any moment leaves either the old file or the new one."""
-    atomic_write(path, lambda f: torch.save(payload, f))
+    """Write a checkpoint atomically: a crash at any moment leaves either the old file or the new one.
+
+    A write that fails (disk full, permission denied) raises CheckpointWriteError; the file at
+    `path`, if any, is left as it was.
+    """
+    path = Path(path)
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(path, err)) from err
+
+
+def keep_previous(source: Path, out_dir: Path) -> None:
+    """Make `out_dir`/previous.pt a copy of the checkpoint `source`, atomically (a no-op if it is that
+    file, or if `source` is gone).
+
+    A hard link under a temporary name, renamed over previous.pt, copies nothing; where the file
+    system has no hard links (or `source` is on another one) the bytes are copied.
+    """
+    target = out_dir / PREVIOUS
+    if not source.exists() or (target.exists() and target.samefile(source)):
+        return
+    link = out_dir / f".{PREVIOUS}.link.tmp"
+    try:
+        link.unlink(missing_ok=True)
+        try:
+            os.link(source, link)
+        except OSError:
+            with open(source, "rb") as src:
+                atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+            return
+        os.replace(link, target)
+    except OSError as err:
+        link.unlink(missing_ok=True)
+        raise CheckpointWriteError(_write_failure(target, err)) from err
+
+
+def _write_failure(path: Path, err: OSError) -> str:
+    """What failed, why, what is left, and how to go on."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free space on the disk of {path.parent}"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable"
+    else:
+        fix = "fix the cause"
+    kept = f"{path} is as it was before this write" if path.exists() else f"no earlier {path.name} exists there"
+    return (
+        f"could not write the checkpoint {path}: {err.strerror or err}; {kept}. "
+        f"The run stopped: {fix}, then run the same command again (or --resume {path.parent}) to continue from "
+        f"the last checkpoint written"
+    )
+
+
+def describe(payload: dict[str, Any]) -> str:
+    """A checkpoint in a few words, for messages: its network and position ("inception_v3 after epoch 2, step 6")."""
+    pos = RunPosition.from_dict(payload["position"])
+    where = f"after epoch {pos.epoch}" if pos.batches == 0 else f"in epoch {pos.epoch + 1}"
+    return f"{payload.get('model_name') or payload['config']['model']} {where}, step {pos.step}"
 
 
 def resolve(path: str | Path) -> Path:
@@ -60,10 +127,13 @@ def training_state(
     cfg: TrainConfig,
     position: RunPosition,
     classes: list[str],
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Everything `restore` needs to continue bit for bit. `model` must be the unwrapped network.
 
     "model_name" and "model_options" rebuild the network exactly: `create_model(name, **options)`.
+    `world_size`: the number of processes training the run (the global batch and the data order
+    depend on it).
     """
     return {
         "format": FORMAT,
@@ -74,6 +144,7 @@ def training_state(
         "model_name": cfg.model,
         "model_options": dict(model.build_options),
         "position": position.to_dict(),
+        "world_size": world_size,
         "model": model.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict(),

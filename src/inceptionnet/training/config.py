@@ -2,7 +2,9 @@
 
 `PRESETS["paper"]` is the recipe of the paper (section 4) completed with the authors' released
 TF-slim training script where the paper is silent (paper-spec section 10); `PRESETS["demo"]`
-trains a small Inception-ResNet-v1 on the built-in CIFAR-10 subset in minutes on a CPU.
+trains a small Inception-ResNet-v1 on the built-in CIFAR-10 subset in minutes on a CPU;
+`PRESETS["finetune"]` starts from published ImageNet weights with a new classifier for a folder of
+a few thousand images (docs/finetuning.md).
 Every field can be overridden (`dataclasses.replace`, or `--field-name` on the command line).
 """
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Optimizer = Literal["rmsprop_tf", "sgd"]
+LrSchedule = Literal["staircase", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
 
@@ -58,7 +61,18 @@ class TrainConfig:
 
     # -- model --------------------------------------------------------------------------------------------
     model: str = field(default="inception_resnet_v2", metadata=_help("network to train"))
-    width: float = field(default=1.0, metadata=_help("channel-width multiplier; 1.0 is the paper's network"))
+    weights: str | None = field(
+        default=None, metadata=_help("fine-tune from a tag (tf_in1k), a weights file or a run: docs/finetuning.md")
+    )
+    freeze: int = field(
+        default=0, metadata=_help("freeze the first N of stem, blocks_a, reduction_a, ..., blocks_c; 0 = none")
+    )
+    pretrained_lr_scale: float = field(
+        default=1.0, metadata=_help("fine-tuning: lr multiplier of all but the new classifiers (full lr)")
+    )
+    width: float | None = field(
+        default=None, metadata=_help("channel-width multiplier; default: the weights' width, else 1.0 (the paper)")
+    )
     drop_rate: float = field(
         default=0.2, metadata=_help("dropout rate before the classifier (0.2 = the paper's keep probability 0.8)")
     )
@@ -90,6 +104,9 @@ class TrainConfig:
         metadata=_help("rmsprop_tf = TensorFlow's RMSProp (the paper's best models); sgd = momentum SGD"),
     )
     lr: float = field(default=0.045, metadata=_help("initial learning rate"))
+    lr_schedule: LrSchedule = field(
+        default="staircase", metadata=_help("staircase (the paper's decay) or cosine (from --lr to 0 over --epochs)")
+    )
     lr_decay_rate: float = field(
         default=0.94, metadata=_help("multiply the learning rate by this every --lr-decay-epochs")
     )
@@ -159,7 +176,10 @@ class TrainConfig:
             (0 < self.min_area <= 1, "min_area must be in (0, 1]"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1); 0 disables the weight average"),
             (0 <= self.drop_rate < 1, "drop_rate must be in [0, 1)"),
-            (self.width > 0, "width must be > 0"),
+            (self.width is None or self.width > 0, "width must be > 0"),
+            (self.freeze >= 0, "freeze must be >= 0 (the number of leading stages to freeze; 0 = none)"),
+            (self.pretrained_lr_scale > 0, "pretrained_lr_scale must be > 0 (use --freeze to stop updates)"),
+            (self.lr_schedule in ("staircase", "cosine"), f"lr_schedule {self.lr_schedule!r}: staircase or cosine"),
             (self.residual_scale is None or self.residual_scale > 0, "residual_scale must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
@@ -177,9 +197,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def model_options(self, *, num_classes: int) -> dict[str, Any]:
-        """The `create_model` options of the network this configuration trains (without the auxiliary head)."""
-        options: dict[str, Any] = {"num_classes": num_classes, "width": self.width, "drop_rate": self.drop_rate}
+    def model_options(self, *, num_classes: int | None) -> dict[str, Any]:
+        """The `create_model` options this configuration sets (without the auxiliary head).
+
+        Unset options (width, residual scales, and `num_classes=None`) are left out: they are the
+        weights' own when fine-tuning, and the network's defaults otherwise.
+        """
+        options: dict[str, Any] = {"drop_rate": self.drop_rate}
+        if num_classes is not None:
+            options["num_classes"] = num_classes
+        if self.width is not None:
+            options["width"] = self.width
         if self.residual_scale is not None:
             if not self.model.startswith("inception_resnet"):
                 raise ValueError(f"--residual-scale applies to the Inception-ResNet networks only, not {self.model}")
@@ -219,6 +247,19 @@ PRESETS: dict[str, TrainConfig] = {
         ema_decay=0.99,
         num_workers=1,
     ),
+    # Published ImageNet weights, a few thousand images of your own, one GPU or a CPU: a new classifier, every layer
+    # at lr 0.01 (momentum SGD, 1 warm-up epoch, cosine decay). docs/finetuning.md gives each number's reason.
+    "finetune": TrainConfig(
+        model="inception_resnet_v2",
+        weights="tf_in1k",
+        epochs=15,
+        optimizer="sgd",
+        lr=0.01,
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
+        aux_weight=0.0,
+        ema_decay=0.999,
+    ),
 }
 
 
@@ -243,8 +284,8 @@ def resolve_config(
 ) -> TrainConfig:
     """The configuration a command line asks for.
 
-    A new run starts from `preset_name` (default: "demo" without `data`, "paper" with it). A
-    resumed run starts from the configuration `stored` in its checkpoint, minus `max_steps` (a
+    A new run starts from `preset_name` (default: "finetune" with `weights`, else "paper" with `data`,
+    else "demo"). A resumed run starts from the configuration `stored` in its checkpoint, minus `max_steps` (a
     limit on one invocation); in both cases the explicit `overrides` win.
     """
     if stored is not None:
@@ -254,5 +295,5 @@ def resolve_config(
             )
         base = dataclasses.replace(TrainConfig.from_dict(stored), max_steps=None)
         return dataclasses.replace(base, **overrides)
-    name = preset_name or ("paper" if overrides.get("data") else "demo")
+    name = preset_name or ("finetune" if overrides.get("weights") else "paper" if overrides.get("data") else "demo")
     return preset(name, **overrides)

@@ -3,16 +3,27 @@
 torchrun starts one process per GPU and sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous
 address) in each one's environment; a plain `python -m inceptionnet train` has none of them and
 runs as a single process with the same code path (world size 1, no collectives).
+
+Restarts (`torchrun --max-restarts N`): torchrun's agent hosts one key-value store for its whole
+life, and the process group of a failed attempt leaves its keys there (each rank's address, the
+barrier counters). A restarted group that read them would connect to dead peers or wait forever,
+so each attempt's group keeps its keys under its own prefix, the restart count. Forming the group,
+and every collective after it, gives up after `GROUP_TIMEOUT` instead of hanging.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+# How long forming the group, or a collective, may wait for the other ranks before failing. Long
+# enough for rank 0 to write a large checkpoint while the others wait at the next collective.
+GROUP_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,12 @@ class Context:
         return self.world_size > 1
 
 
-def setup(device: str = "auto") -> Context:
+def setup(device: str = "auto", *, timeout: timedelta = GROUP_TIMEOUT) -> Context:
     """Join the process group torchrun prepared (if any) and pick this process's device.
 
     `device`: "auto" (the local rank's GPU when CUDA is available, else the CPU), "cuda" or "cpu".
-    NCCL is used between GPUs, gloo between CPU processes.
+    NCCL is used between GPUs, gloo between CPU processes (and for CPU tensors). `timeout`: how long the group may take
+    to form, and a collective to complete, before this process fails.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -54,8 +66,53 @@ def setup(device: str = "auto") -> Context:
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+        _join_group(rank=rank, world_size=world_size, device=dev, timeout=timeout)
     return Context(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _join_group(*, rank: int, world_size: int, device: torch.device, timeout: timedelta) -> None:
+    """init_process_group on a store of this attempt's own, failing with a clear error after `timeout`."""
+    store = _attempt_store(world_size, timeout) if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" else None
+    # On GPUs the tensors go through NCCL, and the few scalars kept on the CPU (skipped batches,
+    # skipped images, the checkpoint agreement) through gloo: NCCL alone refuses CPU tensors.
+    backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(
+            backend,
+            store=store,
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
+            device_id=device if device.type == "cuda" else None,
+        )
+    except dist.DistError as err:
+        raise RuntimeError(
+            f"rank {rank} could not form the process group of {world_size} processes within {timeout} "
+            f"({str(err).rstrip('. ')}); check that every machine started torchrun with the same --nnodes and "
+            "rendezvous endpoint, and that the machines reach each other on the network"
+        ) from err
+
+
+def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store:
+    """The store torchrun's agent hosts, under a prefix of this attempt (its restart count).
+
+    The count is the same on every process of an attempt when one agent runs them all (one machine).
+    Agents on several machines count restarts each on its own (a membership change restarts a
+    group without counting), so a restartable group across machines must not share the agent's
+    store: torchrun's `--rdzv-backend c10d` with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives each
+    attempt a fresh one (and then this function is not called).
+    """
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+    if nodes > 1 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0:
+        raise ValueError(
+            f"torchrun --max-restarts on {nodes} machines would restart the group on a store that still holds "
+            "the failed attempt's keys; run torchrun with --rdzv-backend c10d and the environment variable "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (docs/training.md, 'Restarts and pre-emption'), or --max-restarts 0"
+        )
+    agent = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+    )
+    return dist.PrefixStore(f"inceptionnet/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
 
 
 def cleanup(ctx: Context) -> None:
@@ -69,6 +126,20 @@ def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """Whether `flag` is true on at least one rank (so that all ranks take the same branch)."""
+    return bool(all_sum(torch.tensor([float(flag)]), ctx).item())
+
+
+def same_on_all_ranks(value: int, ctx: Context) -> bool:
+    """Whether every rank holds the same `value`."""
+    if not ctx.distributed:
+        return True
+    bounds = torch.tensor([value, -value], dtype=torch.float64)
+    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)  # the largest value, and minus the smallest
+    return bool(bounds[0] == -bounds[1])
 
 
 def average_buffers(module: nn.Module, ctx: Context) -> None:

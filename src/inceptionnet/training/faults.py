@@ -1,9 +1,12 @@
-"""What stops a training run early: a termination signal (saved, resumable) or a diverged loss (refused).
+"""What stops a training run early: a termination signal (saved, resumable), a diverged loss (refused)
+or a checkpoint that could not be written.
 
 `StopRequest` turns SIGTERM (schedulers, `kill`, torchrun forwarding a stop) and SIGINT (Ctrl-C)
 into a flag; the training loop checks it after each optimiser step, agrees on it across ranks,
 writes a checkpoint and returns. `TrainingDiverged` is raised before a step whose loss or
 gradient is NaN or infinite is applied, so no checkpoint ever holds the diverged weights.
+`CheckpointWriteError` stops the run when a checkpoint cannot be written (disk full, permission
+denied), with the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from inceptionnet.training.config import TrainConfig
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite; the last checkpoint was left as it was."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the file it would have replaced was left as it was."""
 
 
 def divergence_message(

@@ -1,5 +1,9 @@
 """The images a run trains and validates on: the image folders, this rank's seeded loaders, the schedule.
 
+The images are prepared as the network expects (its `preprocessing`: mean, std, evaluation crop and
+interpolation, the input size when `--input-size` is not given), so a network fine-tuned from
+published weights sees its inputs as those weights did.
+
 Each rank reads its own share of the training images (`ResumableSampler`), in an order that is a
 pure function of (seed, epoch), and augments each image with a seed of (seed, epoch, index)
 (`SeededSamples`), so the batches of a resumed run are those of an uninterrupted one.
@@ -7,9 +11,12 @@ pure function of (seed, epoch), and augments each image with a seed of (seed, ep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from torch import nn
 from torch.utils.data import DataLoader
 
 from inceptionnet.data import (
@@ -22,6 +29,7 @@ from inceptionnet.data import (
     train_transform,
     val_loader,
 )
+from inceptionnet.models import Preprocessing
 from inceptionnet.models.registry import get_entry
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
@@ -35,6 +43,7 @@ class TrainingInputs:
     classes: list[str]
     train_images: int  # in the whole training set (all ranks)
     input_size: int  # pixels, square
+    preprocessing: Preprocessing  # how the images are prepared (the network's), at input_size
     loader: DataLoader  # this rank's training batches of the epoch set by `sampler` and `samples`
     sampler: ResumableSampler
     samples: SeededSamples
@@ -43,9 +52,25 @@ class TrainingInputs:
     lr_at: Callable[[int], float]  # the learning rate of a step
 
 
-def set_up_inputs(cfg: TrainConfig, ctx: Context) -> TrainingInputs:
-    """The configured image folders (default: the built-in demo data), loaded for this rank."""
-    pre = get_entry(cfg.model).preprocessing
+def training_classes(cfg: TrainConfig) -> list[str]:
+    """The class names of the training folder (its sorted subfolders), before any image is listed: what
+    sizes the classifier. `set_up_inputs` lists the images and checks the rest of the layout."""
+    root = Path(cfg.data) if cfg.data else DEMO_DATA
+    if not (root / "train").is_dir():
+        raise ValueError(
+            f"data folder {root} does not exist or has no train/ folder; expected {root}/train/<class>/* "
+            f"and {root}/val/<class>/*"
+        )
+    return sorted(entry.name for entry in (root / "train").iterdir() if entry.is_dir())
+
+
+def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None = None) -> TrainingInputs:
+    """The configured image folders (default: the built-in demo data), loaded for this rank.
+
+    The images are prepared for `network` (its `preprocessing`) when given, else for the
+    configured model's defaults; its classifier must have one output per class folder.
+    """
+    pre = network.preprocessing if network is not None else get_entry(cfg.model).preprocessing
     size = cfg.input_size or pre.input_size
     augment = {"min_area": cfg.min_area, "color_distort": cfg.color_distort, "interpolation": cfg.train_interpolation}
     train_set, val_set = image_folders(
@@ -61,12 +86,18 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context) -> TrainingInputs:
         "rank": ctx.rank,
         "world_size": ctx.world_size,
     }
+    if network is not None and network.num_classes != len(train_set.classes):
+        raise ValueError(
+            f"{len(train_set.classes)} class folders in {cfg.data or DEMO_DATA}/train but the network has "
+            f"{network.num_classes} outputs; did the folder change while the run started?"
+        )
     loader, sampler, samples = train_loader(train_set, seed=cfg.seed, **shard)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     return TrainingInputs(
         classes=train_set.classes,
         train_images=len(train_set),
         input_size=size,
+        preprocessing=dataclasses.replace(pre, input_size=size),
         loader=loader,
         sampler=sampler,
         samples=samples,

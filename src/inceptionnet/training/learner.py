@@ -1,8 +1,10 @@
 """What a training step acts on: the network and, around it, the optimiser, the weight average,
 the fp16 loss scaler, the feature probe and the DDP / torch.compile wrappers.
 
-The network is built only through `create_model`, with every option the configuration sets, so
-the build options it records (`model.build_options`, saved in each checkpoint) rebuild it exactly.
+The network is built only through `create_model`, with every option the configuration sets (or,
+when fine-tuning, that its weights bring: finetune.py), so the build options it records
+(`model.build_options`, saved in each checkpoint) rebuild it exactly. A network built by the
+caller can take its place (`model=`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import torch
 from torch import nn
 
 from inceptionnet.devices import DTYPES
-from inceptionnet.factory import create_model
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
+from inceptionnet.training.finetune import adopt_network, create_network, freeze, frozen_note, network_from_weights
 from inceptionnet.training.optim import WeightAverage, build_optimizer
 from inceptionnet.training.probe import LastFeatureProbe
 
@@ -33,6 +35,7 @@ class Learner:
     probe: LastFeatureProbe | None  # zeros before pooling, on logged steps
     autocast: AbstractContextManager
     use_aux: bool  # the loss includes the auxiliary head's
+    notes: tuple[str, ...] = ()  # console lines on how the network starts: new classifier, frozen stages, lr scale
 
     @property
     def evaluated(self) -> nn.Module:
@@ -40,9 +43,12 @@ class Learner:
         return self.ema.module if self.ema is not None else self.model
 
 
-def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int) -> Learner:
-    """The network on this rank's device, and everything that trains it."""
-    model, use_aux = build_network(cfg, num_classes=num_classes)
+def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int, model: nn.Module | None = None) -> Learner:
+    """The network on this rank's device, and everything that trains it.
+
+    `model`: a network to train instead of the one `cfg` describes (trained in place; see `build_network`).
+    """
+    model, use_aux, notes = build_network(cfg, num_classes=num_classes, model=model)
     if cfg.sync_bn and ctx.distributed:
         if ctx.device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA (NCCL); on CPUs train without it")
@@ -68,26 +74,45 @@ def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int) -> Learne
         probe=probe,
         autocast=autocast(cfg.precision, ctx.device),
         use_aux=use_aux,
+        notes=notes,
     )
 
 
-def build_network(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, bool]:
-    """The network, and whether it has an auxiliary head to train.
+def build_network(
+    cfg: TrainConfig, *, num_classes: int, model: nn.Module | None = None
+) -> tuple[nn.Module, bool, tuple[str, ...]]:
+    """The network, whether it has an auxiliary head to train, and the lines that say how it starts.
 
-    The head is built when aux_weight > 0 and the network has one (inception_resnet_v1 and the
-    paper's Inception-ResNet-v2 have none).
+    The network is `model` when given (its classifier replaced only if its size does not fit
+    `num_classes`), else `cfg.model` with the weights `cfg.weights` and a new classifier, else
+    `cfg.model` freshly initialised. The auxiliary head is built when aux_weight > 0 and the
+    network has one (inception_resnet_v1 and the paper's Inception-ResNet-v2 have none). Then the
+    first `cfg.freeze` stages are frozen.
     """
-    options = cfg.model_options(num_classes=num_classes)
-    use_aux = cfg.aux_weight > 0
-    try:
-        model = create_model(cfg.model, **options, aux_logits=use_aux)
-    except ValueError:
-        if not use_aux:
-            raise
-        model, use_aux = create_model(cfg.model, **options), False  # no auxiliary head: the main loss only
+    starts_trained = model is not None or cfg.weights is not None
+    if not starts_trained and (cfg.freeze or cfg.pretrained_lr_scale != 1.0):
+        raise ValueError(
+            "--freeze and --pretrained-lr-scale apply to pretrained layers: give --weights (a tag such as tf_in1k, "
+            "a weights file or a run folder), or train(cfg, model=...) with a loaded network"
+        )
+    notes: list[str | None] = []
+    if model is not None:
+        model, note = adopt_network(model, cfg, num_classes=num_classes)
+        notes.append(note)
+    elif cfg.weights is not None:
+        model, note = network_from_weights(cfg, num_classes=num_classes, aux=cfg.aux_weight > 0)
+        notes.append(note)
+    else:
+        model = create_network(cfg.model, aux=cfg.aux_weight > 0, **cfg.model_options(num_classes=num_classes))
+    frozen = freeze(model, cfg.freeze)
+    if frozen:
+        notes.append(frozen_note(model, frozen))
+    if cfg.pretrained_lr_scale != 1.0:
+        notes.append(f"learning rate of the pretrained layers: x{cfg.pretrained_lr_scale:g} (the classifiers: x1)")
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    return model, use_aux
+    use_aux = cfg.aux_weight > 0 and model.aux is not None
+    return model, use_aux, tuple(n for n in notes if n is not None)
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:

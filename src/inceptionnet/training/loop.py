@@ -4,7 +4,8 @@ train and end each epoch, report.
 One process per GPU under torchrun (DistributedDataParallel), or a single process on a CPU or GPU;
 the code path is the same. Everything random is a pure function of (seed, epoch, step, rank): the
 data order, each image's augmentation (inputs.py) and the dropout masks (step.py), so a run resumed
-from its position (state.py) continues exactly as an uninterrupted one.
+from its position (state.py) continues exactly as an uninterrupted one. Whether a command starts a
+run or continues the one in its output folder is rundir.py's decision.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from torch import nn
 from tqdm import tqdm
 
 from inceptionnet._version import __version__
-from inceptionnet.training import checkpoint, distributed
-from inceptionnet.training.config import TrainConfig, config_changes
+from inceptionnet.training import checkpoint, distributed, rundir
+from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.faults import StopRequest
+from inceptionnet.training.faults import CheckpointWriteError, StopRequest
 from inceptionnet.training.inputs import TrainingInputs, set_up_inputs
 from inceptionnet.training.learner import Learner, build_learner
+from inceptionnet.training.rundir import RunStart
 from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import skip_batch, train_step
@@ -44,21 +46,39 @@ class TrainResult:
     averaged: nn.Module | None  # its weight average (a WeightAverage), if enabled
 
 
-def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
-    """Train with `cfg`, or continue the run of the checkpoint (file or run folder) `resume`."""
+def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
+    """Train with `cfg`, or continue a run: that of the checkpoint (file or run folder) `resume`, or
+    without it the run whose checkpoint `cfg.out_dir` holds, if that run's configuration is `cfg` up
+    to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError).
+
+    `model`: a network to train (in place) instead of the one `cfg` describes (learner.build_network).
+    """
     ctx = distributed.setup(cfg.device)
     try:
-        return _train(cfg, ctx, resume)
+        return _train(cfg, ctx, resume, model)
     finally:
         distributed.cleanup(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: Context, resume: str | Path | None) -> TrainResult:
+def _train(cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.Module | None) -> TrainResult:
     """The phases of a run, in execution order."""
+    start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     inputs = set_up_inputs(cfg, ctx)
-    learner = build_learner(cfg, ctx, num_classes=len(inputs.classes))
-    run = _start_or_resume(cfg, ctx, inputs, learner, resume)
+    learner = build_learner(cfg, ctx, num_classes=len(inputs.classes), model=model)
+    run = _start_or_resume(cfg, ctx, inputs, learner, start)
+    idle = run.pos.nothing_left(epochs=cfg.epochs, max_steps=cfg.max_steps)
+    if idle is not None:  # the folder is left untouched
+        run.say(idle)
+        return run.result("max_steps" if run.pos.epoch < cfg.epochs else None)
+    run.log.start(
+        epoch=run.pos.epoch,
+        step=run.pos.step,
+        config=cfg.to_dict(),
+        version=__version__,
+        world_size=ctx.world_size,
+        resumed_from=str(start.source or ""),
+    )
     stop = StopRequest()
     stopped_by = None
     try:
@@ -90,20 +110,37 @@ class _Run:
     log: RunLog
     say: Callable[[str], None]  # a console line (rank 0 only)
     errors: tuple[float, float] | None = None  # top-1 and top-5 error of this invocation's last evaluation
+    # The epoch-end checkpoint that becomes previous.pt when last.pt is next written (None: keep previous.pt).
+    recovery: Path | None = None
 
     def save(self, name: str = checkpoint.LAST) -> None:
+        """Rank 0 writes checkpoint `name`; before last.pt replaces an epoch end's checkpoint, that one
+        becomes previous.pt. A failed write stops every rank with the error."""
+        failure = None
         if self.ctx.is_main:
-            learner = self.learner
-            state = checkpoint.training_state(
-                model=learner.model,
-                ema=learner.ema,
-                optimizer=learner.optimizer,
-                scaler=learner.scaler,
-                cfg=self.cfg,
-                position=self.pos,
-                classes=self.inputs.classes,
-            )
-            checkpoint.save(state, self.out_dir / name)
+            try:
+                if name == checkpoint.LAST and self.recovery is not None:
+                    checkpoint.keep_previous(self.recovery, self.out_dir)
+                checkpoint.save(self._state(), self.out_dir / name)
+            except CheckpointWriteError as err:
+                failure = err
+        if distributed.any_rank(failure is not None, self.ctx):
+            raise failure or CheckpointWriteError(f"rank 0 could not write {self.out_dir / name} (its error says why)")
+        if name == checkpoint.LAST:
+            self.recovery = self.out_dir / name if self.pos.batches == 0 else None
+
+    def _state(self) -> dict:
+        learner = self.learner
+        return checkpoint.training_state(
+            model=learner.model,
+            ema=learner.ema,
+            optimizer=learner.optimizer,
+            scaler=learner.scaler,
+            cfg=self.cfg,
+            position=self.pos,
+            classes=self.inputs.classes,
+            world_size=self.ctx.world_size,
+        )
 
     def result(self, stopped_by: str | None) -> TrainResult:
         top1, top5 = self.errors if self.errors is not None else (None, None)
@@ -121,31 +158,33 @@ class _EpochOutcome:
     images_seen: int  # by all ranks together
 
 
-def _start_or_resume(
-    cfg: TrainConfig, ctx: Context, inputs: TrainingInputs, learner: Learner, resume: str | Path | None
-) -> _Run:
-    """Restore the checkpoint `resume` (if any) into the learner, open the run log, announce the run."""
+def _start_or_resume(cfg: TrainConfig, ctx: Context, inputs: TrainingInputs, learner: Learner, start: RunStart) -> _Run:
+    """Restore the checkpoint the run continues from (if any) into the learner, announce the run."""
     say = tqdm.write if ctx.is_main else _silent
-    pos = RunPosition()
-    if resume is not None:
-        payload = checkpoint.load(resume)
-        for key, (was, now) in config_changes(TrainConfig.from_dict(payload["config"]), cfg).items():
+    pos, recovery = RunPosition(), None
+    if start.payload is not None:
+        for key, (was, now) in rundir.run_changes(start.payload, cfg, world_size=ctx.world_size).items():
             say(f"note: {key} is {now!r} (the checkpoint's run used {was!r})")
         pos = checkpoint.restore(
-            payload, model=learner.model, ema=learner.ema, optimizer=learner.optimizer, scaler=learner.scaler
+            start.payload, model=learner.model, ema=learner.ema, optimizer=learner.optimizer, scaler=learner.scaler
         )
-        out_dir = Path(cfg.out_dir) if cfg.out_dir else checkpoint.resolve(resume).parent
-        say(f"resumed from {checkpoint.resolve(resume)} at epoch {pos.epoch + 1}, step {pos.step}")
-    else:
-        out_dir = Path(cfg.out_dir or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    log = RunLog(out_dir, enabled=ctx.is_main)
-    log.start(config=cfg.to_dict(), version=__version__, world_size=ctx.world_size, resumed_from=str(resume or ""))
+        how = f"{start.out_dir} holds this run: continuing" if start.automatic else "resumed"
+        say(f"{how} from {start.source} at epoch {pos.epoch + 1}, step {pos.step}")
+        recovery = start.source if pos.batches == 0 else None
+    if not distributed.same_on_all_ranks(pos.step, ctx):
+        raise ValueError(
+            f"the processes found different checkpoints in {start.out_dir}; give every machine the same "
+            "--out-dir, on a file system they all share"
+        )
     say(
         f"training {cfg.model} (width {cfg.width}, {inputs.input_size}px) on {inputs.train_images} images of "
         f"{len(inputs.classes)} classes, {ctx.world_size} process(es) x batch {cfg.batch_size} on {ctx.device}; "
-        f"output in {out_dir}"
+        f"output in {start.out_dir}"
     )
-    return _Run(cfg, ctx, inputs, learner, pos, out_dir, log, say)
+    for note in learner.notes:  # how the network starts (fine-tuning: new classifier, frozen stages)
+        say(note)
+    log = RunLog(start.out_dir, enabled=ctx.is_main)
+    return _Run(cfg, ctx, inputs, learner, pos, start.out_dir, log, say, recovery=recovery)
 
 
 def _train_epoch(run: _Run, stop: StopRequest) -> _EpochOutcome:
@@ -167,7 +206,7 @@ def _train_epoch(run: _Run, stop: StopRequest) -> _EpochOutcome:
     for batch in bar:
         lr = inputs.lr_at(pos.step)
         for group in run.learner.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # fine-tuning: the pretrained layers' multiplier
         pos.skipped += batch.skipped
         pos.batches += 1
         if skip_batch(batch, ctx):
@@ -242,17 +281,14 @@ def _save_stopped(run: _Run, stopped_by: str) -> None:
 
 
 def _report(run: _Run) -> None:
-    """The final console line: the last evaluation, or that the run had nothing left to train."""
+    """The final console line: the last evaluation (the last epoch is always evaluated)."""
     cfg, pos = run.cfg, run.pos
-    if run.errors is None:
-        run.say(f"nothing to train: the run has finished its {cfg.epochs} epochs; pass --epochs N to train longer")
-    else:
-        top1, top5 = run.errors
-        run.say(
-            f"done: {cfg.epochs} epochs, {pos.step} steps; final val top-1 accuracy {100 - top1:.2f}% "
-            f"(error {top1:.2f}%), top-5 accuracy {100 - top5:.2f}%; best top-1 error {pos.best_top1_error:.2f}%; "
-            f"checkpoints, metrics and curves in {run.out_dir}"
-        )
+    top1, top5 = run.errors
+    run.say(
+        f"done: {cfg.epochs} epochs, {pos.step} steps; final val top-1 accuracy {100 - top1:.2f}% "
+        f"(error {top1:.2f}%), top-5 accuracy {100 - top5:.2f}%; best top-1 error {pos.best_top1_error:.2f}%; "
+        f"checkpoints, metrics and curves in {run.out_dir}"
+    )
 
 
 def _silent(line: str) -> None:

@@ -1,10 +1,15 @@
-"""The paper's optimiser, learning-rate schedule and weight averaging (paper-spec section 10).
+"""The paper's optimiser, learning-rate schedule and weight averaging (paper-spec section 10), and the
+parameter groups of fine-tuning.
 
 - `RMSpropTF`: RMSProp as TensorFlow computes it. `torch.optim.RMSprop` differs in three ways
   that matter with the paper's epsilon of 1.0: TF adds epsilon inside the square root, starts the
   square average at 1 rather than 0, and folds the learning rate into the momentum buffer.
-- `learning_rate`: 0.045 x 0.94 every 2 epochs (staircase), a pure function of the step, so a
-  resumed run needs only the step to continue the schedule (`schedule` binds a configuration's values).
+- `parameter_groups`: weight decay on weights only; when fine-tuning with a learning-rate multiplier
+  for the pretrained layers, separate groups for them, each group carrying its "lr_scale", which
+  `set_learning_rate` applies at every step.
+- `learning_rate`: 0.045 x 0.94 every 2 epochs (staircase), or `cosine_learning_rate`: pure functions
+  of the step, so a resumed run needs only the step to continue the schedule (`schedule` binds a
+  configuration's values).
 - `WeightAverage`: the running (exponential) average of the weights that the paper evaluates.
 """
 
@@ -82,18 +87,44 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv and FC weights only, as TF-slim's regularisers: not on biases or BN."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+# The classifiers (and the auxiliary head, a training-only addition): what fine-tuning starts afresh.
+HEADS = ("head.", "aux.")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, *, pretrained_lr_scale: float = 1.0) -> list[dict]:
+    """The trainable parameters (frozen ones are left out) in groups of one weight decay and one lr scale.
+
+    Weight decay on conv and FC weights only, as TF-slim's regularisers: not on biases or BN. With
+    `pretrained_lr_scale` != 1, the parameters outside `HEADS` (the pretrained layers) form groups of
+    their own whose "lr_scale" is that multiplier; the heads' groups come first, so that
+    `param_groups[0]` runs at the schedule's own rate.
+    """
+    split = pretrained_lr_scale != 1.0
+    head = {True: _group(weight_decay, 1.0), False: _group(0.0, 1.0)}  # keyed by "has weight decay"
+    body = {True: _group(weight_decay, pretrained_lr_scale), False: _group(0.0, pretrained_lr_scale)} if split else head
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (head if name.startswith(HEADS) else body)[p.ndim > 1]["params"].append(p)
+    return [*head.values(), *body.values()] if split else [*head.values()]
+
+
+def _group(weight_decay: float, lr_scale: float) -> dict:
+    return {"params": [], "weight_decay": weight_decay, "lr_scale": lr_scale}
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the schedule's rate `lr` for the coming step: each group runs at lr times its "lr_scale"."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints written before lr_scale existed: 1.0
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimiser, at the schedule's first learning rate."""
-    groups = parameter_groups(model, cfg.weight_decay)
+    groups = parameter_groups(model, cfg.weight_decay, pretrained_lr_scale=cfg.pretrained_lr_scale)
+    if not any(g["params"] for g in groups):
+        raise ValueError("nothing to train: every parameter of the network is frozen (requires_grad=False)")
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
     if cfg.optimizer == "rmsprop_tf":
         return RMSpropTF(groups, lr=cfg.lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.rmsprop_eps)
     if cfg.optimizer == "sgd":
@@ -125,16 +156,32 @@ def learning_rate(
     return base_lr * decay_rate ** math.floor(step / (decay_epochs * steps_per_epoch))
 
 
+def cosine_learning_rate(
+    step: int, *, base_lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0
+) -> float:
+    """The learning rate for optimiser step `step` (0-based) of a cosine schedule.
+
+    After the same linear warm-up as `learning_rate`, half a cosine from base_lr down to 0 at the
+    end of the last epoch: base_lr x (1 + cos(pi x t)) / 2, t the fraction of the steps after the
+    warm-up that have passed. The rate depends on the run's length: changing `epochs` on resume
+    bends the rest of the curve.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(epochs * steps_per_epoch - warmup_steps, 1)
+    return base_lr * (1 + math.cos(math.pi * min(t, 1.0))) / 2
+
+
 def schedule(cfg: TrainConfig, *, steps_per_epoch: int) -> Callable[[int], float]:
-    """The configured learning rate as a function of the step alone (`learning_rate` with cfg's values)."""
-    return partial(
-        learning_rate,
-        base_lr=cfg.lr,
-        steps_per_epoch=steps_per_epoch,
-        decay_rate=cfg.lr_decay_rate,
-        decay_epochs=cfg.lr_decay_epochs,
-        warmup_epochs=cfg.warmup_epochs,
-    )
+    """The configured learning rate as a function of the step alone (`learning_rate` or
+    `cosine_learning_rate` with cfg's values)."""
+    common = {"base_lr": cfg.lr, "steps_per_epoch": steps_per_epoch, "warmup_epochs": cfg.warmup_epochs}
+    if cfg.lr_schedule == "cosine":
+        return partial(cosine_learning_rate, epochs=cfg.epochs, **common)
+    return partial(learning_rate, decay_rate=cfg.lr_decay_rate, decay_epochs=cfg.lr_decay_epochs, **common)
 
 
 class WeightAverage(nn.Module):

@@ -1,11 +1,12 @@
 """What a training run leaves behind besides checkpoints: metrics.jsonl, curves.png and TensorBoard events.
 
 Only rank 0 creates a `RunLog` that writes; the other ranks get one with `enabled=False`.
-metrics.jsonl holds one JSON object per line: a "run" record at every start or resume (resolved
-configuration, package version, world size), a "step" record every `log_every` steps when asked
-for (loss, learning rate, gradient norm, zero activations before pooling) and an "epoch" record
-per finished epoch. A resumed run repeats the steps after its checkpoint: readers keep the last
-record of each step and epoch.
+metrics.jsonl holds one JSON object per line: a "run" record at every start or continuation
+(resolved configuration, package version, world size, the checkpoint continued from), a "step"
+record every `log_every` steps when asked for (loss, learning rate, gradient norm, zero activations
+before pooling) and an "epoch" record per finished epoch. A run that continues from a checkpoint
+first removes the records an interrupted attempt wrote after that checkpoint's position, so the
+file holds each epoch and each step once, in order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+from inceptionnet.atomic import atomic_write
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -37,8 +40,27 @@ def format_epoch(rec: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def records_until(lines: list[str], *, epoch: int, step: int) -> list[str]:
+    """The metrics lines a run continued at (`epoch` epochs finished, `step` steps taken) keeps.
+
+    Every "run" record stays; "epoch" records after `epoch` and "step" records after `step` go, and
+    so does a line that is not JSON (the torn end of a write that a crash interrupted).
+    """
+    kept = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        kind = rec.get("kind")
+        if (kind == "epoch" and rec["epoch"] > epoch) or (kind == "step" and rec["step"] > step):
+            continue
+        kept.append(line)
+    return kept
+
+
 def latest_records(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The "epoch" or "step" records, the last one per epoch or step (a resumed run repeats some), in order."""
+    """The "epoch" or "step" records, the last one per epoch or step (where a file repeats some), in order."""
     latest = {rec[kind]: rec for rec in records if rec.get("kind") == kind}
     return [latest[k] for k in sorted(latest)]
 
@@ -70,27 +92,37 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
 
 
 class RunLog:
-    """Appends metrics records, redraws the curves after each epoch, mirrors scalars to TensorBoard."""
+    """Appends metrics records, redraws the curves after each epoch, mirrors scalars to TensorBoard.
+
+    It touches no file until `start`: a command that finds nothing to train leaves the folder as it was.
+    """
 
     def __init__(self, out_dir: str | Path, *, enabled: bool) -> None:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self.tensorboard = None
-        if not enabled:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def start(self, **fields: Any) -> None:
-        if self.enabled:
-            self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
+    def start(self, *, epoch: int = 0, step: int = 0, **fields: Any) -> None:
+        """Open the log of a run at its position (`epoch` epochs finished, `step` steps taken) and
+        append a "run" record of `fields`; records of an earlier attempt after that position are removed."""
+        if not self.enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / METRICS
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = records_until(lines, epoch=epoch, step=step)
+            if kept != lines:
+                atomic_write(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+        if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+        self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
 
     def step(self, step: int, *, epoch: int, record: bool, **scalars: float) -> None:
         """Mirror a step's scalars to TensorBoard; with `record`, also append them to metrics.jsonl."""

@@ -37,6 +37,17 @@ class RunPosition:
         """The mean step loss of the current epoch so far."""
         return self.loss_sum / max(self.losses, 1)
 
+    def nothing_left(self, *, epochs: int, max_steps: int | None) -> str | None:
+        """Why a run at this position has nothing left to train (its epochs finished, or max_steps taken), if so."""
+        if self.epoch >= epochs:
+            return f"nothing to train: the run has finished its {self.epoch} epochs; pass --epochs N to train longer"
+        if max_steps is not None and self.step >= max_steps:
+            return (
+                f"nothing to train: the run has taken {self.step} steps, --max-steps {max_steps}; pass a larger "
+                "--max-steps, or none, to train on"
+            )
+        return None
+
     def took_step(self, loss: float) -> None:
         self.step += 1
         self.loss_sum += loss

@@ -1,32 +1,35 @@
-"""Published ImageNet weights and our own checkpoints: catalogue, key table, files, fitting.
+"""Published ImageNet weights, our own weight files, model folders and training runs: finding, reading, fitting.
 
 The published checkpoints are timm's conversions of the TF-slim, torchvision and Gluon releases,
 stored on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`: their catalogue is
-tags.py, the mapping of their keys onto ours keys.py, reading and saving files files.py, and
-fitting a state dict onto a network fitting.py. This package is the public entry point for weights
-(docs/weights.md).
+tags.py and the mapping of their keys onto ours keys.py. Reading and saving weight files is
+files.py, the build record our files carry record.py, model folders (config.json +
+model.safetensors) artifact.py, training runs and checkpoints runs.py, model folders on the hub
+hub.py; resolve.py turns any weights argument into a state dict in our layout, and fitting.py
+fits it onto a network. This package is the public entry point for weights (docs/weights.md).
 """
 
+from inceptionnet.weights.artifact import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    is_model_folder,
+    read_model_folder,
+    save_model_folder,
+)
 from inceptionnet.weights.files import (
     FIRST_CONV,
-    FORMAT_NAME,
     LOCAL_SUFFIXES,
     download,
     is_local_path,
-    preprocessing_from_dict,
     read_state_dict,
     save_weights,
 )
-from inceptionnet.weights.fitting import (
-    CLASSIFIERS,
-    LoadReport,
-    ResolvedWeights,
-    adapt_first_conv,
-    load_state_dict_into,
-    load_weights,
-    resolve_weights,
-)
+from inceptionnet.weights.fitting import CLASSIFIERS, LoadReport, adapt_first_conv, load_state_dict_into
+from inceptionnet.weights.hub import HUB_PREFIX, download_model_folder
 from inceptionnet.weights.keys import KEY_TABLE, PUBLISHED_FIRST_CONV, convert_published, map_published_key
+from inceptionnet.weights.record import FORMAT_NAME, ModelRecord, preprocessing_from_dict
+from inceptionnet.weights.resolve import ResolvedWeights, load_weights, resolve_weights
+from inceptionnet.weights.runs import RUN_CHECKPOINTS, RUN_MODEL, run_weights
 from inceptionnet.weights.tags import (
     DEFAULT_TAGS,
     IMAGENET_MEAN,
@@ -42,32 +45,43 @@ from inceptionnet.weights.tags import (
 
 __all__ = [
     "CLASSIFIERS",
+    "CONFIG_FILE",
     "DEFAULT_TAGS",
     "FIRST_CONV",
     "FORMAT_NAME",
+    "HUB_PREFIX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KEY_TABLE",
     "LOCAL_SUFFIXES",
     "PUBLISHED_FIRST_CONV",
+    "RUN_CHECKPOINTS",
+    "RUN_MODEL",
     "WEIGHTS_DIR_ENV",
+    "WEIGHTS_FILE",
     "WEIGHT_TAGS",
     "LoadReport",
+    "ModelRecord",
     "ResolvedWeights",
     "WeightTag",
     "WeightsError",
     "adapt_first_conv",
     "convert_published",
     "download",
+    "download_model_folder",
     "get_weight_tag",
     "is_local_path",
+    "is_model_folder",
     "list_weights",
     "load_state_dict_into",
     "load_weights",
     "map_published_key",
     "preprocessing_from_dict",
+    "read_model_folder",
     "read_state_dict",
     "resolve_weights",
+    "run_weights",
+    "save_model_folder",
     "save_weights",
     "weights_dir",
 ]

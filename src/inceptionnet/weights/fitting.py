@@ -1,26 +1,22 @@
-"""Fitting weights onto a network: resolving a tag or file to a state dict in our layout, and loading it.
+"""Fitting a state dict in our layout onto a network.
 
-Published state dicts use timm's module names; `KEY_TABLE` (keys.py) maps them onto ours, once,
-explicitly. `load_state_dict_into` adapts what users expect to be adapted (classifier size, input
-channels, TF's background class) and refuses everything else with a message naming the keys.
+`load_state_dict_into` adapts what users expect to be adapted (classifier size, input channels,
+TF's background class) and refuses everything else with a message naming the keys. Its
+`LoadReport` says what was not loaded, so that a caller can refuse a classifier that stayed random.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from inceptionnet.weights.files import FIRST_CONV, download, is_local_path, parse_metadata, read_state_dict
-from inceptionnet.weights.keys import PUBLISHED_FIRST_CONV, convert_published, published_layout
-from inceptionnet.weights.tags import WeightsError, WeightTag, get_weight_tag
+from inceptionnet.weights.files import FIRST_CONV
+from inceptionnet.weights.tags import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,7 @@ def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (trained / in_chans)
 
 
-def _few(keys: list[str], n: int = 5) -> str:
+def list_keys(keys: list[str], n: int = 5) -> str:
     shown = ", ".join(keys[:n])
     return f"{shown}{f', ... ({len(keys)} in all)' if len(keys) > n else f' ({len(keys)})'}"
 
@@ -90,9 +86,9 @@ def load_state_dict_into(
     for line in report.adapted:
         log.info("%s: adapted %s", source, line)
     if report.reinitialised:
-        log.info("%s: not loaded, freshly initialised: %s", source, _few(report.reinitialised))
+        log.info("%s: not loaded, freshly initialised: %s", source, list_keys(report.reinitialised))
     if report.dropped:
-        log.info("%s: not used from the file: %s", source, _few(report.dropped))
+        log.info("%s: not used from the file: %s", source, list_keys(report.dropped))
     return report
 
 
@@ -133,64 +129,13 @@ def _refuse_misfits(
     if bad_shape:
         k = bad_shape[0]
         example = f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-        lines.append(f"  shape mismatch: {_few(bad_shape)}; e.g. {example}")
+        lines.append(f"  shape mismatch: {list_keys(bad_shape)}; e.g. {example}")
     if bad_missing:
-        lines.append(f"  missing from the file: {_few(bad_missing)}")
+        lines.append(f"  missing from the file: {list_keys(bad_missing)}")
     if bad_unexpected:
-        lines.append(f"  unexpected in the file: {_few(bad_unexpected)}")
+        lines.append(f"  unexpected in the file: {list_keys(bad_unexpected)}")
     lines.append(
         "  Check that the file was saved from the same network with the same width and options "
         "(num_classes and in_chans may differ)."
     )
     raise WeightsError("\n".join(lines))
-
-
-@dataclass
-class ResolvedWeights:
-    """Weights found, read and renamed to our layout, with what is known about them."""
-
-    source: str  # tag name or file path, for messages
-    state: dict[str, torch.Tensor]
-    tag: WeightTag | None = None  # the catalogue entry, for published tags
-    metadata: dict[str, Any] = field(default_factory=dict)  # our own checkpoints' build record
-    published: bool = False  # the file had the published (timm) layout
-
-
-def resolve_weights(model_name: str, weights: str | os.PathLike[str]) -> ResolvedWeights:
-    """Find (download if needed), read and rename the weights `weights` of `model_name`.
-
-    `weights` is a tag of `list_weights(model_name)` ("tf_in1k" or "inception_v4.tf_in1k") or a local
-    file: one of our checkpoints, or a published checkpoint in timm's layout.
-    """
-    tag = None
-    if is_local_path(weights):
-        path, source = Path(weights), str(weights)
-    else:
-        tag = get_weight_tag(model_name, str(weights))
-        path, source = download(tag), tag.name
-    state, raw_meta = read_state_dict(path)
-    layout = published_layout(state)
-    if layout is not None:
-        if layout != model_name:
-            raise WeightsError(f"{source} holds {layout} weights (published layout), not {model_name} weights")
-        return ResolvedWeights(source, convert_published(model_name, state), tag, {}, published=True)
-    if FIRST_CONV not in state:
-        expected = PUBLISHED_FIRST_CONV.get(model_name, "a published first-conv key")
-        raise WeightsError(
-            f"{source} is neither one of our checkpoints nor a published {model_name} checkpoint "
-            f"(it has no {FIRST_CONV} and no {expected}); its keys include: {_few(sorted(state))}"
-        )
-    metadata = parse_metadata(raw_meta)
-    if metadata and metadata["model"] != model_name:
-        raise WeightsError(f"{source} is a {metadata['model']} checkpoint, not {model_name}")
-    return ResolvedWeights(source, state, tag, metadata)
-
-
-def load_weights(model: nn.Module, weights: str | os.PathLike[str], *, model_name: str | None = None) -> LoadReport:
-    """Load a published tag ("tf_in1k") or a local file (ours, or in the published layout) into `model`.
-
-    `create_model(name, weights=...)` is usually what you want: it also applies the tag's
-    preprocessing and model options (e.g. Inception-v3's `count_include_pad`).
-    """
-    resolved = resolve_weights(model_name or model.model_name, weights)
-    return load_state_dict_into(model, resolved.state, source=resolved.source)

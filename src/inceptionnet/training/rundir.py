@@ -1,0 +1,183 @@
+"""A run's output folder: what it holds, and whether a training command starts, continues or is refused there.
+
+A folder belongs to one run. A command without `--resume` whose folder holds a checkpoint
+(`last.pt`) continues that run when the command's configuration is the run's, up to the options
+in `MAY_CHANGE`: running the same command again, as a scheduler's requeue or torchrun's restart
+does, loses nothing. A command whose configuration differs in anything else is refused, and so is
+one whose folder holds a checkpoint that cannot be read: no command overwrites another run's
+checkpoints. `--resume PATH` continues the run of PATH with whatever options the command changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inceptionnet.training import checkpoint
+from inceptionnet.training.config import TrainConfig, config_changes
+from inceptionnet.training.runlog import METRICS
+
+# The options a command may change and still continue the run in its folder. None of them changes
+# the network, the data or the steps taken so far: `epochs` and `max_steps` say how far to go (the
+# staircase learning rate is a function of the step alone; a cosine one follows the new `epochs`
+# from here on), each image's augmentation is seeded by the image (not by the loader worker), and
+# the rest says where and how the same steps run, and what is logged and saved.
+MAY_CHANGE = frozenset(
+    {
+        "out_dir",
+        "epochs",
+        "max_steps",
+        "checkpoint_every",
+        "eval_every",
+        "log_every",
+        "progress",
+        "num_workers",
+        "device",
+        "compile",
+        "channels_last",
+        "grad_checkpointing",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where a run writes, and the checkpoint it continues from (None: a new run)."""
+
+    out_dir: Path
+    source: Path | None = None
+    payload: dict[str, Any] | None = None  # the checkpoint's contents (checkpoint.load)
+    automatic: bool = False  # continued because the folder held this run's checkpoint (no --resume)
+
+
+def plan_start(cfg: TrainConfig, *, resume: str | Path | None, world_size: int) -> RunStart:
+    """Decide how a command begins: continue `resume`, continue the run in its folder, or start a new run.
+
+    Raises ValueError, touching nothing, when the folder holds another run (or an unreadable checkpoint).
+    """
+    if resume is not None:
+        return _explicit_resume(cfg, resume)
+    out_dir = _out_dir(cfg)
+    last = out_dir / checkpoint.LAST
+    if not last.exists():
+        _refuse_leftovers(out_dir, cfg)
+        return RunStart(out_dir)
+    payload = _read_last(last)
+    differences = run_changes(payload, cfg, world_size=world_size)
+    fixed = {key: change for key, change in differences.items() if key not in MAY_CHANGE}
+    if fixed:
+        listed = ", ".join(f"{key} ({was!r} there, {now!r} here)" for key, (was, now) in fixed.items())
+        raise ValueError(
+            f"{out_dir} holds the checkpoint of another run ({last.name}: {checkpoint.describe(payload)}); this "
+            f"command differs from it in {listed}. Nothing was changed. To continue that run with this command's "
+            f"options, pass --resume {out_dir}; to train this configuration, choose another --out-dir"
+        )
+    return RunStart(out_dir, last, payload, automatic=True)
+
+
+def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -> dict[str, tuple[Any, Any]]:
+    """{option: (the checkpoint's value, this command's)} for what differs, the number of processes included.
+
+    The same folder given as another path is no change.
+    """
+    changes = config_changes(TrainConfig.from_dict(payload["config"]), cfg)
+    for key in ("data", "out_dir"):
+        if key in changes and _same_path(*changes[key]):
+            del changes[key]
+    stored_world = payload.get("world_size")  # absent from checkpoints written before it was stored
+    if stored_world is not None and stored_world != world_size:
+        changes["world_size"] = (stored_world, world_size)
+    return changes
+
+
+def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
+    """`--resume PATH`: the run of PATH, in its folder unless `cfg.out_dir` names another, free of another run."""
+    source = checkpoint.resolve(resume)
+    payload = checkpoint.load(source)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else source.parent
+    if not _same_path(out_dir, source.parent):
+        held = [name for name in (*checkpoint.NAMES, METRICS) if (out_dir / name).exists()]
+        if held:
+            raise ValueError(
+                f"{out_dir} holds the outputs of another run ({', '.join(held)}); continuing {source} there "
+                f"would overwrite them. Choose an --out-dir without them, or continue that folder's run "
+                f"with --resume {out_dir}"
+            )
+    return RunStart(out_dir, source, payload)
+
+
+def _out_dir(cfg: TrainConfig) -> Path:
+    """The configured folder, or a new one named by the model and the time.
+
+    Under `torchrun --max-restarts N` the restarted processes must find the checkpoint, which a
+    folder named by the time of each start would hide from them.
+    """
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0:
+        raise ValueError(
+            "torchrun --max-restarts restarts the processes, which continue from the run's checkpoint only if "
+            "they find it: pass a fixed --out-dir"
+        )
+    return Path(f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+
+
+def _read_last(last: Path) -> dict[str, Any]:
+    """The folder's last.pt, or an error naming the recovery copy when it cannot be read."""
+    try:
+        return checkpoint.load(last)
+    except Exception as err:  # a damaged file fails in the unpickler, the zip reader or our own check
+        previous = last.parent / checkpoint.PREVIOUS
+        if previous.exists():
+            fallback = f"continue from its recovery copy with --resume {previous} (the last epoch end before it)"
+        else:
+            fallback = f"there is no recovery copy {previous.name} there"
+        raise ValueError(
+            f"{last} cannot be read as a checkpoint ({type(err).__name__}: {err}). Nothing was changed: "
+            f"{fallback}, or train in another --out-dir"
+        ) from err
+
+
+def _refuse_leftovers(out_dir: Path, cfg: TrainConfig) -> None:
+    """A folder without last.pt may still hold another run: its other checkpoints, or its metrics."""
+    held = [name for name in checkpoint.NAMES if (out_dir / name).exists()]
+    if held:
+        raise ValueError(
+            f"{out_dir} holds {', '.join(held)} but no {checkpoint.LAST}. Nothing was changed: continue that run "
+            f"with --resume {out_dir / held[0]}, or choose another --out-dir"
+        )
+    stored = _metrics_config(out_dir / METRICS)
+    if stored is None:
+        return
+    fixed = [key for key in config_changes(stored, cfg) if key not in MAY_CHANGE]
+    if fixed and not (fixed == ["data"] and _same_path(stored.data, cfg.data)):
+        raise ValueError(
+            f"{out_dir} holds the metrics of another run (no checkpoint yet), which differs from this command in "
+            f"{', '.join(fixed)}. Nothing was changed: choose another --out-dir"
+        )
+
+
+def _metrics_config(path: Path) -> TrainConfig | None:
+    """The configuration of the last "run" record of a metrics file, if it has one."""
+    if not path.exists():
+        return None
+    configs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("kind") == "run" and "config" in rec:
+            configs.append(rec["config"])
+    return TrainConfig.from_dict(configs[-1]) if configs else None
+
+
+def _same_path(a: str | Path | None, b: str | Path | None) -> bool:
+    """Whether two paths name the same file or folder (None: the built-in demo data, equal only to None)."""
+    if a is None or b is None:
+        return a is b
+    return Path(a).resolve() == Path(b).resolve()
