@@ -44,7 +44,7 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
 
 def test_a_write_that_fails_names_the_file_and_what_is_left(tmp_path: Path) -> None:
     (tmp_path / "last.pt").mkdir()  # the target cannot be replaced: the rename fails at the very end
-    with pytest.raises(CheckpointWriteError, match=r"could not write the checkpoint .*last.pt: Is a directory"):
+    with pytest.raises(CheckpointWriteError, match=r"could not write .*last.pt: Is a directory"):
         checkpoint.save({"format": checkpoint.FORMAT}, tmp_path / "last.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 

@@ -228,7 +228,7 @@ def test_inputs_are_prepared_as_the_network_expects(source, make_train_config, t
 
 @pytest.mark.slow
 def test_finetuning_beats_training_from_scratch(cifar10, tmp_path) -> None:
-    """The transfer experiment of docs/finetuning.md (about 6 minutes on 2 CPU cores): the demo network trained
+    """The transfer experiment of docs/finetuning.md (about 4 minutes on 2 CPU cores): the demo network trained
     on five CIFAR-10 classes, then on 300 images of each of the other five, from its weights or from scratch."""
     folders = {}
     for name, classes in (("source", SOURCE), ("target", TARGET)):

@@ -50,7 +50,8 @@ def finished(data, tmp_path_factory, one_thread) -> Path:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _same_weights(a: Path, b: Path) -> None:
@@ -234,7 +235,7 @@ def test_a_failed_save_stops_the_run_and_keeps_the_previous_checkpoint(
     out = tmp_path / "run"
     assert main(_command(data, out)) == 1
     err = capsys.readouterr().err
-    assert f"error: could not write the checkpoint {out / 'last.pt'}: No space left on device" in err
+    assert f"error: could not write {out / 'last.pt'}: No space left on device" in err
     assert "is as it was before this write" in err and "free space" in err
     monkeypatch.setattr(torch, "save", real_save)
     _same_weights(out / "last.pt", finished / "previous.pt")  # epoch 1's, intact and loadable
@@ -318,3 +319,12 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_continues(tmp_path, make_
     assert f"{out} holds this run: continuing from {out / 'last.pt'}" in log
     _same_weights(out / "last.pt", tmp_path / "reference" / "last.pt")
     _assert_each_record_once(out, epochs=3, steps=9)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--model", "inception_v4"), ("--pretrained-lr-scale", "0.1")])
+def test_resume_refuses_options_the_checkpoint_was_built_with(finished, capsys, option: str, value: str) -> None:
+    before = _hashes(finished)
+    assert main(["train", "--resume", str(finished), option, value, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume cannot change" in err and option.lstrip("-").replace("-", "_") in err
+    assert _hashes(finished) == before

@@ -48,7 +48,7 @@ def save(payload: dict[str, Any], path: str | Path) -> None:
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as err:
-        raise CheckpointWriteError(_write_failure(path, err)) from err
+        raise CheckpointWriteError(write_failure(path, err)) from err
 
 
 def keep_previous(source: Path, out_dir: Path) -> None:
@@ -73,10 +73,10 @@ def keep_previous(source: Path, out_dir: Path) -> None:
         os.replace(link, target)
     except OSError as err:
         link.unlink(missing_ok=True)
-        raise CheckpointWriteError(_write_failure(target, err)) from err
+        raise CheckpointWriteError(write_failure(target, err)) from err
 
 
-def _write_failure(path: Path, err: OSError) -> str:
+def write_failure(path: Path, err: OSError) -> str:
     """What failed, why, what is left, and how to go on."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = f"free space on the disk of {path.parent}"
@@ -86,7 +86,7 @@ def _write_failure(path: Path, err: OSError) -> str:
         fix = "fix the cause"
     kept = f"{path} is as it was before this write" if path.exists() else f"no earlier {path.name} exists there"
     return (
-        f"could not write the checkpoint {path}: {err.strerror or err}; {kept}. "
+        f"could not write {path}: {err.strerror or err}; {kept}. "
         f"The run stopped: {fix}, then run the same command again (or --resume {path.parent}) to continue from "
         f"the last checkpoint written"
     )

@@ -62,13 +62,13 @@ class TrainConfig:
     # -- model --------------------------------------------------------------------------------------------
     model: str = field(default="inception_resnet_v2", metadata=_help("network to train"))
     weights: str | None = field(
-        default=None, metadata=_help("fine-tune from a tag (tf_in1k), a weights file or a run: docs/finetuning.md")
+        default=None, metadata=_help("start from these weights with a new classifier: tag (tf_in1k), file or run")
     )
     freeze: int = field(
         default=0, metadata=_help("freeze the first N of stem, blocks_a, reduction_a, ..., blocks_c; 0 = none")
     )
     pretrained_lr_scale: float = field(
-        default=1.0, metadata=_help("fine-tuning: lr multiplier of all but the new classifiers (full lr)")
+        default=1.0, metadata=_help("lr multiplier of the pretrained layers; the new classifiers get the full lr")
     )
     width: float | None = field(
         default=None, metadata=_help("channel-width multiplier; default: the weights' width, else 1.0 (the paper)")

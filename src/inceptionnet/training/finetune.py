@@ -52,11 +52,8 @@ def network_from_weights(cfg: TrainConfig, *, num_classes: int, aux: bool) -> tu
     had = model.num_classes
     model.reset_classifier(num_classes)
     heads = "classifier and auxiliary classifier" if model.aux is not None else "classifier"
-    source = model.weights_name
-    return (
-        model,
-        f"fine-tuning {cfg.model} from {source}: new {heads} for {num_classes} classes (the weights had {had})",
-    )
+    note = f"fine-tuning {cfg.model} from {model.weights_name}: new {heads} for {num_classes} classes"
+    return model, f"{note} (the weights had {had})"
 
 
 def adopt_network(model: nn.Module, cfg: TrainConfig, *, num_classes: int) -> tuple[InceptionNetwork, str | None]:
@@ -124,6 +121,6 @@ def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
 
 
 def frozen_note(model: nn.Module, names: list[str]) -> str:
-    """ "frozen: stem, blocks_a (N parameters, BatchNorm statistics kept)"."""
+    """The console line that names the frozen stages and counts their parameters."""
     count = sum(p.numel() for name in names for p in getattr(model, name).parameters())
     return f"frozen: {', '.join(names)} ({count:,} parameters, BatchNorm statistics kept)"

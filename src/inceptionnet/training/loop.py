@@ -1,4 +1,4 @@
-"""The training loop as a table of contents: set up the inputs, build the learner, start or resume,
+"""The training loop as a table of contents: build the learner, set up the inputs, start or resume,
 train and end each epoch, report.
 
 One process per GPU under torchrun (DistributedDataParallel), or a single process on a CPU or GPU;
@@ -11,7 +11,6 @@ run or continues the one in its output folder is rundir.py's decision.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,27 +22,16 @@ from inceptionnet._version import __version__
 from inceptionnet.training import checkpoint, distributed, rundir
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.faults import CheckpointWriteError, StopRequest
-from inceptionnet.training.inputs import TrainingInputs, set_up_inputs
+from inceptionnet.training.faults import StopRequest
+from inceptionnet.training.inputs import TrainingInputs, set_up_inputs, training_classes
 from inceptionnet.training.learner import Learner, build_learner
+from inceptionnet.training.optim import set_learning_rate
 from inceptionnet.training.rundir import RunStart
 from inceptionnet.training.runlog import RunLog, format_epoch
+from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import skip_batch, train_step
 from inceptionnet.training.validation import validation_errors
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    epoch: int  # epochs finished
-    step: int  # optimiser steps taken in total
-    val_top1_error: float | None  # of the last evaluation (in %), None if none ran
-    val_top5_error: float | None
-    best_top1_error: float | None
-    stopped_by: str | None  # "SIGTERM", "SIGINT" or "max_steps" when training stopped before the last epoch
-    model: nn.Module  # the trained network (unwrapped)
-    averaged: nn.Module | None  # its weight average (a WeightAverage), if enabled
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
@@ -64,8 +52,8 @@ def _train(cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.
     """The phases of a run, in execution order."""
     start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    inputs = set_up_inputs(cfg, ctx)
-    learner = build_learner(cfg, ctx, num_classes=len(inputs.classes), model=model)
+    learner = build_learner(cfg, ctx, num_classes=len(training_classes(cfg)), model=model)
+    inputs = set_up_inputs(cfg, ctx, network=learner.model)  # images prepared as the network's weights expect
     run = _start_or_resume(cfg, ctx, inputs, learner, start)
     idle = run.pos.nothing_left(epochs=cfg.epochs, max_steps=cfg.max_steps)
     if idle is not None:  # the folder is left untouched
@@ -97,59 +85,6 @@ def _train(cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.
     return run.result(stopped_by)
 
 
-@dataclass
-class _Run:
-    """A run under way: its settings, inputs, learner, position and outputs."""
-
-    cfg: TrainConfig
-    ctx: Context
-    inputs: TrainingInputs
-    learner: Learner
-    pos: RunPosition
-    out_dir: Path
-    log: RunLog
-    say: Callable[[str], None]  # a console line (rank 0 only)
-    errors: tuple[float, float] | None = None  # top-1 and top-5 error of this invocation's last evaluation
-    # The epoch-end checkpoint that becomes previous.pt when last.pt is next written (None: keep previous.pt).
-    recovery: Path | None = None
-
-    def save(self, name: str = checkpoint.LAST) -> None:
-        """Rank 0 writes checkpoint `name`; before last.pt replaces an epoch end's checkpoint, that one
-        becomes previous.pt. A failed write stops every rank with the error."""
-        failure = None
-        if self.ctx.is_main:
-            try:
-                if name == checkpoint.LAST and self.recovery is not None:
-                    checkpoint.keep_previous(self.recovery, self.out_dir)
-                checkpoint.save(self._state(), self.out_dir / name)
-            except CheckpointWriteError as err:
-                failure = err
-        if distributed.any_rank(failure is not None, self.ctx):
-            raise failure or CheckpointWriteError(f"rank 0 could not write {self.out_dir / name} (its error says why)")
-        if name == checkpoint.LAST:
-            self.recovery = self.out_dir / name if self.pos.batches == 0 else None
-
-    def _state(self) -> dict:
-        learner = self.learner
-        return checkpoint.training_state(
-            model=learner.model,
-            ema=learner.ema,
-            optimizer=learner.optimizer,
-            scaler=learner.scaler,
-            cfg=self.cfg,
-            position=self.pos,
-            classes=self.inputs.classes,
-            world_size=self.ctx.world_size,
-        )
-
-    def result(self, stopped_by: str | None) -> TrainResult:
-        top1, top5 = self.errors if self.errors is not None else (None, None)
-        pos, learner = self.pos, self.learner
-        return TrainResult(
-            self.out_dir, pos.epoch, pos.step, top1, top5, pos.best_top1_error, stopped_by, learner.model, learner.ema
-        )
-
-
 @dataclass(frozen=True)
 class _EpochOutcome:
     stopped_by: str | None  # "SIGTERM", "SIGINT", "signal" or "max_steps" when the epoch stopped early
@@ -158,7 +93,9 @@ class _EpochOutcome:
     images_seen: int  # by all ranks together
 
 
-def _start_or_resume(cfg: TrainConfig, ctx: Context, inputs: TrainingInputs, learner: Learner, start: RunStart) -> _Run:
+def _start_or_resume(
+    cfg: TrainConfig, ctx: Context, inputs: TrainingInputs, learner: Learner, start: RunStart
+) -> RunSession:
     """Restore the checkpoint the run continues from (if any) into the learner, announce the run."""
     say = tqdm.write if ctx.is_main else _silent
     pos, recovery = RunPosition(), None
@@ -177,17 +114,18 @@ def _start_or_resume(cfg: TrainConfig, ctx: Context, inputs: TrainingInputs, lea
             "--out-dir, on a file system they all share"
         )
     say(
-        f"training {cfg.model} (width {cfg.width}, {inputs.input_size}px) on {inputs.train_images} images of "
+        f"training {cfg.model} (width {learner.model.build_options['width']}, {inputs.input_size}px) on "
+        f"{inputs.train_images} images of "
         f"{len(inputs.classes)} classes, {ctx.world_size} process(es) x batch {cfg.batch_size} on {ctx.device}; "
         f"output in {start.out_dir}"
     )
     for note in learner.notes:  # how the network starts (fine-tuning: new classifier, frozen stages)
         say(note)
     log = RunLog(start.out_dir, enabled=ctx.is_main)
-    return _Run(cfg, ctx, inputs, learner, pos, start.out_dir, log, say, recovery=recovery)
+    return RunSession(cfg, ctx, inputs, learner, pos, start.out_dir, log, say, recovery=recovery)
 
 
-def _train_epoch(run: _Run, stop: StopRequest) -> _EpochOutcome:
+def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
     """Train the current epoch from its first batch not yet consumed, until its end, a stop request or max_steps."""
     cfg, ctx, inputs, pos = run.cfg, run.ctx, run.inputs, run.pos
     inputs.sampler.set_epoch(pos.epoch, start=pos.batches * cfg.batch_size)
@@ -205,8 +143,7 @@ def _train_epoch(run: _Run, stop: StopRequest) -> _EpochOutcome:
     )
     for batch in bar:
         lr = inputs.lr_at(pos.step)
-        for group in run.learner.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # fine-tuning: the pretrained layers' multiplier
+        set_learning_rate(run.learner.optimizer, lr)
         pos.skipped += batch.skipped
         pos.batches += 1
         if skip_batch(batch, ctx):
@@ -237,7 +174,7 @@ def _train_epoch(run: _Run, stop: StopRequest) -> _EpochOutcome:
     return _EpochOutcome(stopped_by, started, time.perf_counter() - started, images_seen)
 
 
-def _end_epoch(run: _Run, epoch: _EpochOutcome) -> None:
+def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
     """Evaluate the weight average when due, print and log the epoch's record, write last.pt (and best.pt)."""
     cfg, ctx, pos = run.cfg, run.ctx, run.pos
     evaluated = (pos.epoch + 1) % cfg.eval_every == 0 or pos.epoch + 1 == cfg.epochs
@@ -265,13 +202,15 @@ def _end_epoch(run: _Run, epoch: _EpochOutcome) -> None:
     }
     run.say(format_epoch(record))
     run.log.epoch(record)
+    if evaluated:
+        run.save_model(record)
     improved = pos.finish_epoch(top1)
     run.save()
     if improved:
         run.save(checkpoint.BEST)
 
 
-def _save_stopped(run: _Run, stopped_by: str) -> None:
+def _save_stopped(run: RunSession, stopped_by: str) -> None:
     """Write last.pt at the step the run stopped at, to resume from there."""
     run.save()
     run.say(
@@ -280,7 +219,7 @@ def _save_stopped(run: _Run, stopped_by: str) -> None:
     )
 
 
-def _report(run: _Run) -> None:
+def _report(run: RunSession) -> None:
     """The final console line: the last evaluation (the last epoch is always evaluated)."""
     cfg, pos = run.cfg, run.pos
     top1, top5 = run.errors

@@ -44,6 +44,13 @@ MAY_CHANGE = frozenset(
 )
 
 
+# Options that not even --resume may change: the checkpoint's network (its parameters, its auxiliary
+# head) and its optimiser state (its kind, its parameter groups) were built with them.
+RESUME_KEEPS = frozenset(
+    {"model", "width", "residual_scale", "aux_weight", "optimizer", "freeze", "pretrained_lr_scale"}
+)
+
+
 @dataclass(frozen=True)
 class RunStart:
     """Where a run writes, and the checkpoint it continues from (None: a new run)."""
@@ -98,6 +105,13 @@ def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
     """`--resume PATH`: the run of PATH, in its folder unless `cfg.out_dir` names another, free of another run."""
     source = checkpoint.resolve(resume)
     payload = checkpoint.load(source)
+    kept = {k: v for k, v in config_changes(TrainConfig.from_dict(payload["config"]), cfg).items() if k in RESUME_KEEPS}
+    if kept:
+        listed = ", ".join(f"{key} ({was!r} in the checkpoint, {now!r} here)" for key, (was, now) in kept.items())
+        raise ValueError(
+            f"--resume cannot change {listed}: the checkpoint's network and optimiser state were built with "
+            f"them. Resume without those options, or start a new run with them in another --out-dir"
+        )
     out_dir = Path(cfg.out_dir) if cfg.out_dir else source.parent
     if not _same_path(out_dir, source.parent):
         held = [name for name in (*checkpoint.NAMES, METRICS) if (out_dir / name).exists()]
