@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from inceptionnet.models.layers import check_input_size
 
 ENGINES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
@@ -92,3 +95,46 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
         return request.get_output_tensor(0).data.copy()
 
     return run
+
+
+class EngineNetwork(nn.Module):
+    """A network that runs on an inference engine, usable where a network is (predict, eval, bench).
+
+    It carries the network's description (model_name, preprocessing, class_names, weights_name,
+    in_chans, min_input_size, num_classes) and maps a float NCHW batch to float32 logits on the
+    CPU. It has no parameters and cannot be trained; `engine` and `precision` say what runs it.
+    """
+
+    def __init__(self, runner: Runner, *, engine: str, precision: str, description: dict[str, Any]) -> None:
+        super().__init__()
+        self.runner = runner
+        self.engine = engine
+        self.precision = precision
+        self.model_name: str = description["model_name"]
+        self.preprocessing = description["preprocessing"]
+        self.class_names: tuple[str, ...] | None = description.get("class_names")
+        self.weights_name: str | None = description.get("weights_name")
+        self.in_chans: int = description.get("in_chans", 3)
+        self.min_input_size: int = description.get("min_input_size", 75)
+        self.num_classes: int = description["num_classes"]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError(f"{self.model_name} on {self.engine} is inference-only; call .eval()")
+        check_input_size(images, self.min_input_size, self.in_chans, self.model_name)
+        if images.device.type != "cpu":
+            raise ValueError(f"the {self.engine} engine runs on the CPU; the images are on {images.device}")
+        return torch.from_numpy(self.runner(images.detach().float().contiguous().numpy()))
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """What an EngineNetwork carries over from `model` (an InceptionNetwork)."""
+    return {
+        "model_name": getattr(model, "model_name", "model"),
+        "preprocessing": model.preprocessing,
+        "class_names": getattr(model, "class_names", None),
+        "weights_name": getattr(model, "weights_name", None),
+        "in_chans": getattr(model, "in_chans", 3),
+        "min_input_size": getattr(model, "min_input_size", 75),
+        "num_classes": model.num_classes,
+    }
