@@ -187,3 +187,44 @@ def test_command_line_options_cover_the_config_and_resolve_presets() -> None:
         resolve_config(preset_name="paper", overrides={}, stored=stored)
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig(ema_decay=1.0)
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_events_match_the_metrics_and_each_step_shows_once(
+    straight_run, make_train_config, tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("tensorboard", reason="TensorBoard logging is optional (pip install tensorboard)")
+    data, straight = straight_run
+    scalars = _tensorboard_scalars(straight.out_dir / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    epochs = [r for r in read_metrics(straight.out_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [step for step, _ in scalars["epoch/val_top1_error"]] == [r["step"] for r in epochs]
+    assert [value for _, value in scalars["epoch/val_top1_error"]] == pytest.approx(
+        [r["val_top1_error"] for r in epochs]
+    )
+
+    # A crash after step 4 with the checkpoint at step 3 (the end of epoch 1): steps 4 and 5 are logged
+    # twice by the two attempts; TensorBoard keeps the continued run's.
+    real_step = RunLog.step
+
+    def crash_after_step_4(self: RunLog, step: int, **kw) -> None:
+        real_step(self, step, **kw)
+        if step == 4:
+            raise KeyboardInterrupt  # not handled by the loop: the process would die here
+
+    cfg = make_train_config(data, tmp_path / "run")
+    monkeypatch.setattr(RunLog, "step", crash_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(RunLog, "step", real_step)
+    train(cfg)
+    again = _tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    assert [step for step, _ in again["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in again["train/loss"]] == pytest.approx([v for _, v in scalars["train/loss"]])

@@ -93,7 +93,14 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
     cfg = TrainConfig(model="inception_v3", width=0.125, input_size=75)
     position = RunPosition(epoch=1, step=7, loss_sum=3.5, losses=2, skipped=1, best_top1_error=12.5)
     state = checkpoint.training_state(
-        model=model, ema=ema, optimizer=opt, scaler=None, cfg=cfg, position=position, classes=["a", "b", "c"]
+        model=model,
+        ema=ema,
+        optimizer=opt,
+        scaler=None,
+        cfg=cfg,
+        position=position,
+        classes=["a", "b", "c"],
+        preprocessing=model.preprocessing,
     )
     checkpoint.save(state, tmp_path / "last.pt")
     payload = checkpoint.load(tmp_path / "last.pt")

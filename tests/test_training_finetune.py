@@ -82,6 +82,10 @@ def test_frozen_stages_and_their_batchnorm_statistics_do_not_change(source, make
     assert not result.model.stem.training and not any(m.training for m in result.model.blocks_a.modules())
     assert result.model.reduction_a.training and result.model.head.training
     assert not any(p.requires_grad for p in result.model.stem.parameters())
+    # Across processes, only the training stages' statistics are averaged.
+    averaged_ids = {id(b) for b in distributed.changing_buffers(result.model)}
+    assert averaged_ids and not any(id(b) in averaged_ids for b in result.model.stem.buffers())
+    assert all(id(b) in averaged_ids for b in result.model.reduction_a.buffers() if b.is_floating_point())
 
 
 def test_learning_rate_multiplier_of_the_pretrained_layers(source, make_train_config, tmp_path, ctx) -> None:
@@ -151,10 +155,15 @@ def test_resume_of_a_finetuning_run_equals_the_uninterrupted_run(
 def test_train_a_network_passed_in(source, make_train_config, tmp_path, capsys) -> None:
     path, data = source
     net = create_model("inception_v3", weights=path, aux_logits=True)
+    net.preprocessing = dataclasses.replace(net.preprocessing, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     cfg = make_train_config(data, tmp_path / "run", width=None, epochs=1)
     result = train(cfg, model=net)
     assert result.model is net and net.head.fc.out_features == 2 and net.aux.fc.out_features == 2
     assert checkpoint.load(result.out_dir)["model_options"]["width"] == 0.125
+    # The checkpoint records the transform the run used: as weights, it prepares images the same way.
+    expected = dataclasses.replace(net.preprocessing, input_size=cfg.input_size)
+    for weights in (result.out_dir / "last.pt", result.out_dir / "best.pt", result.out_dir / "model"):
+        assert create_model(weights=weights).preprocessing == expected, weights
     out = capsys.readouterr().out
     assert (
         "training the inception_v3 passed in: new classifier and auxiliary classifier for 2 classes (it had 4)" in out

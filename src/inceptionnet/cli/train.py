@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="named configuration (default: demo without --data, paper with it)",
+        help="named configuration (default: finetune with --weights, else paper with --data, else demo)",
     )
     p.add_argument(
         "--resume",

@@ -15,6 +15,7 @@ last epoch end before `last.pt`'s position, kept in case `last.pt` turns out bad
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -27,6 +28,7 @@ from torch import nn
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.factory import create_model
+from inceptionnet.models import Preprocessing
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.state import RunPosition
@@ -127,13 +129,15 @@ def training_state(
     cfg: TrainConfig,
     position: RunPosition,
     classes: list[str],
+    preprocessing: Preprocessing,
     world_size: int = 1,
 ) -> dict[str, Any]:
     """Everything `restore` needs to continue bit for bit. `model` must be the unwrapped network.
 
-    "model_name" and "model_options" rebuild the network exactly: `create_model(name, **options)`.
-    `world_size`: the number of processes training the run (the global batch and the data order
-    depend on it).
+    "model_name" and "model_options" rebuild the network exactly: `create_model(name, **options)`;
+    "preprocessing" is the transform the run validates with (fine-tuning keeps the weights' own), so
+    that the checkpoint used as weights prepares images as the run did. `world_size`: the number of
+    processes training the run (the global batch and the data order depend on it).
     """
     return {
         "format": FORMAT,
@@ -143,6 +147,7 @@ def training_state(
         "classes": classes,
         "model_name": cfg.model,
         "model_options": dict(model.build_options),
+        "preprocessing": dataclasses.asdict(preprocessing),
         "position": position.to_dict(),
         "world_size": world_size,
         "model": model.state_dict(),

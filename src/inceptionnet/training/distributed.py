@@ -142,6 +142,15 @@ def same_on_all_ranks(value: int, ctx: Context) -> bool:
     return bool(bounds[0] == -bounds[1])
 
 
+def changing_buffers(module: nn.Module) -> list[torch.Tensor]:
+    """The floating-point buffers a training step can change: those of modules in training mode.
+
+    A frozen stage's BatchNorm stays in eval mode (fine-tuning): its statistics are the loaded ones on
+    every rank and are left out, so no averaging can move them by a rounding error.
+    """
+    return [b for m in module.modules() if m.training for b in m.buffers(recurse=False) if b.is_floating_point()]
+
+
 def average_buffers(module: nn.Module, ctx: Context) -> None:
     """Replace every floating-point buffer (BatchNorm running mean and variance) by its mean over the ranks.
 
@@ -151,7 +160,7 @@ def average_buffers(module: nn.Module, ctx: Context) -> None:
     """
     if not ctx.distributed:
         return
-    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    buffers = changing_buffers(module)
     if not buffers:
         return
     flat = torch.cat([b.reshape(-1) for b in buffers])

@@ -121,7 +121,8 @@ class RunLog:
         if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+            # purge_step: TensorBoard drops the events a stopped attempt logged after this position
+            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1 if step else None)
         self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
 
     def step(self, step: int, *, epoch: int, record: bool, **scalars: float) -> None:
@@ -140,7 +141,7 @@ class RunLog:
         if self.tensorboard is not None:
             for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s"):
                 if record.get(key) is not None:
-                    self.tensorboard.add_scalar(f"epoch/{key}", record[key], record["epoch"])
+                    self.tensorboard.add_scalar(f"epoch/{key}", record[key], record["step"])
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -103,6 +103,7 @@ class RunSession:
             cfg=self.cfg,
             position=self.pos,
             classes=self.inputs.classes,
+            preprocessing=self.inputs.preprocessing,
             world_size=self.ctx.world_size,
         )
 
