@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install gpu-check
 
 $(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,12 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports
+
+# The GPU check (docs/performance.md, "GPU check"): ours against timm on one CUDA GPU, 8 minutes at most;
+# writes $(GPU_CHECK_OUT)/gpu-check.json and gpu-check.md. It installs nothing: it runs from the source
+# tree with the venv's Python, or, where there is no venv (a GPU machine with its own PyTorch,
+# torchvision and timm), with $(PYTHON). The CPU self-test: make gpu-check GPU_CHECK_ARGS=--tiny
+GPU_CHECK_OUT    ?= gpu-check
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	PYTHONPATH=src PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m inceptionnet.perf.gpucheck --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -108,3 +108,12 @@ def randomize_bn() -> Callable[..., nn.Module]:
     """`randomize_bn(model, seed=1)`: non-trivial BN statistics and affine parameters, in place (returns the
     model), so that folding, loading and parity tests exercise them."""
     return _randomize_bn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ONNX exports of `inceptionnet.inference.engines` go to a folder of this test session, not ~/.cache."""
+    folder = tmp_path_factory.mktemp("engine-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INCEPTIONNET_ENGINE_CACHE", str(folder))
+        yield folder

@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": ("IMAGE", "--model", "--weights", "--top-k", "--json"),
     "export": ("inception_resnet_v2_paper", "--weights", "--format", "--dynamic-batch", "--output", "--input-size"),
     "study": ("residual", "scaling", "--data", "--out-dir", "--seeds", "--quick", "--threads", "--warmup-epochs"),
+    "quantize": ("MODEL", "--calibration", "--output", "--images", "--method"),
 }
 
 
@@ -65,7 +66,7 @@ def test_top_level_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["unknown"], "invalid choice: 'unknown'"),
         (["summary", "inception_v9"], "invalid choice: 'inception_v9'"),
         (["bench", "--model", "resnet50"], "invalid choice: 'resnet50'"),
-        (["bench"], "the following arguments are required: --model"),
+        (["bench"], "one of the arguments --model --int8 is required"),
         (["export", "inception_v4"], "the following arguments are required: --format"),
         (["eval", "--crops", "5"], "invalid choice: 5"),
         (["study", "depth"], "invalid choice: 'depth'"),

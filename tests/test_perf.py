@@ -1,8 +1,12 @@
-"""The benchmark runs end to end on tiny settings and reports what it promises (no timing assertions)."""
+"""The benchmark runs end to end on tiny settings and reports what it promises (no timing assertions): ours on
+its engine and every reference, timed in the same rounds, with a speed-up per reference."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,11 +14,17 @@ import torch
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
+from inceptionnet.inference.engines import choose_engine
+from inceptionnet.inference.runtimes import engine_installed
 from inceptionnet.models.summary import count_macs, count_params, summarize
 from inceptionnet.perf.bench import run_benchmark
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.measure import quantiles
-from inceptionnet.perf.references import build_reference, reference_name
+from inceptionnet.perf.references import REFERENCES, build_reference, reference_name
+
+needs_engines = pytest.mark.skipif(
+    not all(engine_installed(e) for e in ("onnxruntime", "openvino")), reason="needs onnxruntime and openvino"
+)
 
 
 def test_reference_names() -> None:
@@ -25,8 +35,9 @@ def test_reference_names() -> None:
         reference_name("inception_resnet_v1")
     with pytest.raises(ValueError, match="timm has no equivalent"):
         reference_name("inception_resnet_v2_paper")
-    with pytest.raises(ValueError, match="the only reference is 'timm'"):
+    with pytest.raises(ValueError, match="unknown reference 'torchvision'; choose from: timm, timm-channels-last"):
         reference_name("inception_v4", "torchvision")
+    assert reference_name("inception_v4", "openvino") == "inception_v4"
 
 
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
@@ -43,14 +54,30 @@ def test_config_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="inference-only"):
         BenchConfig(model="inception_v4", mode="train", fused=True).resolved()
     with pytest.raises(ValueError, match="drop --width"):
-        BenchConfig(model="inception_v4", width=0.25, reference="timm").resolved()
+        BenchConfig(model="inception_v4", width=0.25, references=("timm",)).resolved()
     with pytest.raises(ValueError, match="checkpointing"):
         BenchConfig(model="inception_v4", checkpointing=True).resolved()
     with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16', 'fp16'\), got 'int8'"):
         BenchConfig(model="inception_v4", reference_dtype="int8").resolved()
+    with pytest.raises(ValueError, match="--compile: only with --engine torch, not onnxruntime; drop it or use torch"):
+        BenchConfig(model="inception_v4", engine="onnxruntime", compile=True).resolved()
+    with pytest.raises(ValueError, match=r"reference.* run inference on the CPU; use --mode infer --device cpu"):
+        BenchConfig(model="inception_v4", mode="train", references=("openvino",)).resolved()
+    with pytest.raises(ValueError, match="ONNX Runtime runs timm's network in fp32 only; add --reference-dtype fp32"):
+        BenchConfig(model="inception_v4", dtype="bf16", references=("onnxruntime",)).resolved()
     assert BenchConfig(model="inception_v4").resolved().fused is True
     assert BenchConfig(model="inception_v4", mode="train").resolved().fused is False
-    assert BenchConfig(model="inception_v4", dtype="bf16").resolved().reference_dtype == "bf16"
+    assert BenchConfig(model="inception_v4", engine="torch", dtype="bf16").resolved().reference_dtype == "bf16"
+
+
+def test_config_engine_is_what_predict_runs() -> None:
+    assert BenchConfig(model="inception_v4").resolved().engine == choose_engine("auto", device="cpu")
+    # the torch-only settings make auto mean torch
+    assert BenchConfig(model="inception_v4", compile=True).resolved().engine == "torch"
+    assert BenchConfig(model="inception_v4", mode="train").resolved().engine == "torch"
+    assert BenchConfig(model="inception_v4", channels_last=False).resolved().engine == "torch"
+    refs = ("none", "openvino", "timm", "openvino")
+    assert BenchConfig(model="inception_v4", references=refs).resolved().references == ("openvino", "timm")
 
 
 def test_quantiles_of_the_rounds() -> None:
@@ -61,14 +88,15 @@ def test_quantiles_of_the_rounds() -> None:
 def test_cli_bench_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", "--model", "inception_v4", "--width", "0.25", "--input-size", "75", "--batch-size", "2"]
-    assert main([*args, "--iters", "2", "--warmup", "1", "--json", str(out)]) == 0
+    assert main([*args, "--engine", "torch", "--iters", "2", "--warmup", "1", "--json", str(out)]) == 0
     assert "img/s" in capsys.readouterr().out
     r = json.loads(out.read_text())
-    assert r["config"]["fused"] is True and r["config"]["channels_last"] is True
-    assert r["reference"] is None and r["speedup"] is None
+    assert r["config"]["fused"] is True and r["config"]["channels_last"] is True and r["config"]["engine"] == "torch"
+    assert r["references"] == [] and r["speedups"] == []
     ours = r["ours"]
+    assert ours["key"] == "ours" and ours["engine"] == "torch" and ours["dtype"] == "fp32"
     assert len(ours["step_s"]) == 2 and ours["images_per_s"] > 0
-    assert ours["macs_per_image"] > 0 and ours["ceiling_share"] > 0 and r["ceiling_tflops"] > 0
+    assert ours["macs_per_image"] > 0 and ours["ceiling_share"] > 0 and ours["ceiling_tflops"] > 0
     assert {"peak_memory_mb", "memory_method", "achieved_tflops"} <= set(ours)
     assert r["torch_version"] == torch.__version__ and r["date"]
     # Counted on the meta device, the bench's multiply-adds are those `inceptionnet summary` reports.
@@ -76,15 +104,39 @@ def test_cli_bench_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_interleaved_against_timm() -> None:
-    cfg = BenchConfig(model="inception_v3", batch_size=1, input_size=75, iters=2, warmup=0, reference="timm")
-    r = run_benchmark(cfg)
-    assert r.reference is not None and len(r.reference.step_s) == len(r.ours.step_s) == 2
-    assert r.reference.macs_per_image == r.ours.macs_per_image
-    assert r.speedup is not None and r.speedup["min"] <= r.speedup["median"] <= r.speedup["max"]
-    assert r.speedup["median"] == pytest.approx(
-        sorted(a / b for a, b in zip(r.reference.step_s, r.ours.step_s, strict=True))[0] / 2
-        + sorted(a / b for a, b in zip(r.reference.step_s, r.ours.step_s, strict=True))[1] / 2
-    )
+    cfg = BenchConfig(model="inception_v3", batch_size=1, input_size=75, iters=2, warmup=0, references=("timm",))
+    r = run_benchmark(replace(cfg, engine="torch"))
+    (ref,) = r.references
+    assert ref.key == "timm" and len(ref.step_s) == len(r.ours.step_s) == 2
+    assert ref.macs_per_image == r.ours.macs_per_image
+    s = r.speedup("timm")
+    assert s.per_round == [a / b for a, b in zip(ref.step_s, r.ours.step_s, strict=True)]
+    assert s.min <= s.median <= s.max and s.median == pytest.approx(sum(s.per_round) / 2)
+
+
+@needs_engines
+def test_bench_against_every_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ours on the engine predict picks, against timm on PyTorch (both layouts), ONNX Runtime and OpenVINO.
+
+    Both ours and timm's network are exported to ONNX here: ~20 s on 2 cores. The command runs in its
+    own process, as a user runs it: a test process that has loaded timm's exporter, ONNX Runtime and
+    OpenVINO together and then forks loader workers was seen to crash on a later signal."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "inception_v3", "--input-size", "75", "--batch-size", "1", "--iters", "1"]
+    argv = [sys.executable, "-m", "inceptionnet", *args, "--warmup", "0", "--reference", *REFERENCES]
+    done = subprocess.run([*argv, "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    r = json.loads(out.read_text())
+    assert r["config"]["engine"] == r["ours"]["engine"] == choose_engine("auto", device="cpu")
+    assert [m["key"] for m in r["references"]] == list(REFERENCES)
+    assert [m["engine"] for m in r["references"]] == ["torch", "torch", "onnxruntime", "openvino"]
+    assert set(r["versions"]) >= {"timm", "onnxruntime", "openvino"}
+    for m in (r["ours"], *r["references"]):
+        assert len(m["step_s"]) == 1 and m["images_per_s"] > 0 and m["macs_per_image"] == r["ours"]["macs_per_image"]
+    for s, ref in zip(r["speedups"], r["references"], strict=True):
+        assert s["reference"] == ref["key"] and s["per_round"] == [ref["step_s"][0] / r["ours"]["step_s"][0]]
+        assert f"speed-up over {ref['key']} " in text
 
 
 @pytest.mark.slow  # a first training step pays oneDNN's one-off kernel set-up: ~25 s on 2 cores
@@ -108,5 +160,5 @@ def test_bf16_fused_inference_runs() -> None:
     cfg = BenchConfig(
         model="inception_resnet_v2", width=0.25, input_size=75, batch_size=1, iters=1, warmup=0, dtype="bf16"
     )
-    r = run_benchmark(cfg)
-    assert r.ours.images_per_s > 0 and any("bf16 weights" in n for n in r.notes)
+    r = run_benchmark(replace(cfg, engine="torch"))
+    assert r.ours.images_per_s > 0 and r.ours.dtype == "bf16" and any("weights cast once" in n for n in r.notes)

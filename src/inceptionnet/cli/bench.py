@@ -1,4 +1,4 @@
-"""`inceptionnet bench`: images/s and peak memory, side by side with a reference."""
+"""`inceptionnet bench`: images/s and peak memory of ours on its engine, side by side with references."""
 
 from __future__ import annotations
 
@@ -6,33 +6,61 @@ import argparse
 import sys
 from pathlib import Path
 
+from inceptionnet.inference.engines import ENGINES
+from inceptionnet.inference.quantize import load_quantized
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
+from inceptionnet.perf.references import REFERENCES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="images/s and peak memory, optionally side by side with timm",
-        description="Time inference or training steps of a network; with --reference timm, time timm's "
-        "equivalent in the same process, alternating step by step, and report the speed-up's spread.",
+        help="images/s and peak memory, optionally side by side with timm and the inference engines",
+        description="Time inference or training steps of a network on the engine predict and eval run; with "
+        "--reference, time timm's equivalent network (on PyTorch in NCHW or channels_last, or exported to ONNX and "
+        "run on ONNX Runtime or OpenVINO) in the same process, in turn step by step, and report each speed-up's "
+        "spread over the rounds.",
     )
-    p.add_argument("--model", required=True, choices=list_models())
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", choices=list_models(), help="the network")
+    which.add_argument(
+        "--int8",
+        metavar="FOLDER",
+        help="time the int8 network of an `inceptionnet quantize` folder as ours (its network, input size and "
+        "classes; ONNX Runtime or OpenVINO as --engine picks)",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     p.add_argument("--input-size", type=int, default=299, help="square input size in pixels (default 299)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer", help="forward only, or a training step")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="what runs ours (default auto: the engine predict and eval pick; torch for the torch-only options "
+        "--compile, --no-fused, --no-channels-last and --mode train)",
+    )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC (default on)")
     p.add_argument(
         "--fused",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="BN-folded, merged 1x1 inference network (default: on for infer, off for train)",
+        help="BN-folded, merged 1x1 inference network on torch (default: on for infer, off for train)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile our network (slow first step)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block (train)")
-    p.add_argument("--reference", choices=["timm"], default=None, help="also time timm's equivalent network")
-    p.add_argument("--reference-channels-last", action="store_true", help="run the reference in channels_last")
+    p.add_argument(
+        "--reference",
+        nargs="+",
+        action="extend",
+        choices=[*REFERENCES, "none"],
+        default=[],
+        metavar="REF",
+        help="also time timm's equivalent network, one or more of: timm (PyTorch, NCHW, timm's default), "
+        "timm-channels-last, onnxruntime, openvino (timm's network exported to ONNX; CPU, inference), "
+        "or none (the default)",
+    )
     p.add_argument("--reference-dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: --dtype")
     p.add_argument("--iters", type=int, default=10, help="timed rounds (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2)")
@@ -43,18 +71,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    model, input_size, num_classes = args.model, args.input_size, 1000
+    if args.int8 is not None:
+        net = load_quantized(args.int8, engine="onnxruntime" if args.engine == "onnxruntime" else "auto")
+        model, input_size, num_classes = net.model_name, net.preprocessing.input_size, net.num_classes
     cfg = BenchConfig(
-        model=args.model,
+        model=model,
+        int8=args.int8,
+        num_classes=num_classes,
         batch_size=args.batch_size,
-        input_size=args.input_size,
+        input_size=input_size,
         mode=args.mode,
         dtype=args.dtype,
         channels_last=args.channels_last,
         fused=args.fused,
         compile=args.compile,
         checkpointing=args.checkpointing,
-        reference=args.reference,
-        reference_channels_last=args.reference_channels_last,
+        engine=args.engine,
+        references=tuple(args.reference),
         reference_dtype=args.reference_dtype,
         iters=args.iters,
         warmup=args.warmup,

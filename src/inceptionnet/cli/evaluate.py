@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,11 @@ import torch
 from torch import nn
 
 from inceptionnet import evaluation as ev
-from inceptionnet.atomic import atomic_write
+from inceptionnet.cli.options import add_engine_options, say, write_json
 from inceptionnet.factory import load_model, parse_model_spec
+from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
+from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.inference.predict import image_files
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="views per forward pass (default 32)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: CPU count, at most 8)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of this process (torch.set_num_threads)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the engines (default: all)")
+    add_engine_options(p)
     p.add_argument("--input-size", type=int, default=None, help="override every network's input size")
     p.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of N images")
     p.add_argument(
@@ -72,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("name the image folder with --data DIR")
     if not args.model_only and not Path(args.data).is_dir():  # before building networks, which takes seconds
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
-    models = _networks(args)
+    int8 = any(names_int8_folder(spec) for spec in args.model)
+    device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
+    if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
+        choose_engine(args.engine, dtype=args.dtype, device=device)
+    models = _networks(args, device)
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size)
     if args.data_only or args.model_only:
         return _measure(args, models, workers=workers, **common)
-    options = dict(workers=workers, device=args.device, max_images=args.max_images, progress=sys.stderr.isatty())
+    options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
     result = ev.evaluate(models, args.data, **common, **options)
     if args.json != "-":
         print(result.table())
@@ -88,25 +95,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_json(path: str, obj: Any) -> None:
-    """`--json PATH` of every command: write `obj` to PATH (atomically), or print it alone when PATH is '-'."""
-    text = json.dumps(obj, indent=2) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-    else:
-        atomic_write(path, text.encode())
-
-
-def _networks(args: argparse.Namespace) -> dict[str, nn.Module]:
-    """{--model spec: network}, each built from its specification (the weights bring their options and classes)."""
+def _networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Module]:
+    """{--model spec: network}, each built from its specification (the weights bring their options and classes)
+    and, unless only the data is measured, made ready on the engine asked for."""
     models = {}
     for spec in args.model:
-        name, weights = parse_model_spec(spec)
+        int8 = names_int8_folder(spec)
+        name, weights = (spec, spec) if int8 else parse_model_spec(spec)
         if weights is None and not args.data_only:
-            print(f"note: {name} has no weights: randomly initialised", file=sys.stderr)
+            say(f"note: {name} has no weights: randomly initialised")
         options = {"num_classes": args.num_classes, "width": args.width}
-        models[spec] = load_model(spec, **{k: v for k, v in options.items() if v is not None})
+        if args.data_only:
+            model = open_for_inference(spec, pretrained=False) if int8 else load_model(spec, **_given(options))
+        else:
+            run = dict(engine=args.engine, dtype=args.dtype, input_size=args.input_size, device=device, log=say)
+            model = open_for_inference(spec, pretrained=False, images=_views(args), **run, **_given(options))
+            say(f"engine: {describe_engine(model)}")
+        models[spec] = model
     return models
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _views(args: argparse.Namespace) -> int | None:
+    """How many views the evaluation runs (the engine choice depends on it); None for a speed measurement."""
+    if args.model_only:
+        return None
+    images = len(image_files([args.data]))
+    return min(images, args.max_images or images) * args.crops
 
 
 def _measure(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:
@@ -117,7 +135,8 @@ def _measure(args: argparse.Namespace, models: dict[str, nn.Module], *, workers:
         runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
     else:
         images = args.max_images or 8
-        runs = [ev.measure_inference(m, images=images, device=args.device, **common) for m in models.values()]
+        device = engine_device(args.engine, args.device)
+        runs = [ev.measure_inference(m, images=images, device=device, **common) for m in models.values()]
     if args.json != "-":
         for r in runs:
             print(r.describe())

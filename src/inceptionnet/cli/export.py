@@ -1,4 +1,4 @@
-"""`inceptionnet export`: ONNX, TorchScript or torch.export, checked against eager PyTorch."""
+"""`inceptionnet export`: ONNX, TorchScript or torch.export, checked against eager PyTorch; or a folder for timm."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import sys
 
 from inceptionnet.factory import load_model
 from inceptionnet.inference.export import FORMATS, ExportError, export_model
-from inceptionnet.models import list_models
+from inceptionnet.models import InceptionNetwork, list_models
+from inceptionnet.weights import CONFIG_FILE, WEIGHTS_FILE, save_timm_folder
+
+TIMM_FORMAT = "timm"  # a folder in timm's hub layout (weights/timm_layout.py), not an inference file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a network to ONNX, TorchScript or a torch.export program, checked against PyTorch",
+        help="export a network to ONNX, TorchScript or a torch.export program, checked against PyTorch; or for timm",
         description="Export the inference network (eval mode, logits only, BatchNorm folded into the convolutions), "
         "then run the exported file and compare its logits with eager PyTorch (max abs difference <= 1e-4). The "
-        "file records the network, its class names and its preprocessing (docs/export.md).",
+        "file records the network, its class names and its preprocessing. --format timm instead writes a folder "
+        "in timm's layout (model.safetensors with timm's key names + config.json) that timm.create_model loads, "
+        "for inception_v3, inception_v4 and inception_resnet_v2 (docs/export.md).",
     )
     p.add_argument(
         "model",
@@ -25,14 +30,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "or hf-hub:ORG/NAME (docs/weights.md)",
     )
     p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a MODEL name; default: random")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=(*FORMATS, TIMM_FORMAT))
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: batch 1)")
-    p.add_argument("--output", help="output file (default: NETWORK.onnx / NETWORK.pt / NETWORK.pt2)")
+    p.add_argument(
+        "--output",
+        help="output file (default: NETWORK.onnx / NETWORK.pt / NETWORK.pt2), or folder (timm: NETWORK-timm)",
+    )
     p.add_argument("--input-size", type=int, help="square input size (default: the weights' preprocessing, 299)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == TIMM_FORMAT:
+        return run_timm(args)
     model = load_model(args.model, weights=args.weights)
     try:
         result = export_model(
@@ -42,9 +52,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     batch = "dynamic batch" if result.dynamic_batch else "batch 1"
-    classes = f"{len(model.class_names)} named classes" if model.class_names else f"{model.num_classes} unnamed classes"
     print(
-        f"wrote {result.path} ({result.format}, {result.input_size}x{result.input_size}, {batch}, {classes}, "
+        f"wrote {result.path} ({result.format}, {result.input_size}x{result.input_size}, {batch}, {_classes(model)}, "
         f"{result.folded_batchnorms} BatchNorms folded); max abs difference vs eager PyTorch: {result.max_abs_diff:.3g}"
     )
     return 0
+
+
+def run_timm(args: argparse.Namespace) -> int:
+    """Write the folder for timm and print how timm loads it; a network timm lacks is a ValueError (status 2)."""
+    for given, option in ((args.dynamic_batch, "--dynamic-batch"), (args.input_size is not None, "--input-size")):
+        if given:
+            raise ValueError(
+                f"{option} does not apply to --format timm: timm's network takes any batch and input size, and the "
+                "folder records the network's own preprocessing (its input size included)"
+            )
+    model = load_model(args.model, weights=args.weights)
+    folder = save_timm_folder(model, args.output or f"{model.model_name}-timm")
+    size = model.preprocessing.input_size
+    chans = f", in_chans={model.in_chans}" if model.in_chans != 3 else ""
+    print(
+        f"wrote {folder}/ in timm's layout ({WEIGHTS_FILE} with timm's key names + {CONFIG_FILE}; "
+        f"{model.model_name}, {_classes(model)}, preprocessing {size}x{size}). Load it in timm with\n"
+        f'  timm.create_model("local-dir:{folder}", pretrained=True)\n'
+        "or, the weights alone,\n"
+        f'  timm.create_model("{model.model_name}", num_classes={model.num_classes}{chans}, '
+        f'checkpoint_path="{folder / WEIGHTS_FILE}")'
+    )
+    return 0
+
+
+def _classes(model: InceptionNetwork) -> str:
+    return f"{len(model.class_names)} named classes" if model.class_names else f"{model.num_classes} unnamed classes"

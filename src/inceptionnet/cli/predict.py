@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from inceptionnet.cli.evaluate import write_json
-from inceptionnet.devices import default_device
-from inceptionnet.factory import load_model
-from inceptionnet.inference.predict import format_predictions, predict, predictions_to_json
+import torch
+
+from inceptionnet.cli.options import add_engine_options, say, write_json
+from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
+from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.inference.predict import format_predictions, image_files, predict, predictions_to_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,20 +27,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="inception_v4",
         metavar="MODEL",
         help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
-        "folder, a model folder, a weights file or hf-hub:ORG/NAME (docs/weights.md)",
+        "folder, a model folder, a weights file, hf-hub:ORG/NAME (docs/weights.md) or an int8 folder of "
+        "`inceptionnet quantize`",
     )
     p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
     p.add_argument("--top-k", type=int, default=None, help="classes to print per image (default 5, at most all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    add_engine_options(p)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': print only the JSON)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model, weights=args.weights, pretrained=True)
-    device = default_device(args.device)
-    results = predict(args.images, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+    int8 = names_int8_folder(args.model, args.weights)
+    device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)
+    if not int8:  # a request the engine cannot run fails before the loading
+        choose_engine(args.engine, dtype=args.dtype, device=device)
+    files = image_files(args.images)
+    options = dict(engine=args.engine, dtype=args.dtype, device=args.device, images=len(files), log=say)
+    model = open_for_inference(args.model, weights=args.weights, **options)
+    say(f"engine: {describe_engine(model)}")
+    results = predict(files, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
     if args.json != "-":
         print(format_predictions(results))
     if args.json is not None:

@@ -158,9 +158,15 @@ def evaluate(
         "max_images": max_images,
         "class_mapping": members[0].classes.rule,
         "background_class_dropped": [m.classes.offset == 1 for m in members],
-        "members": [{"name": m.name, "preprocessing": dataclasses.asdict(m.pre)} for m in members],
+        "members": [_member_config(m) for m in members],
     }
     return EvalResult(scores, crops, scores[0].images, counted.skipped, counted.seconds, counted.model_seconds, config)
+
+
+def _member_config(m: _Member) -> dict[str, object]:
+    """What the JSON says of one member: its name, its preprocessing, what ran it (None: the network as given)."""
+    engine, precision = getattr(m.model, "engine", None), getattr(m.model, "precision", None)
+    return {"name": m.name, "preprocessing": dataclasses.asdict(m.pre), "engine": engine, "precision": precision}
 
 
 def _preprocessing(model: nn.Module, input_size: int | None) -> Preprocessing:

@@ -4,7 +4,8 @@ The classes are the network's own (`model.class_names`): a run's class folders, 
 synsets of published weights, which are shown with their readable names from the class table
 that ships with the package (assets/imagenet_classes.txt). Images are prepared with the
 network's preprocessing, the one its weights were evaluated with. A file that cannot be read as
-an image gets an error of its own; the others are still classified.
+an image gets an error of its own; the others are still classified. The network runs on the
+engine `inceptionnet.inference.engines.accelerate` picks (or the one asked for).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from inceptionnet._version import __version__
 from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
-from inceptionnet.devices import default_device
 from inceptionnet.factory import load_model
+from inceptionnet.inference.engines import accelerate, engine_device
 
 DEFAULT_TOP_K = 5
 
@@ -76,22 +77,26 @@ def predict(
     top_k: int | None = None,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    engine: str = "auto",
+    dtype: str | None = None,
 ) -> list[Prediction]:
     """Top-k classes of each image, in the order of `paths` (a folder: its images, sorted).
 
     `model` is a model specification (`inceptionnet.factory.parse_model_spec`: a network name, NAME:WEIGHTS,
     a run folder, a model folder, a weights file, hf-hub:ORG/NAME; a bare name gets its default
     published weights) or a built network. `top_k`: default 5, at most the number of classes.
-    `device`: default CUDA when available. Unreadable files and non-images get a Prediction with
-    `error` set; they do not stop the others.
+    `device`: default CUDA when available (the CPU for a CPU engine). `engine` and `dtype`: what
+    runs the network (`accelerate`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
+    "bf16"); an already accelerated network runs as it is. Unreadable files and non-images get a Prediction
+    with `error` set; they do not stop the others.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
     k = _checked_top_k(net, top_k)
     labels = class_labels(net)
-    dev = default_device(device)
-    net = net.to(dev).eval()
-    transform = eval_transform(net.preprocessing)
+    dev = engine_device(engine, device)
     results = [Prediction(p) for p in image_files(paths)]
+    net = accelerate(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
+    transform = eval_transform(net.preprocessing)
     ready: list[tuple[Prediction, torch.Tensor]] = []
     for result in results:
         path = Path(result.path)
@@ -145,7 +150,7 @@ def format_predictions(results: Sequence[Prediction]) -> str:
 
 
 def predictions_to_json(results: Sequence[Prediction], *, model: nn.Module, device: str) -> dict[str, Any]:
-    """Machine-readable results: the network (name, weights, preprocessing, classes), then each file's."""
+    """Machine-readable results: the network (name, weights, preprocessing, engine), then each file's classes."""
     return {
         "version": __version__,
         "model": getattr(model, "model_name", type(model).__name__),
@@ -153,6 +158,8 @@ def predictions_to_json(results: Sequence[Prediction], *, model: nn.Module, devi
         "num_classes": model.num_classes,
         "preprocessing": asdict(model.preprocessing),
         "device": device,
+        "engine": getattr(model, "engine", None),
+        "precision": getattr(model, "precision", None),
         "results": [
             {
                 "path": r.path,

@@ -6,10 +6,14 @@ output; the engine runs with `threads` intra-op threads (default: torch's thread
 engines and PyTorch are compared on the same cores). OpenVINO compiles for the batch size it
 first sees and recompiles when it changes; `precision="bf16"` asks it to compute in bfloat16
 (CPUs with AVX512-BF16 or AMX); ONNX Runtime computes in the file's own types.
+
+`EngineNetwork` wraps a runner into a module that stands where a network does (predict, eval,
+bench); `inceptionnet.inference.engines.accelerate` builds one from a network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +30,15 @@ PRECISIONS = ("fp32", "bf16")
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class EngineUnavailable(RuntimeError):
-    """The engine asked for is not installed or cannot run what was asked."""
+class EngineUnavailable(RuntimeError, ValueError):
+    """The engine asked for is not installed or cannot run what was asked.
+
+    Also a ValueError: it is a bad request (the command line prints it as `error: ...`, with the fix).
+    """
 
 
 def engine_installed(engine: str) -> bool:
+    """Whether the Python package of `engine` ("onnxruntime" or "openvino") can be imported."""
     module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[engine]
     try:
         __import__(module)
@@ -97,19 +105,16 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
     return run
 
 
-class EngineNetwork(nn.Module):
-    """A network that runs on an inference engine, usable where a network is (predict, eval, bench).
+class DescribedNetwork(nn.Module):
+    """A module that stands for a network: it carries the network's description for predict, eval and bench.
 
-    It carries the network's description (model_name, preprocessing, class_names, weights_name,
-    in_chans, min_input_size, num_classes) and maps a float NCHW batch to float32 logits on the
-    CPU. It has no parameters and cannot be trained; `engine` and `precision` say what runs it.
+    The description (`describe`) is the network's model_name, preprocessing, class_names,
+    weights_name, in_chans, min_input_size, num_classes and, where the runner takes one size only,
+    input_size (None: any size from min_input_size up).
     """
 
-    def __init__(self, runner: Runner, *, engine: str, precision: str, description: dict[str, Any]) -> None:
+    def __init__(self, description: dict[str, Any]) -> None:
         super().__init__()
-        self.runner = runner
-        self.engine = engine
-        self.precision = precision
         self.model_name: str = description["model_name"]
         self.preprocessing = description["preprocessing"]
         self.class_names: tuple[str, ...] | None = description.get("class_names")
@@ -117,24 +122,71 @@ class EngineNetwork(nn.Module):
         self.in_chans: int = description.get("in_chans", 3)
         self.min_input_size: int = description.get("min_input_size", 75)
         self.num_classes: int = description["num_classes"]
+        self.input_size: int | None = description.get("input_size")
+        self.training = False  # built for inference: eval mode from the start
+
+    def check_input(self, images: torch.Tensor, engine: str) -> None:
+        """Reject a batch this network cannot take, naming the fix."""
+        if self.training:
+            raise RuntimeError(f"{self.model_name} on {engine} is inference-only; call .eval()")
+        check_input_size(images, self.min_input_size, self.in_chans, self.model_name)
+        size = self.input_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            h, w = images.shape[-2:]
+            raise ValueError(
+                f"{self.model_name} on {engine} was exported for {size}x{size} input, got {h}x{w}; resize the "
+                f"images to {size}x{size}, or accelerate the network again with input_size={h} (--input-size)"
+            )
+
+
+class EngineNetwork(DescribedNetwork):
+    """A network that runs on an inference engine, usable where a network is (predict, eval, bench).
+
+    It carries the network's description (`DescribedNetwork`) and maps a float NCHW batch to float32
+    logits on the CPU. It has no parameters and cannot be trained; `engine` and `precision` say what
+    runs it, `threads` how many intra-op threads (None where not recorded).
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        engine: str,
+        precision: str,
+        description: dict[str, Any],
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.runner = runner
+        self.engine = engine
+        self.precision = precision
+        self.threads = threads
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            raise RuntimeError(f"{self.model_name} on {self.engine} is inference-only; call .eval()")
-        check_input_size(images, self.min_input_size, self.in_chans, self.model_name)
+        self.check_input(images, self.engine)
         if images.device.type != "cpu":
-            raise ValueError(f"the {self.engine} engine runs on the CPU; the images are on {images.device}")
+            raise ValueError(
+                f"the {self.engine} engine runs on the CPU; the images are on {images.device} (use --device cpu)"
+            )
         return torch.from_numpy(self.runner(images.detach().float().contiguous().numpy()))
 
 
-def describe(model: nn.Module) -> dict[str, Any]:
-    """What an EngineNetwork carries over from `model` (an InceptionNetwork)."""
+def describe(model: nn.Module, *, input_size: int | None = None) -> dict[str, Any]:
+    """What an EngineNetwork carries over from `model` (an InceptionNetwork).
+
+    `input_size`: the one input size the runner takes (an ONNX file exported for it); the
+    preprocessing then prepares images at that size.
+    """
+    pre = model.preprocessing
+    if input_size is not None:
+        pre = dataclasses.replace(pre, input_size=input_size)
     return {
         "model_name": getattr(model, "model_name", "model"),
-        "preprocessing": model.preprocessing,
+        "preprocessing": pre,
         "class_names": getattr(model, "class_names", None),
         "weights_name": getattr(model, "weights_name", None),
         "in_chans": getattr(model, "in_chans", 3),
         "min_input_size": getattr(model, "min_input_size", 75),
         "num_classes": model.num_classes,
+        "input_size": input_size,
     }

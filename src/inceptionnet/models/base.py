@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
+from inceptionnet.models.merged import MergeableHeads
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,31 @@ class InceptionNetwork(nn.Module):
     def num_classes(self) -> int:
         return self.head.num_classes
 
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's description of the network and its weights, computed from `preprocessing`, `num_classes`,
+        `class_names` and `in_chans` each time (never stale), so that `timm.data.resolve_model_data_config(model)`
+        and `timm.data.create_transform(**config)` give this network's own evaluation transform.
+        `first_conv` and `classifier` are our module paths; `label_names` is present when the classes are named."""
+        pre = self.preprocessing
+        cfg: dict[str, Any] = {
+            "architecture": self.model_name,
+            "input_size": (self.in_chans, pre.input_size, pre.input_size),
+            "min_input_size": (self.in_chans, self.min_input_size, self.min_input_size),
+            "fixed_input_size": False,
+            "interpolation": pre.interpolation,
+            "crop_pct": pre.crop_fraction,
+            "crop_mode": "center",
+            "mean": tuple(pre.mean),
+            "std": tuple(pre.std),
+            "num_classes": self.num_classes,
+            "first_conv": "stem.conv1a.conv",
+            "classifier": "head.fc",
+        }
+        if self.class_names is not None:
+            cfg["label_names"] = tuple(self.class_names)
+        return cfg
+
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Raise a ValueError for inputs below the minimum size or with the wrong channel count."""
         return check_input_size(x, self.min_input_size, self.in_chans, self.model_name)
@@ -122,6 +148,19 @@ class InceptionNetwork(nn.Module):
     @property
     def grad_checkpointing(self) -> bool:
         return any(s.grad_checkpointing for s in self.modules() if isinstance(s, BlockStage))
+
+    def set_merged_heads(self, enable: bool = True) -> None:
+        """Train each block's sibling 1x1 ConvBNs as one conv and one BatchNorm (models/merged.py); same results.
+
+        On by default; `set_merged_heads(False)` runs them one by one. Eval mode is unaffected.
+        """
+        for block in self.modules():
+            if isinstance(block, MergeableHeads):
+                block.merged_heads = enable
+
+    @property
+    def merged_heads(self) -> bool:
+        return any(b.merged_heads for b in self.modules() if isinstance(b, MergeableHeads))
 
     def feature_channels(self) -> dict[str, int]:
         return {f.name: f.channels for f in self.feature_info}

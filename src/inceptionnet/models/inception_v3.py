@@ -14,6 +14,7 @@ from torch import nn
 
 from inceptionnet.models.base import FeatureInfo, InceptionNetwork, Preprocessing, init_weights
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, ConvBN, max_pool_3x3_s2, scaled
+from inceptionnet.models.merged import MergeableHeads, merged_heads, pooled_head, tail
 
 
 def _avg_pool(count_include_pad: bool) -> nn.AvgPool2d:
@@ -44,7 +45,7 @@ class StemV3(nn.Module):
         return self.pool5a(self.conv4a(self.conv3b(x)))
 
 
-class InceptionV3A(nn.Module):
+class InceptionV3A(MergeableHeads):
     """v3 Figure 5 as released (Mixed_5b-5d), 35x35 grid: the released code keeps one 5x5 branch.
 
     The widths are keyword arguments because the released Inception-ResNet-v2 reuses this block
@@ -73,6 +74,9 @@ class InceptionV3A(nn.Module):
         self.out_channels = b0 + b1[1] + b2[2] + pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
+            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
@@ -95,7 +99,7 @@ class ReductionV3A(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionV3B(nn.Module):
+class InceptionV3B(MergeableHeads):
     """v3 Figure 6 (n = 7), Mixed_6b-6e: 17x17x768, with `c7` channels inside the 7-tap branches."""
 
     def __init__(self, in_channels: int, *, c7: int, width: float = 1.0, count_include_pad: bool = False) -> None:
@@ -118,10 +122,13 @@ class InceptionV3B(nn.Module):
         self.out_channels = 4 * c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
+            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class ReductionV3B(nn.Module):
+class ReductionV3B(MergeableHeads):
     """v3 Figure 10 as released (Mixed_7a): 17x17x768 -> 8x8x1280."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -141,10 +148,13 @@ class ReductionV3B(nn.Module):
         self.out_channels = c(320) + c(192) + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
+            h0, h1 = merged_heads(x, [self.branch0[0], self.branch1[0]])
+            return torch.cat([tail(self.branch0, h0), tail(self.branch1, h1), self.branch2(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionV3C(nn.Module):
+class InceptionV3C(MergeableHeads):
     """v3 Figure 7 (expanded filter bank), Mixed_7b-7c: 8x8 grid -> 2048 channels."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0, count_include_pad: bool = False) -> None:
@@ -161,16 +171,19 @@ class InceptionV3C(nn.Module):
         self.out_channels = c(320) + 4 * c(384) + c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.branch1(x)
-        x2 = self.branch2(x)
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1, self.branch2[0]])
+            x2, x3 = tail(self.branch2, x2), pooled_head(x, self.branch3)
+        else:
+            x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
         return torch.cat(
             [
-                self.branch0(x),
+                x0,
                 self.branch1_1x3(x1),
                 self.branch1_3x1(x1),
                 self.branch2_1x3(x2),
                 self.branch2_3x1(x2),
-                self.branch3(x),
+                x3,
             ],
             1,
         )

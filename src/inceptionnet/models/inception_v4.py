@@ -24,9 +24,10 @@ from inceptionnet.models.layers import (
     max_pool_3x3_s2,
     scaled,
 )
+from inceptionnet.models.merged import MergeableHeads, merged_heads, pooled_head, tail
 
 
-class Stem(nn.Module):
+class Stem(MergeableHeads):
     """Figure 3: the stem of Inception-v4 and of the paper's Inception-ResNet-v2, 299x299x3 -> 35x35x384."""
 
     def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
@@ -58,11 +59,15 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2b(self.conv2a(self.conv1a(x)))
         x = torch.cat([self.mixed_3a_pool(x), self.mixed_3a_conv(x)], 1)
-        x = torch.cat([self.mixed_4a_branch0(x), self.mixed_4a_branch1(x)], 1)
+        if self.merging():  # Mixed_4a's two 1x1 heads as one conv (models/merged.py)
+            h0, h1 = merged_heads(x, [self.mixed_4a_branch0[0], self.mixed_4a_branch1[0]])
+            x = torch.cat([tail(self.mixed_4a_branch0, h0), tail(self.mixed_4a_branch1, h1)], 1)
+        else:
+            x = torch.cat([self.mixed_4a_branch0(x), self.mixed_4a_branch1(x)], 1)
         return torch.cat([self.mixed_5a_conv(x), self.mixed_5a_pool(x)], 1)
 
 
-class InceptionA(nn.Module):
+class InceptionA(MergeableHeads):
     """Figure 4: Inception-A, 35x35 grid (384 -> 384 channels)."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -79,6 +84,9 @@ class InceptionA(nn.Module):
         self.out_channels = 4 * c(96)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
+            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
@@ -104,7 +112,7 @@ class ReductionA(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionB(nn.Module):
+class InceptionB(MergeableHeads):
     """Figure 5: Inception-B, 17x17 grid (1024 -> 1024 channels); kernel orders of the released code."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -127,10 +135,13 @@ class InceptionB(nn.Module):
         self.out_channels = c(384) + c(256) + c(256) + c(128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
+            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class ReductionB(nn.Module):
+class ReductionB(MergeableHeads):
     """Figure 8: Reduction-B of Inception-v4, 17x17x1024 -> 8x8x1536."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -150,10 +161,13 @@ class ReductionB(nn.Module):
         self.out_channels = c(192) + c(320) + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
+            h0, h1 = merged_heads(x, [self.branch0[0], self.branch1[0]])
+            return torch.cat([tail(self.branch0, h0), tail(self.branch1, h1), self.branch2(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionC(nn.Module):
+class InceptionC(MergeableHeads):
     """Figure 6: Inception-C, 8x8 grid (1536 -> 1536 channels); 3x1 before 1x3 as in the code."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -174,16 +188,19 @@ class InceptionC(nn.Module):
         self.out_channels = 6 * c(256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.branch1(x)
-        x2 = self.branch2(x)
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1, self.branch2[0]])
+            x2, x3 = tail(self.branch2, x2), pooled_head(x, self.branch3)
+        else:
+            x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
         return torch.cat(
             [
-                self.branch0(x),
+                x0,
                 self.branch1_1x3(x1),
                 self.branch1_3x1(x1),
                 self.branch2_1x3(x2),
                 self.branch2_3x1(x2),
-                self.branch3(x),
+                x3,
             ],
             1,
         )

@@ -91,18 +91,24 @@ class BlockStage(nn.Sequential):
 
 @contextlib.contextmanager
 def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Run a recomputation without touching BN running statistics (momentum 0 keeps them as they are)."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(bn.momentum, None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone()) for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0
+    """Run a recomputation without changing BN running statistics: they are put back as they were after it.
+
+    (Setting the momentum to 0 instead would change which path a block with merged heads takes.)
+    """
+    buffers = [
+        b
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
-        for bn, (momentum, tracked) in zip(bns, saved, strict=True):
-            bn.momentum = momentum
-            if tracked is not None:
-                bn.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
 
 
 class ResidualUp(nn.Module):

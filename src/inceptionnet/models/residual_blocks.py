@@ -15,6 +15,7 @@ from torch import nn
 
 from inceptionnet.models.inception_v3 import InceptionV3A, StemV3
 from inceptionnet.models.layers import ConvBN, ResidualUp, max_pool_3x3_s2, scaled
+from inceptionnet.models.merged import MergeableHeads, merged_heads, tail
 
 
 class StemResNetV1(nn.Module):
@@ -50,7 +51,7 @@ class StemResNetV2Released(StemV3):
         return self.mixed_5b(super().forward(x))
 
 
-class InceptionResNetA(nn.Module):
+class InceptionResNetA(MergeableHeads):
     """Figures 10 (v1) and 16 (v2): Inception-ResNet-A, 35x35 grid."""
 
     def __init__(
@@ -74,11 +75,15 @@ class InceptionResNetA(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.up(torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1))
-        return self.act(x + residual)
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
+            mixed = torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2)], 1)
+        else:
+            mixed = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
+        return self.act(x + self.up(mixed))
 
 
-class InceptionResNetB(nn.Module):
+class InceptionResNetB(MergeableHeads):
     """Figures 11 (v1) and 17 (v2): Inception-ResNet-B, 17x17 grid."""
 
     def __init__(self, channels: int, *, branch0: int, branch1: tuple[int, int, int], scale: float) -> None:
@@ -93,11 +98,15 @@ class InceptionResNetB(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.up(torch.cat([self.branch0(x), self.branch1(x)], 1))
-        return self.act(x + residual)
+        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
+            x0, x1 = merged_heads(x, [self.branch0, self.branch1[0]])
+            mixed = torch.cat([x0, tail(self.branch1, x1)], 1)
+        else:
+            mixed = torch.cat([self.branch0(x), self.branch1(x)], 1)
+        return self.act(x + self.up(mixed))
 
 
-class ReductionResNetB(nn.Module):
+class ReductionResNetB(MergeableHeads):
     """Figures 12 (v1) and 18 (v2): Reduction-B, 17x17 -> 8x8; max pool last, as in the code."""
 
     def __init__(
@@ -126,10 +135,14 @@ class ReductionResNetB(nn.Module):
         self.out_channels = branch0[1] + branch1[1] + branch2[2] + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
+            h0, h1, h2 = merged_heads(x, [self.branch0[0], self.branch1[0], self.branch2[0]])
+            heads = [tail(self.branch0, h0), tail(self.branch1, h1), tail(self.branch2, h2)]
+            return torch.cat([*heads, self.branch3(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class InceptionResNetC(nn.Module):
+class InceptionResNetC(MergeableHeads):
     """Figures 13 (v1) and 19 (v2): Inception-ResNet-C, 8x8 grid.
 
     `activate=False` (with scale 1.0) is the released code's last block: x + up, no ReLU.
@@ -155,5 +168,9 @@ class InceptionResNetC(nn.Module):
         self.act: nn.Module = nn.ReLU(inplace=True) if activate else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.up(torch.cat([self.branch0(x), self.branch1(x)], 1))
-        return self.act(x + residual)
+        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
+            x0, x1 = merged_heads(x, [self.branch0, self.branch1[0]])
+            mixed = torch.cat([x0, tail(self.branch1, x1)], 1)
+        else:
+            mixed = torch.cat([self.branch0(x), self.branch1(x)], 1)
+        return self.act(x + self.up(mixed))

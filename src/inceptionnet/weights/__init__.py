@@ -6,7 +6,8 @@ tags.py and the mapping of their keys onto ours keys.py. Reading and saving weig
 files.py, the build record our files carry record.py, model folders (config.json +
 model.safetensors) artifact.py, training runs and checkpoints runs.py, model folders on the hub
 hub.py; resolve.py turns any weights argument into a state dict in our layout, and fitting.py
-fits it onto a network. This package is the public entry point for weights (docs/weights.md).
+fits it onto a network; timm_layout.py writes a network the other way, in timm's layout, for timm.
+This package is the public entry point for weights (docs/weights.md).
 """
 
 from inceptionnet.weights.artifact import (
@@ -42,6 +43,13 @@ from inceptionnet.weights.tags import (
     list_weights,
     weights_dir,
 )
+from inceptionnet.weights.timm_layout import (
+    TIMM_ARCHITECTURES,
+    save_timm_folder,
+    timm_architecture,
+    timm_config,
+    timm_state_dict,
+)
 
 __all__ = [
     "CLASSIFIERS",
@@ -57,6 +65,7 @@ __all__ = [
     "PUBLISHED_FIRST_CONV",
     "RUN_CHECKPOINTS",
     "RUN_MODEL",
+    "TIMM_ARCHITECTURES",
     "WEIGHTS_DIR_ENV",
     "WEIGHTS_FILE",
     "WEIGHT_TAGS",
@@ -82,6 +91,10 @@ __all__ = [
     "resolve_weights",
     "run_weights",
     "save_model_folder",
+    "save_timm_folder",
     "save_weights",
+    "timm_architecture",
+    "timm_config",
+    "timm_state_dict",
     "weights_dir",
 ]

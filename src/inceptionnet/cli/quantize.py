@@ -1,0 +1,89 @@
+"""`inceptionnet quantize`: int8 post-training static quantization, checked against the fp32 network."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from inceptionnet.factory import load_model
+from inceptionnet.inference.quantize import (
+    CHECK_IMAGES,
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    METHODS,
+    MODEL_FILE,
+    QuantizeResult,
+    quantize_model,
+)
+from inceptionnet.models import list_models
+
+LOW_AGREEMENT = 0.9  # below this on the check images, say so: the int8 network is not a faithful copy
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 post-training quantization for OpenVINO / ONNX Runtime, checked against the fp32 network",
+        description="Export the network to ONNX, measure its activations on calibration images (read with the "
+        f"network's own preprocessing) and write FOLDER/{MODEL_FILE} (int8 weights and activations, ONNX Runtime's "
+        "QDQ format) with FOLDER/config.json. predict, eval and bench run the folder on OpenVINO where installed, "
+        f"else on ONNX Runtime. The folder is then compared with the fp32 network on {CHECK_IMAGES} calibration "
+        "images (docs/export.md, 'int8 quantization').",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"a network ({', '.join(list_models())}), NAME:WEIGHTS, a run folder, a model folder, a weights file "
+        "or hf-hub:ORG/NAME (docs/weights.md)",
+    )
+    p.add_argument(
+        "--calibration",
+        required=True,
+        metavar="DIR",
+        help="folder of images like those the network will see (any layout, e.g. the training folder)",
+    )
+    p.add_argument("--output", metavar="FOLDER", help="output folder (default: NETWORK-int8)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=DEFAULT_IMAGES,
+        metavar="N",
+        help=f"calibration images, drawn at random from DIR (default: {DEFAULT_IMAGES})",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help=f"how activation ranges are chosen from the calibration images (default: {DEFAULT_METHOD})",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    output = Path(args.output) if args.output else Path(f"{model.model_name}-int8")
+    result = quantize_model(model, args.calibration, output, images=args.images, method=args.method)
+    print(format_result(result))
+    return 0
+
+
+def format_result(result: QuantizeResult) -> str:
+    """What the command prints: the folder, the calibration, the check against fp32."""
+    skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
+    kept = f"; kept in fp32: {', '.join(result.fp32_nodes)}" if result.fp32_nodes else ""
+    lines = [
+        f"wrote {result.model_file} and config.json in {result.seconds:.0f}s: {result.method} calibration on "
+        f"{result.calibration_images} images{skipped}{kept}"
+    ]
+    if result.top1_agreement is not None:
+        lines.append(
+            f"check on {result.check_engine}, {result.check_images} calibration images: top-1 agreement with fp32 "
+            f"{result.top1_agreement:.1%}, max logit difference {result.max_logit_diff:.3g}"
+        )
+        if result.top1_agreement < LOW_AGREEMENT:
+            lines.append(
+                f"warning: the int8 network disagrees with fp32 on {1 - result.top1_agreement:.0%} of the check "
+                "images. A network whose largest logits are nearly tied (untrained or barely trained) does this; "
+                "measure the agreement on held-out images before deploying (docs/export.md, 'int8 quantization')"
+            )
+    return "\n".join(lines)

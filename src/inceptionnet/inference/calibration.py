@@ -1,0 +1,92 @@
+"""Calibration images for int8 quantization: which files, read with the network's own evaluation preprocessing.
+
+A calibration set is a folder of images in any layout (searched recursively; a training folder
+`train/<class>/*` is typical) or a list of image files. `read_calibration` draws up to N readable
+images in a seeded random order, so that a class-sorted folder gives a sample of every class, and
+skips (and counts) the files that cannot be decoded. `CalibrationBatches` hands them to ONNX
+Runtime's calibrator a few at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from inceptionnet.data.images import UNREADABLE, read_image
+from inceptionnet.data.transforms import eval_transform
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CALIBRATION_BATCH = 8
+
+
+def calibration_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files of a calibration folder (searched recursively, by suffix) or list, in a fixed order."""
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ValueError(f"calibration folder {folder} does not exist; pass a folder of images (any layout)")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        where = f"calibration folder {folder}"
+    else:
+        files = [Path(p) for p in source]
+        where = "the calibration list"
+    if not files:
+        raise ValueError(
+            f"{where} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a few hundred images like those the "
+            "network will see, e.g. its training folder"
+        )
+    return files
+
+
+def read_calibration(
+    files: Sequence[Path], model: nn.Module, *, images: int, input_size: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, int]:
+    """Up to `images` readable images of `files`, drawn in a seeded random order, with the network's evaluation
+    preprocessing, as one (N, 3, H, W) batch; and how many unreadable files were skipped on the way."""
+    if images < 1:
+        raise ValueError(f"--images must be at least 1, got {images}")
+    transform = eval_transform(model.preprocessing, input_size=input_size)
+    order = list(files)
+    random.Random(seed).shuffle(order)  # a sample of every class of a class-sorted folder
+    kept: list[torch.Tensor] = []
+    skipped = 0
+    for path in order:
+        if len(kept) == images:
+            break
+        try:
+            kept.append(transform(read_image(path)))
+        except UNREADABLE:
+            skipped += 1
+    if not kept:
+        raise ValueError(f"none of the {len(files)} calibration images could be read; pass a folder of readable images")
+    return torch.stack(kept), skipped
+
+
+class CalibrationBatches:
+    """ONNX Runtime's CalibrationDataReader protocol (get_next, iteration, len and set_range for strided
+    calibration) over a batch of images, CALIBRATION_BATCH at a time."""
+
+    def __init__(self, images: torch.Tensor, input_name: str) -> None:
+        self.batches = [b.numpy() for b in images.split(CALIBRATION_BATCH)]
+        self.name = input_name
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.pending = iter(self.batches[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.pending, None)
+        return None if batch is None else {self.name: batch}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while (inputs := self.get_next()) is not None:
+            yield inputs

@@ -1,0 +1,295 @@
+"""Int8 post-training static quantization: a folder with an int8 ONNX file that OpenVINO or ONNX Runtime runs.
+
+`quantize_model` exports the inference network to ONNX (BatchNorm folded, dynamic batch), prepares it
+(`quant_pre_process`: shape inference and graph optimisation), measures the range of every activation
+on calibration images read with the network's own evaluation preprocessing, and writes the QDQ file
+of ONNX Runtime's `quantize_static`: int8 weights per output channel (symmetric), uint8 activations
+per tensor (asymmetric), with QuantizeLinear / DequantizeLinear pairs around each quantized operator,
+which both engines fuse into int8 kernels. The folder (FOLDER/model.int8.onnx + FOLDER/config.json)
+records the network, its classes, its preprocessing and the calibration; `load_quantized` runs it as
+an `EngineNetwork` on OpenVINO where installed (int8 convolutions with VNNI/AMX; the faster engine),
+else on ONNX Runtime. docs/export.md says why and what it costs in accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from inceptionnet._version import __version__
+from inceptionnet.atomic import atomic_write
+from inceptionnet.inference.calibration import (
+    CALIBRATION_BATCH,
+    CalibrationBatches,
+    calibration_files,
+    read_calibration,
+)
+from inceptionnet.inference.export import export_model
+from inceptionnet.inference.runtimes import EngineNetwork, EngineUnavailable, engine_installed, onnx_runner
+from inceptionnet.weights.record import checked_class_names, preprocessing_from_dict
+
+FORMAT = "inceptionnet-int8"  # config.json "format" of a quantized folder
+MODEL_FILE = "model.int8.onnx"
+CONFIG_FILE = "config.json"
+# 256 images: the measured agreement with fp32 stops improving well before (docs/export.md), and
+# reading and calibrating 256 images at 299 px takes under a minute on two cores (~1 MB per image held).
+DEFAULT_IMAGES = 256
+# How the range of each activation is chosen from the calibration images (ONNX Runtime's CalibrationMethod):
+# "average": the mean over batches of CALIBRATION_BATCH images of each batch's min and max (MinMax with
+# CalibMovingAverage); "minmax": the extremes over all images; "entropy" and "percentile" (99.999%): histograms.
+METHODS = ("average", "minmax", "entropy", "percentile")
+DEFAULT_METHOD = "average"
+KEEP_FP32 = ("first_conv", "classifier")  # the nodes that may stay in float (`keep_fp32`)
+DEFAULT_KEEP_FP32: tuple[str, ...] = ("classifier",)  # logits never clipped to the calibrated range
+CHECK_IMAGES = 32  # calibration images on which the written file is compared with the fp32 network
+_INSTALL = "pip install 'inceptionnet[openvino]' (or 'inceptionnet[onnxruntime]')"
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What `quantize_model` wrote and how well the int8 file reproduces the fp32 network."""
+
+    folder: Path
+    model_file: Path
+    method: str  # calibration method
+    calibration_images: int  # images the ranges were measured on
+    skipped: int  # unreadable calibration images, left out
+    fp32_nodes: tuple[str, ...]  # ONNX nodes kept in float32
+    seconds: float  # export, calibration and quantization
+    check_engine: str | None  # the engine the check ran on (None: not checked)
+    check_images: int
+    top1_agreement: float | None  # fraction of check images whose int8 top-1 class is the fp32 one
+    max_logit_diff: float | None  # max |int8 - fp32| logit over the check images
+
+
+def is_quantized(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a folder written by `quantize_model` (or its model.int8.onnx)."""
+    config = _folder(path) / CONFIG_FILE
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
+    """The int8 network of a quantized folder, run by `engine` ("auto": OpenVINO if installed, else ONNX Runtime)."""
+    folder = _folder(path)
+    if not is_quantized(folder):
+        raise ValueError(
+            f'{path} is not an int8 folder (no {CONFIG_FILE} with "format": "{FORMAT}"); '
+            "write one with `inceptionnet quantize MODEL --calibration IMAGES --output FOLDER`"
+        )
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    model_file = folder / config.get("model_file", MODEL_FILE)
+    if not model_file.is_file():
+        raise ValueError(
+            f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
+        )
+    pre = preprocessing_from_dict(config["preprocessing"])
+    description = {
+        "model_name": config["model_name"],
+        "preprocessing": pre,
+        "class_names": checked_class_names(config.get("class_names"), source=str(folder)),
+        "weights_name": config.get("weights"),
+        "in_chans": config["in_chans"],
+        "min_input_size": config["min_input_size"],
+        "num_classes": config["num_classes"],
+        "input_size": pre.input_size,  # the file was exported for this size only
+    }
+    engine = _choose_engine(engine)
+    threads = threads or torch.get_num_threads()
+    runner = onnx_runner(model_file, engine, threads=threads)
+    return EngineNetwork(runner, engine=engine, precision="int8", description=description, threads=threads).eval()
+
+
+def _folder(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    return path.parent if path.name == MODEL_FILE else path
+
+
+def _choose_engine(engine: str) -> str:
+    if engine != "auto":
+        return engine  # onnx_runner names an unknown or missing engine
+    for name in ("openvino", "onnxruntime"):
+        if engine_installed(name):
+            return name
+    raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {_INSTALL}")
+
+
+def quantize_model(
+    model: nn.Module,
+    calibration: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    images: int = DEFAULT_IMAGES,
+    method: str = DEFAULT_METHOD,
+    keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
+    engine_check: str | None = "auto",
+) -> QuantizeResult:
+    """Quantize `model` to int8 with `images` calibration images; write the folder `output`; check it.
+
+    `calibration` is a folder of images (any layout, searched recursively) or a list of image files;
+    unreadable images are skipped and counted. `method` is the calibration method (METHODS), and
+    `keep_fp32` names nodes left in float32 (KEEP_FP32: "first_conv", "classifier"). The written
+    folder is then loaded on `engine_check` ("auto", "openvino", "onnxruntime"; None: no check) and
+    compared with the fp32 network on the first CHECK_IMAGES calibration images.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
+    unknown = sorted(set(keep_fp32) - set(KEEP_FP32))
+    if unknown:
+        raise ValueError(f"cannot keep {unknown} in float32; choose among: {', '.join(KEEP_FP32)}")
+    if getattr(model, "in_chans", 3) != 3:
+        raise ValueError(f"calibration reads RGB images; this network takes {model.in_chans} input channels")
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("quantization runs on the CPU: pass the network on the CPU (model.cpu())")
+    if not engine_installed("onnxruntime"):
+        raise EngineUnavailable(f"quantizing needs ONNX Runtime: {_INSTALL}")
+    folder = _output_folder(output)
+    batch, skipped = read_calibration(calibration_files(calibration), model, images=images)
+    start = time.perf_counter()
+    was_training = model.training
+    try:
+        with tempfile.TemporaryDirectory(prefix="inceptionnet-int8-") as tmp:
+            model_bytes, fp32_nodes = _quantize(model, batch, Path(tmp), method, keep_fp32)
+    finally:
+        model.train(was_training)
+    (folder / CONFIG_FILE).unlink(missing_ok=True)  # a folder being rewritten is not a quantized folder
+    atomic_write(folder / MODEL_FILE, model_bytes)
+    seconds = time.perf_counter() - start
+    config = _config(model, batch, method=method, skipped=skipped, fp32_nodes=fp32_nodes)
+    _write_config(folder, config)
+    result = QuantizeResult(
+        folder, folder / MODEL_FILE, method, len(batch), skipped, fp32_nodes, seconds, None, 0, None, None
+    )
+    if engine_check is None:
+        return result
+    check = check_quantized(folder, model, batch[:CHECK_IMAGES], engine=engine_check)
+    _write_config(folder, {**config, "check": check})
+    return dataclasses.replace(
+        result,
+        check_engine=check["engine"],
+        check_images=check["images"],
+        top1_agreement=check["top1_agreement"],
+        max_logit_diff=check["max_logit_diff"],
+    )
+
+
+def _output_folder(output: str | os.PathLike[str]) -> Path:
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output {folder} is a file; name a folder (it will hold {MODEL_FILE} and {CONFIG_FILE})")
+    if (folder / CONFIG_FILE).exists() and not is_quantized(folder):
+        raise ValueError(f"--output {folder} holds another {CONFIG_FILE} (a model folder?); name a new folder")
+    return folder
+
+
+def _quantize(
+    model: nn.Module, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str]
+) -> tuple[bytes, tuple[str, ...]]:
+    """The int8 QDQ file's bytes and the names of the nodes kept in float32."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    export_model(model, format="onnx", output=tmp / "fp32.onnx", input_size=batch.shape[-1], dynamic_batch=True)
+    quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "prepared.onnx"))
+    prepared = onnx.load(str(tmp / "prepared.onnx"))
+    fp32_nodes = _nodes(prepared.graph, keep_fp32)
+    calibrate, options = {
+        "average": (CalibrationMethod.MinMax, {"CalibMovingAverage": True}),
+        "minmax": (CalibrationMethod.MinMax, {}),
+        # the histogram methods hold every activation of the batches they see: one batch at a time
+        "entropy": (CalibrationMethod.Entropy, {"CalibStridedMinMax": 1}),
+        "percentile": (CalibrationMethod.Percentile, {"CalibStridedMinMax": 1}),
+    }[method]
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
+        quantize_static(
+            str(tmp / "prepared.onnx"),
+            str(tmp / MODEL_FILE),
+            CalibrationBatches(batch, prepared.graph.input[0].name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(fp32_nodes),
+            calibrate_method=calibrate,
+            extra_options=options,
+        )
+    quantized = onnx.load(str(tmp / MODEL_FILE))
+    quantized.metadata_props.add(key="precision", value="int8")
+    return quantized.SerializeToString(), fp32_nodes
+
+
+def _nodes(graph: Any, roles: Sequence[str]) -> tuple[str, ...]:
+    """The names of the nodes that play `roles`: the convolution reading the images, the last Gemm / MatMul."""
+    names = []
+    if "first_conv" in roles:
+        names += [n.name for n in graph.node if n.op_type == "Conv" and graph.input[0].name in n.input][:1]
+    if "classifier" in roles:
+        names += [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")][-1:]
+    return tuple(names)
+
+
+def _config(
+    model: nn.Module, batch: torch.Tensor, *, method: str, skipped: int, fp32_nodes: tuple[str, ...]
+) -> dict[str, Any]:
+    import onnxruntime
+
+    names = getattr(model, "class_names", None)
+    pre = dataclasses.replace(model.preprocessing, input_size=batch.shape[-1])
+    return {
+        "format": FORMAT,
+        "version": __version__,
+        "model_file": MODEL_FILE,
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "model_options": dict(getattr(model, "build_options", {})),
+        "class_names": list(names) if names is not None else None,
+        "preprocessing": dataclasses.asdict(pre),
+        "weights": getattr(model, "weights_name", None),
+        "num_classes": model.num_classes,
+        "in_chans": getattr(model, "in_chans", 3),
+        "min_input_size": getattr(model, "min_input_size", 75),
+        "quantization": {
+            "tool": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
+            "weights": "int8, per output channel, symmetric",
+            "activations": "uint8, per tensor, asymmetric",
+            "fp32_nodes": list(fp32_nodes),
+        },
+        "calibration": {"method": method, "images": len(batch), "skipped": skipped, "seed": 0},
+    }
+
+
+def _write_config(folder: Path, config: dict[str, Any]) -> None:
+    atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def check_quantized(folder: Path, model: nn.Module, images: torch.Tensor, *, engine: str = "auto") -> dict[str, Any]:
+    """Top-1 agreement and max logit difference of the int8 folder against the fp32 `model` on `images`."""
+    network = load_quantized(folder, engine=engine)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = torch.cat([model(b) for b in images.split(CALIBRATION_BATCH)]).float()
+    finally:
+        model.train(was_training)
+    got = torch.cat([network(b) for b in images.split(CALIBRATION_BATCH)])
+    return {
+        "engine": network.engine,
+        "images": len(images),
+        "top1_agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item(),
+        "max_logit_diff": (got - expected).abs().max().item(),
+    }

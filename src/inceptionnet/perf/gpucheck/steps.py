@@ -1,0 +1,141 @@
+"""The GPU check's steps and timing: a training or an inference step, the largest batch that fits,
+interleaved timed rounds, first calls (compilation), TensorRT.
+
+A training step is: zero the gradients, forward under autocast, cross-entropy, backward, an SGD update
+(momentum 0.9) on a batch already on the device. The paper's RMSpropTF is left out on purpose: it loops
+over the parameters in Python, which would time the optimiser's kernel launches rather than the networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inceptionnet.devices import sync
+from inceptionnet.perf.measure import timed
+
+Step = Callable[[], None]
+
+
+def free_memory(device: torch.device) -> None:
+    """Give the CUDA memory of dropped tensors back: Python's garbage first, then the allocator's cache
+    (on the CPU, freed tensors are returned as their references go)."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def random_batch(
+    batch: int, input_size: int, *, device: torch.device, num_classes: int = 1000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images (channels_last, fp32, as the loader delivers them) and labels, drawn on `device`."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(batch, 3, input_size, input_size, generator=gen, device=device)
+    y = torch.randint(0, num_classes, (batch,), generator=gen, device=device)
+    return x.contiguous(memory_format=torch.channels_last), y
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
+    """One training step of `model` on (x, y), with its own SGD optimiser."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with _autocast(x.device, autocast):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def infer_step(model: nn.Module, x: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
+    """One forward pass of `model` on x under inference_mode."""
+    model.eval()
+
+    def step() -> None:
+        with torch.inference_mode(), _autocast(x.device, autocast):
+            model(x)
+
+    return step
+
+
+def largest_batch(fits: Callable[[int], None], *, start: int, device: torch.device) -> tuple[int, list[int]]:
+    """The largest batch from `start` down, halving, for which `fits(batch)` runs out of no memory.
+
+    `fits` runs the steps at that batch once; the memory of a failed try is freed before the next.
+    Returns the batch and every size tried.
+    """
+    batch, tried = start, []
+    while batch >= 1:
+        tried.append(batch)
+        try:
+            fits(batch)
+            return batch, tried
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first, so that the traceback's tensors can be freed
+        free_memory(device)
+        batch //= 2
+    raise RuntimeError(f"not even a batch of 1 fits in the memory of {device}; tried batches {tried}")
+
+
+def interleaved(steps: dict[str, Step], *, rounds: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Warm each step up, then time one call of each in turn (ours, timm, ours, ...), `rounds` times."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync(device)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            times[label].append(timed(step, device))
+    return times
+
+
+def first_calls(
+    steps: dict[str, Step], *, device: torch.device, seconds: dict[str, float], errors: dict[str, str]
+) -> None:
+    """Time each step's first call (compilation included) into `seconds`; a step that raises is dropped
+    from `steps` and its error kept in `errors`, so that one failed compilation does not stop the other."""
+    for label in list(steps):
+        try:
+            seconds[label] = timed(steps[label], device)
+        except Exception as err:  # any compiler error: record it, go on without that network
+            errors[label] = describe_error(err)
+            del steps[label]
+            free_memory(device)
+
+
+def describe_error(err: BaseException, limit: int = 400) -> str:
+    """`Type: message`, its first line cut to `limit` characters: what a report can hold."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def tensorrt_version() -> tuple[str | None, str]:
+    """torch-tensorrt's version, or None and why it cannot be used (nothing is installed here)."""
+    try:
+        import torch_tensorrt
+    except ImportError:
+        return None, "torch-tensorrt is not installed"
+    except Exception as err:  # a broken install (missing TensorRT libraries) fails at import
+        return None, f"torch-tensorrt failed to import: {describe_error(err)}"
+    return str(getattr(torch_tensorrt, "__version__", "unknown")), "installed"
+
+
+def tensorrt_module(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """`model` (fp32, eval) compiled by torch-tensorrt for input x, fp16 kernels allowed."""
+    import torch_tensorrt
+
+    return torch_tensorrt.compile(model.eval(), ir="dynamo", inputs=[x], enabled_precisions={torch.float16})
