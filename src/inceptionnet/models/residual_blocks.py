@@ -51,6 +51,15 @@ class StemResNetV2Released(StemV3):
         return self.mixed_5b(super().forward(x))
 
 
+def _two_branches(block: InceptionResNetB | InceptionResNetC, x: torch.Tensor) -> torch.Tensor:
+    """The concatenated branches of a two-branch residual block (B, C); the two 1x1 heads as one conv
+    when the block merges them (models/merged.py)."""
+    if block.merging():
+        x0, x1 = merged_heads(x, [block.branch0, block.branch1[0]])
+        return torch.cat([x0, tail(block.branch1, x1)], 1)
+    return torch.cat([block.branch0(x), block.branch1(x)], 1)
+
+
 class InceptionResNetA(MergeableHeads):
     """Figures 10 (v1) and 16 (v2): Inception-ResNet-A, 35x35 grid."""
 
@@ -98,12 +107,7 @@ class InceptionResNetB(MergeableHeads):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
-            x0, x1 = merged_heads(x, [self.branch0, self.branch1[0]])
-            mixed = torch.cat([x0, tail(self.branch1, x1)], 1)
-        else:
-            mixed = torch.cat([self.branch0(x), self.branch1(x)], 1)
-        return self.act(x + self.up(mixed))
+        return self.act(x + self.up(_two_branches(self, x)))
 
 
 class ReductionResNetB(MergeableHeads):
@@ -168,9 +172,4 @@ class InceptionResNetC(MergeableHeads):
         self.act: nn.Module = nn.ReLU(inplace=True) if activate else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
-            x0, x1 = merged_heads(x, [self.branch0, self.branch1[0]])
-            mixed = torch.cat([x0, tail(self.branch1, x1)], 1)
-        else:
-            mixed = torch.cat([self.branch0(x), self.branch1(x)], 1)
-        return self.act(x + self.up(mixed))
+        return self.act(x + self.up(_two_branches(self, x)))
