@@ -246,6 +246,7 @@ PRESETS: dict[str, TrainConfig] = {
         warmup_epochs=0.5,
         ema_decay=0.99,
         num_workers=1,
+        channels_last=True,  # exact, and the fastest CPU training step (docs/performance.md, "Training step")
     ),
     # Published ImageNet weights, a few thousand images of your own, one GPU or a CPU: a new classifier, every layer
     # at lr 0.01 (momentum SGD, 1 warm-up epoch, cosine decay). docs/finetuning.md gives each number's reason.
