@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from inceptionnet.inference.engines import ENGINES
-from inceptionnet.inference.quantize import load_quantized
+from inceptionnet.inference.quantize import describe_quantized
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
 from inceptionnet.perf.references import REFERENCES
@@ -73,8 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model, input_size, num_classes = args.model, args.input_size, 1000
     if args.int8 is not None:
-        net = load_quantized(args.int8, engine="onnxruntime" if args.engine == "onnxruntime" else "auto")
-        model, input_size, num_classes = net.model_name, net.preprocessing.input_size, net.num_classes
+        _, net = describe_quantized(args.int8)  # the engine opens it once, in the benchmark
+        model, input_size, num_classes = net["model_name"], net["input_size"], net["num_classes"]
     cfg = BenchConfig(
         model=model,
         int8=args.int8,

@@ -48,6 +48,7 @@ from inceptionnet.inference.runtimes import (
     EngineUnavailable,
     describe,
     engine_installed,
+    first_installed,
     onnx_runner,
 )
 
@@ -96,7 +97,7 @@ def choose_engine(engine: str = "auto", *, dtype: str = "fp32", device: str | to
         chosen = "torch"
     elif engine == "auto":
         candidates = {"fp32": ("openvino", "onnxruntime"), "bf16": ("openvino",)}.get(dtype, ())
-        chosen = next((e for e in candidates if engine_installed(e)), "torch")
+        chosen = first_installed(candidates) or "torch"
     else:
         chosen = engine
     _check_precision(chosen, dtype, dev)

@@ -37,7 +37,13 @@ from inceptionnet.inference.calibration import (
     read_calibration,
 )
 from inceptionnet.inference.export import export_model
-from inceptionnet.inference.runtimes import EngineNetwork, EngineUnavailable, engine_installed, onnx_runner
+from inceptionnet.inference.runtimes import (
+    EngineNetwork,
+    EngineUnavailable,
+    engine_installed,
+    first_installed,
+    onnx_runner,
+)
 from inceptionnet.weights.record import checked_class_names, preprocessing_from_dict
 
 FORMAT = "inceptionnet-int8"  # config.json "format" of a quantized folder
@@ -85,6 +91,17 @@ def is_quantized(path: str | os.PathLike[str]) -> bool:
 
 def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
     """The int8 network of a quantized folder, run by `engine` ("auto": OpenVINO if installed, else ONNX Runtime)."""
+    model_file, description = describe_quantized(path)
+    engine = first_installed() if engine == "auto" else engine  # onnx_runner names an unknown or missing one
+    if engine is None:
+        raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {_INSTALL}")
+    threads = threads or torch.get_num_threads()
+    runner = onnx_runner(model_file, engine, threads=threads)
+    return EngineNetwork(runner, engine=engine, precision="int8", description=description, threads=threads).eval()
+
+
+def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """A quantized folder's ONNX file and its network's description, read without opening an engine."""
     folder = _folder(path)
     if not is_quantized(folder):
         raise ValueError(
@@ -98,7 +115,7 @@ def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", thread
             f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
         )
     pre = preprocessing_from_dict(config["preprocessing"])
-    description = {
+    return model_file, {
         "model_name": config["model_name"],
         "preprocessing": pre,
         "class_names": checked_class_names(config.get("class_names"), source=str(folder)),
@@ -108,24 +125,11 @@ def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", thread
         "num_classes": config["num_classes"],
         "input_size": pre.input_size,  # the file was exported for this size only
     }
-    engine = _choose_engine(engine)
-    threads = threads or torch.get_num_threads()
-    runner = onnx_runner(model_file, engine, threads=threads)
-    return EngineNetwork(runner, engine=engine, precision="int8", description=description, threads=threads).eval()
 
 
 def _folder(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     return path.parent if path.name == MODEL_FILE else path
-
-
-def _choose_engine(engine: str) -> str:
-    if engine != "auto":
-        return engine  # onnx_runner names an unknown or missing engine
-    for name in ("openvino", "onnxruntime"):
-        if engine_installed(name):
-            return name
-    raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {_INSTALL}")
 
 
 def quantize_model(

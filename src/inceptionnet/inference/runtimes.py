@@ -47,6 +47,11 @@ def engine_installed(engine: str) -> bool:
     return True
 
 
+def first_installed(engines: tuple[str, ...] = ("openvino", "onnxruntime")) -> str | None:
+    """The first of `engines` that is installed (by default OpenVINO, the faster on the CPUs measured), or None."""
+    return next((e for e in engines if engine_installed(e)), None)
+
+
 def onnx_runner(
     path: str | os.PathLike[str], engine: str, *, threads: int | None = None, precision: str = "fp32"
 ) -> Runner:
