@@ -23,7 +23,6 @@ import datetime
 import importlib.metadata
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from inceptionnet.devices import dtype_named
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.contenders import Contender, build_contenders
-from inceptionnet.perf.measure import device_name, matmul_ceiling_tflops, peak_memory_mb, quantiles, timed
+from inceptionnet.perf.measure import device_name, interleaved, matmul_ceiling_tflops, peak_memory_mb, quantiles
 from inceptionnet.perf.results import BenchResult, ModelResult, Speedup, format_result
 
 __all__ = ["BenchConfig", "format_result", "run_benchmark"]
@@ -45,17 +44,15 @@ def _interleaved_times(
     contenders: list[Contender], cfg: BenchConfig, device: torch.device, say: Callable[[str], None]
 ) -> dict[str, list[float]]:
     """Warm every contender up, then time one step of each in turn, `cfg.iters` rounds."""
-    for c in contenders:
-        say(f"warm-up {c.label} ({cfg.warmup} steps) ...")
-        for _ in range(cfg.warmup):
-            c.step()
-    times: dict[str, list[float]] = {c.key: [] for c in contenders}
-    for i in range(cfg.iters):
-        for c in contenders:  # in turn: ours, each reference, ours, ...
-            time.sleep(IDLE_BEFORE_STEP_S)
-            times[c.key].append(timed(c.step, device))
+    say(f"warm-up: {cfg.warmup} steps of each of {', '.join(c.label for c in contenders)} ...")
+
+    def report(i: int, times: dict[str, list[float]]) -> None:
         say(f"round {i + 1}/{cfg.iters}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()))
-    return times
+
+    steps = {c.key: c.step for c in contenders}
+    return interleaved(
+        steps, rounds=cfg.iters, warmup=cfg.warmup, device=device, idle_s=IDLE_BEFORE_STEP_S, on_round=report
+    )
 
 
 def _versions(contenders: list[Contender]) -> dict[str, str]:

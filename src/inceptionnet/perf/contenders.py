@@ -13,13 +13,11 @@ Every contender gets the same random batch (float32, NCHW, seeded) and turns it 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from inceptionnet.devices import dtype_named
@@ -30,6 +28,7 @@ from inceptionnet.inference.quantize import load_quantized
 from inceptionnet.inference.runtimes import onnx_runner
 from inceptionnet.models.summary import count_macs
 from inceptionnet.perf.config import BenchConfig
+from inceptionnet.perf.measure import Step, infer_step, train_step
 from inceptionnet.perf.references import TORCH_REFERENCES, build_reference, export_reference, reference_name
 
 
@@ -41,7 +40,7 @@ class Contender:
     label: str
     engine: str
     dtype: str
-    step: Callable[[], None]
+    step: Step
     macs: int
     notes: tuple[str, ...]
 
@@ -53,39 +52,22 @@ def batch(cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=gen)
 
 
-def torch_step(
-    model: nn.Module, cfg: BenchConfig, *, channels_last: bool, cast: bool, device: torch.device
-) -> Callable[[], None]:
-    """One timed step of `model` on PyTorch: inference of a batch, or a full training step with SGD."""
+def torch_step(model: nn.Module, cfg: BenchConfig, *, channels_last: bool, cast: bool, device: torch.device) -> Step:
+    """One timed step of `model` on PyTorch: inference of a batch, or a full training step with SGD.
+
+    `cast`: the model's weights are already in the low dtype, so the batch is cast to it; otherwise a
+    low dtype runs under autocast.
+    """
     dtype = dtype_named(cfg.dtype)
     x, y = (t.to(device) for t in batch(cfg))
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if cast:
         x = x.to(dtype)
-    low_precision = dtype != torch.float32 and not cast
-    autocast = torch.autocast(device.type, dtype=dtype) if low_precision else contextlib.nullcontext()
-
+    autocast = dtype if dtype != torch.float32 and not cast else None
     if cfg.mode == "infer":
-        model.eval()
-
-        def infer() -> None:
-            with torch.inference_mode(), autocast:
-                model(x)
-
-        return infer
-
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def train() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return train
+        return infer_step(model, x, autocast=autocast)
+    return train_step(model, x, y, autocast=autocast)
 
 
 def _our_macs(cfg: BenchConfig) -> int:

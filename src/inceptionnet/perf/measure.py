@@ -1,4 +1,11 @@
-"""Measurement primitives of the benchmark: one timed step, quantiles, peak memory, the matmul ceiling."""
+"""Measurement primitives of the benchmark and the GPU check: the timed training and inference steps,
+interleaved rounds, quantiles, peak memory, the matmul ceiling.
+
+A training step is: zero the gradients, forward (under autocast for low precision), cross-entropy,
+backward, an SGD update (momentum 0.9) on a batch already on the device. The paper's RMSpropTF is
+left out on purpose: it loops over the parameters in Python, which would time the optimiser's kernel
+launches rather than the networks.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from inceptionnet.devices import sync
+
+Step = Callable[[], None]
 
 
 def timed(step: Callable[[], object], device: torch.device) -> float:
@@ -22,6 +33,65 @@ def timed(step: Callable[[], object], device: torch.device) -> float:
     step()
     sync(device)
     return time.perf_counter() - start
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
+    """One training step of `model` on (x, y), with its own SGD optimiser; autocast to `autocast` if given."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with _autocast(x.device, autocast):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def infer_step(model: nn.Module, x: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
+    """One forward pass of `model` on x under inference_mode; autocast to `autocast` if given."""
+    model.eval()
+
+    def step() -> None:
+        with torch.inference_mode(), _autocast(x.device, autocast):
+            model(x)
+
+    return step
+
+
+def interleaved(
+    steps: dict[str, Step],
+    *,
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+    idle_s: float = 0.0,
+    on_round: Callable[[int, dict[str, list[float]]], None] | None = None,
+) -> dict[str, list[float]]:
+    """Warm each step up, then time one call of each in turn (ours, a reference, ours, ...), `rounds` times.
+
+    `idle_s` seconds pass before each timed call (not timed): the worker threads of the step before go
+    to sleep instead of competing with the one timed. `on_round(i, times)` is told after each round.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync(device)
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for i in range(rounds):
+        for key, step in steps.items():
+            if idle_s:
+                time.sleep(idle_s)
+            times[key].append(timed(step, device))
+        if on_round is not None:
+            on_round(i, times)
+    return times
 
 
 def quantiles(values: list[float]) -> dict[str, float]:

@@ -13,7 +13,8 @@ and the others go on. The report is rewritten after every section, so a stopped 
 
   config.py   CheckConfig: what is measured, the budget, the tiny CPU setting
   state.py    Check: budget, sections, networks built, the report as it grows; the deadline
-  steps.py    training and inference steps, the largest batch that fits, interleaved rounds
+  steps.py    random batches, the largest batch that fits, first calls, TensorRT (the timed
+              steps and rounds are the benchmark's, perf.measure)
   models.py   the network sections: ceiling, training (eager, compiled), inference (fp32, bf16, TensorRT)
   inputs.py   the input-pipeline sections (perf/pipeline.py) and their verdicts
   report.py   the JSON and the markdown table

@@ -13,16 +13,13 @@ from inceptionnet.devices import sync
 from inceptionnet.inference.fuse import fuse_for_inference
 from inceptionnet.perf.gpucheck.state import Check, SectionSkipped
 from inceptionnet.perf.gpucheck.steps import (
-    Step,
     describe_error,
     first_calls,
-    infer_step,
     largest_batch,
     random_batch,
     tensorrt_module,
-    train_step,
 )
-from inceptionnet.perf.measure import matmul_ceiling_tflops
+from inceptionnet.perf.measure import Step, infer_step, matmul_ceiling_tflops, train_step
 
 
 def ceiling(check: Check, detail: dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ from inceptionnet.factory import create_model
 from inceptionnet.models.summary import count_macs
 from inceptionnet.perf.gpucheck.config import ESTIMATES_S, CheckConfig
 from inceptionnet.perf.gpucheck.report import header, write_report
-from inceptionnet.perf.gpucheck.steps import Step, describe_error, free_memory, interleaved
+from inceptionnet.perf.gpucheck.steps import describe_error, free_memory
+from inceptionnet.perf.measure import Step, interleaved
 from inceptionnet.perf.references import build_reference
 
 

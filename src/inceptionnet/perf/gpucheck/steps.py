@@ -1,25 +1,15 @@
-"""The GPU check's steps and timing: a training or an inference step, the largest batch that fits,
-interleaved timed rounds, first calls (compilation), TensorRT.
-
-A training step is: zero the gradients, forward under autocast, cross-entropy, backward, an SGD update
-(momentum 0.9) on a batch already on the device. The paper's RMSpropTF is left out on purpose: it loops
-over the parameters in Python, which would time the optimiser's kernel launches rather than the networks.
-"""
+"""What the GPU check adds to the benchmark's steps (perf.measure): random batches on the device, the
+largest batch that fits, first calls (compilation), TensorRT."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from inceptionnet.devices import sync
-from inceptionnet.perf.measure import timed
-
-Step = Callable[[], None]
+from inceptionnet.perf.measure import Step, timed
 
 
 def free_memory(device: torch.device) -> None:
@@ -40,36 +30,6 @@ def random_batch(
     return x.contiguous(memory_format=torch.channels_last), y
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
-    """One training step of `model` on (x, y), with its own SGD optimiser."""
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with _autocast(x.device, autocast):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def infer_step(model: nn.Module, x: torch.Tensor, *, autocast: torch.dtype | None) -> Step:
-    """One forward pass of `model` on x under inference_mode."""
-    model.eval()
-
-    def step() -> None:
-        with torch.inference_mode(), _autocast(x.device, autocast):
-            model(x)
-
-    return step
-
-
 def largest_batch(fits: Callable[[int], None], *, start: int, device: torch.device) -> tuple[int, list[int]]:
     """The largest batch from `start` down, halving, for which `fits(batch)` runs out of no memory.
 
@@ -87,19 +47,6 @@ def largest_batch(fits: Callable[[int], None], *, start: int, device: torch.devi
         free_memory(device)
         batch //= 2
     raise RuntimeError(f"not even a batch of 1 fits in the memory of {device}; tried batches {tried}")
-
-
-def interleaved(steps: dict[str, Step], *, rounds: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Warm each step up, then time one call of each in turn (ours, timm, ours, ...), `rounds` times."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    sync(device)
-    times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(rounds):
-        for label, step in steps.items():
-            times[label].append(timed(step, device))
-    return times
 
 
 def first_calls(
