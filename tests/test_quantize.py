@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,15 +15,8 @@ from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform, read_image
 from inceptionnet.inference.calibration import calibration_files, read_calibration
-from inceptionnet.inference.quantize import (
-    CONFIG_FILE,
-    FORMAT,
-    MODEL_FILE,
-    QuantizeResult,
-    is_quantized,
-    load_quantized,
-    quantize_model,
-)
+from inceptionnet.inference.int8folder import CONFIG_FILE, FORMAT, MODEL_FILE, is_quantized
+from inceptionnet.inference.quantize import QuantizeResult, load_quantized, quantize_model
 from inceptionnet.inference.runtimes import ENGINES, EngineNetwork, engine_installed
 from inceptionnet.weights import save_model_folder
 
@@ -90,6 +84,7 @@ def test_writes_a_recognised_folder_with_its_record(quantized: QuantizeResult, d
     assert config["preprocessing"]["input_size"] == SIZE
     assert config["calibration"] == {"method": "minmax", "images": 18, "skipped": 2, "seed": 0}
     assert len(quantized.fp32_nodes) == 1 and config["quantization"]["fp32_nodes"] == list(quantized.fp32_nodes)
+    assert quantized.rounding == config["quantization"]["rounding"] == "gptq"  # the default
     assert config["check"]["images"] == 18 and config["check"]["engine"] == quantized.check_engine
 
 
@@ -139,6 +134,39 @@ def test_the_check_compares_with_fp32(quantized: QuantizeResult, data: Path, mod
     assert quantized.max_logit_diff is not None and 0 < quantized.max_logit_diff <= LOGIT_TOLERANCE * spread
 
 
+def _conv_weights(folder: Path) -> dict[str, np.ndarray]:
+    """The int8 weights and per-channel scales (name -> array) of the folder's QDQ file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(folder / MODEL_FILE)).graph
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(("_quantized", "_scale"))}
+
+
+def test_gptq_rounding_brings_the_outputs_closer_to_fp32(
+    quantized: QuantizeResult, tmp_path: Path, data: Path, model: torch.nn.Module
+) -> None:
+    nearest = quantize_model(
+        model, data / "train", tmp_path / "nearest", images=64, method="minmax", rounding="nearest", engine_check=None
+    )
+    assert json.loads((nearest.folder / CONFIG_FILE).read_text())["quantization"]["rounding"] == "nearest"
+    ours, theirs = _conv_weights(quantized.folder), _conv_weights(nearest.folder)
+    assert ours.keys() == theirs.keys()
+    scales = [k for k in ours if k.endswith("_scale")]
+    assert all(np.array_equal(ours[k], theirs[k]) for k in scales)  # same grid: only the integers differ
+    ints = [k for k in ours if k.endswith("_quantized") and ours[k].dtype == np.int8]
+    changed = sum(not np.array_equal(ours[k], theirs[k]) for k in ints)
+    assert changed > len(ints) // 2 and all(np.abs(ours[k].astype(int)).max() <= 127 for k in ints)
+    images = _images(data / "train", model.preprocessing)  # what GPTQ was calibrated on
+    with torch.no_grad():
+        expected = model(images)
+
+    def error(folder: Path) -> float:
+        return ((load_quantized(folder, engine="onnxruntime", threads=1)(images) - expected) ** 2).mean().item()
+
+    assert error(quantized.folder) < error(nearest.folder)
+
+
 def test_another_input_size_is_a_clear_error(quantized: QuantizeResult) -> None:
     with pytest.raises(ValueError, match=f"exported for {SIZE}x{SIZE} input, got 139x139"):
         load_quantized(quantized.folder, engine="onnxruntime")(torch.zeros(1, 3, 139, 139))
@@ -170,6 +198,8 @@ def test_bad_options_are_clear_errors(tmp_path: Path, data: Path, model: torch.n
         quantize_model(model, data / "train", tmp_path / "out", keep_fp32=("stem",))
     with pytest.raises(ValueError, match="at least 1"):
         quantize_model(model, data / "train", tmp_path / "out", images=0)
+    with pytest.raises(ValueError, match="unknown rounding 'stochastic'; choose one of: gptq, nearest"):
+        quantize_model(model, data / "train", tmp_path / "out", rounding="stochastic")
 
 
 def test_a_model_folder_is_not_quantized(tmp_path: Path, data: Path, model: torch.nn.Module) -> None:
@@ -196,6 +226,7 @@ def test_command_quantizes_a_model_folder(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / MODEL_FILE}" in printed and "average calibration on 4 images" in printed
+    assert "weights rounded by gptq" in printed
     assert "top-1 agreement with fp32" in printed
     config = json.loads((out / CONFIG_FILE).read_text())
     assert (config["model_name"], config["class_names"], config["calibration"]["images"]) == (

@@ -10,8 +10,10 @@ from inceptionnet.inference.quantize import (
     CHECK_IMAGES,
     DEFAULT_IMAGES,
     DEFAULT_METHOD,
+    DEFAULT_ROUNDING,
     METHODS,
     MODEL_FILE,
+    ROUNDINGS,
     QuantizeResult,
     quantize_model,
 )
@@ -56,13 +58,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_METHOD,
         help=f"how activation ranges are chosen from the calibration images (default: {DEFAULT_METHOD})",
     )
+    p.add_argument(
+        "--rounding",
+        choices=ROUNDINGS,
+        default=DEFAULT_ROUNDING,
+        help="how the int8 weights are rounded: gptq (each convolution's output on the calibration images "
+        "kept close to fp32; seconds to minutes more) or nearest (each weight to its nearest step) "
+        f"(default: {DEFAULT_ROUNDING})",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     output = Path(args.output) if args.output else Path(f"{model.model_name}-int8")
-    result = quantize_model(model, args.calibration, output, images=args.images, method=args.method)
+    result = quantize_model(
+        model, args.calibration, output, images=args.images, method=args.method, rounding=args.rounding
+    )
     print(format_result(result))
     return 0
 
@@ -73,7 +85,7 @@ def format_result(result: QuantizeResult) -> str:
     kept = f"; kept in fp32: {', '.join(result.fp32_nodes)}" if result.fp32_nodes else ""
     lines = [
         f"wrote {result.model_file} and config.json in {result.seconds:.0f}s: {result.method} calibration on "
-        f"{result.calibration_images} images{skipped}{kept}"
+        f"{result.calibration_images} images{skipped}, weights rounded by {result.rounding}{kept}"
     ]
     if result.top1_agreement is not None:
         lines.append(

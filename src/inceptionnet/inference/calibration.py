@@ -13,6 +13,7 @@ import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,11 @@ from inceptionnet.data.transforms import eval_transform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CALIBRATION_BATCH = 8
+# How the range of each activation is chosen from the calibration images (ONNX Runtime's CalibrationMethod):
+# "average": the mean over batches of CALIBRATION_BATCH images of each batch's min and max (MinMax with
+# CalibMovingAverage); "minmax": the extremes over all images; "entropy" and "percentile" (99.999%): histograms.
+METHODS = ("average", "minmax", "entropy", "percentile")
+DEFAULT_METHOD = "average"
 
 
 def calibration_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -66,6 +72,19 @@ def read_calibration(
     if not kept:
         raise ValueError(f"none of the {len(files)} calibration images could be read; pass a folder of readable images")
     return torch.stack(kept), skipped
+
+
+def ort_calibration(method: str) -> tuple[Any, dict[str, Any]]:
+    """ONNX Runtime's CalibrationMethod and quantize_static extra options for one of METHODS."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        "average": (CalibrationMethod.MinMax, {"CalibMovingAverage": True}),
+        "minmax": (CalibrationMethod.MinMax, {}),
+        # the histogram methods hold every activation of the batches they see: one batch at a time
+        "entropy": (CalibrationMethod.Entropy, {"CalibStridedMinMax": 1}),
+        "percentile": (CalibrationMethod.Percentile, {"CalibStridedMinMax": 1}),
+    }[method]
 
 
 class CalibrationBatches:

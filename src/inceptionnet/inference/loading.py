@@ -16,7 +16,8 @@ from torch import nn
 
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import Log, accelerate
-from inceptionnet.inference.quantize import is_quantized, load_quantized
+from inceptionnet.inference.int8folder import is_quantized
+from inceptionnet.inference.quantize import load_quantized
 
 INT8_ENGINES = ("auto", "onnxruntime", "openvino")
 

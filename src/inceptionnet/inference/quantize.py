@@ -1,14 +1,13 @@
 """Int8 post-training static quantization: a folder with an int8 ONNX file that OpenVINO or ONNX Runtime runs.
 
 `quantize_model` exports the inference network to ONNX (BatchNorm folded, dynamic batch), prepares it
-(`quant_pre_process`: shape inference and graph optimisation), measures the range of every activation
-on calibration images read with the network's own evaluation preprocessing, and writes the QDQ file
-of ONNX Runtime's `quantize_static`: int8 weights per output channel (symmetric), uint8 activations
-per tensor (asymmetric), with QuantizeLinear / DequantizeLinear pairs around each quantized operator,
-which both engines fuse into int8 kernels. The folder (FOLDER/model.int8.onnx + FOLDER/config.json)
-records the network, its classes, its preprocessing and the calibration; `load_quantized` runs it as
-an `EngineNetwork` on OpenVINO where installed (int8 convolutions with VNNI/AMX; the faster engine),
-else on ONNX Runtime. docs/export.md says why and what it costs in accuracy.
+(`quant_pre_process`), measures the range of every activation on calibration images read with the
+network's own evaluation preprocessing, and writes ONNX Runtime's `quantize_static` QDQ file: int8
+weights per output channel (symmetric; rounded by GPTQ, inference.rounding), uint8 activations per
+tensor, QuantizeLinear / DequantizeLinear pairs that both engines fuse into int8 kernels. The folder
+(model.int8.onnx + config.json) records the network, its classes, preprocessing and calibration;
+`load_quantized` runs it on OpenVINO where installed (the faster engine), else ONNX Runtime.
+docs/export.md says why and what it costs in accuracy.
 """
 
 from __future__ import annotations
@@ -32,11 +31,22 @@ from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.inference.calibration import (
     CALIBRATION_BATCH,
+    DEFAULT_METHOD,
+    METHODS,
     CalibrationBatches,
     calibration_files,
+    ort_calibration,
     read_calibration,
 )
 from inceptionnet.inference.export import export_model
+from inceptionnet.inference.int8folder import (
+    CONFIG_FILE,
+    FORMAT,
+    MODEL_FILE,
+    describe_quantized,
+    is_quantized,
+)
+from inceptionnet.inference.rounding import hessians, round_weights
 from inceptionnet.inference.runtimes import (
     EngineNetwork,
     EngineUnavailable,
@@ -44,21 +54,15 @@ from inceptionnet.inference.runtimes import (
     first_installed,
     onnx_runner,
 )
-from inceptionnet.weights.record import checked_class_names, preprocessing_from_dict
 
-FORMAT = "inceptionnet-int8"  # config.json "format" of a quantized folder
-MODEL_FILE = "model.int8.onnx"
-CONFIG_FILE = "config.json"
 # 256 images: the measured agreement with fp32 stops improving well before (docs/export.md), and
 # reading and calibrating 256 images at 299 px takes under a minute on two cores (~1 MB per image held).
 DEFAULT_IMAGES = 256
-# How the range of each activation is chosen from the calibration images (ONNX Runtime's CalibrationMethod):
-# "average": the mean over batches of CALIBRATION_BATCH images of each batch's min and max (MinMax with
-# CalibMovingAverage); "minmax": the extremes over all images; "entropy" and "percentile" (99.999%): histograms.
-METHODS = ("average", "minmax", "entropy", "percentile")
-DEFAULT_METHOD = "average"
 KEEP_FP32 = ("first_conv", "classifier")  # the nodes that may stay in float (`keep_fp32`)
 DEFAULT_KEEP_FP32: tuple[str, ...] = ("classifier",)  # logits never clipped to the calibrated range
+# Int8 weights: "gptq" (closer to fp32 on every network measured) or "nearest" (as quantize_static rounds).
+ROUNDINGS = ("gptq", "nearest")
+DEFAULT_ROUNDING = "gptq"
 CHECK_IMAGES = 32  # calibration images on which the written file is compared with the fp32 network
 _INSTALL = "pip install 'inceptionnet[openvino]' (or 'inceptionnet[onnxruntime]')"
 
@@ -70,6 +74,7 @@ class QuantizeResult:
     folder: Path
     model_file: Path
     method: str  # calibration method
+    rounding: str  # how the int8 weights were rounded
     calibration_images: int  # images the ranges were measured on
     skipped: int  # unreadable calibration images, left out
     fp32_nodes: tuple[str, ...]  # ONNX nodes kept in float32
@@ -78,15 +83,6 @@ class QuantizeResult:
     check_images: int
     top1_agreement: float | None  # fraction of check images whose int8 top-1 class is the fp32 one
     max_logit_diff: float | None  # max |int8 - fp32| logit over the check images
-
-
-def is_quantized(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` is a folder written by `quantize_model` (or its model.int8.onnx)."""
-    config = _folder(path) / CONFIG_FILE
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
@@ -100,38 +96,6 @@ def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", thread
     return EngineNetwork(runner, engine=engine, precision="int8", description=description, threads=threads).eval()
 
 
-def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """A quantized folder's ONNX file and its network's description, read without opening an engine."""
-    folder = _folder(path)
-    if not is_quantized(folder):
-        raise ValueError(
-            f'{path} is not an int8 folder (no {CONFIG_FILE} with "format": "{FORMAT}"); '
-            "write one with `inceptionnet quantize MODEL --calibration IMAGES --output FOLDER`"
-        )
-    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    model_file = folder / config.get("model_file", MODEL_FILE)
-    if not model_file.is_file():
-        raise ValueError(
-            f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
-        )
-    pre = preprocessing_from_dict(config["preprocessing"])
-    return model_file, {
-        "model_name": config["model_name"],
-        "preprocessing": pre,
-        "class_names": checked_class_names(config.get("class_names"), source=str(folder)),
-        "weights_name": config.get("weights"),
-        "in_chans": config["in_chans"],
-        "min_input_size": config["min_input_size"],
-        "num_classes": config["num_classes"],
-        "input_size": pre.input_size,  # the file was exported for this size only
-    }
-
-
-def _folder(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    return path.parent if path.name == MODEL_FILE else path
-
-
 def quantize_model(
     model: nn.Module,
     calibration: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -140,18 +104,21 @@ def quantize_model(
     images: int = DEFAULT_IMAGES,
     method: str = DEFAULT_METHOD,
     keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
+    rounding: str = DEFAULT_ROUNDING,
     engine_check: str | None = "auto",
 ) -> QuantizeResult:
     """Quantize `model` to int8 with `images` calibration images; write the folder `output`; check it.
 
     `calibration` is a folder of images (any layout, searched recursively) or a list of image files;
-    unreadable images are skipped and counted. `method` is the calibration method (METHODS), and
-    `keep_fp32` names nodes left in float32 (KEEP_FP32: "first_conv", "classifier"). The written
-    folder is then loaded on `engine_check` ("auto", "openvino", "onnxruntime"; None: no check) and
-    compared with the fp32 network on the first CHECK_IMAGES calibration images.
+    unreadable images are skipped and counted. `method` is the calibration method (METHODS),
+    `keep_fp32` names nodes left in float32 (KEEP_FP32), `rounding` how the int8 weights are rounded
+    (ROUNDINGS). The folder is then loaded on `engine_check` ("auto", "openvino", "onnxruntime";
+    None: no check) and compared with the fp32 network on the first CHECK_IMAGES calibration images.
     """
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; choose one of: {', '.join(ROUNDINGS)}")
     unknown = sorted(set(keep_fp32) - set(KEEP_FP32))
     if unknown:
         raise ValueError(f"cannot keep {unknown} in float32; choose among: {', '.join(KEEP_FP32)}")
@@ -167,16 +134,16 @@ def quantize_model(
     was_training = model.training
     try:
         with tempfile.TemporaryDirectory(prefix="inceptionnet-int8-") as tmp:
-            model_bytes, fp32_nodes = _quantize(model, batch, Path(tmp), method, keep_fp32)
+            model_bytes, fp32_nodes = _quantize(model, batch, Path(tmp), method, keep_fp32, rounding)
     finally:
         model.train(was_training)
     (folder / CONFIG_FILE).unlink(missing_ok=True)  # a folder being rewritten is not a quantized folder
     atomic_write(folder / MODEL_FILE, model_bytes)
     seconds = time.perf_counter() - start
-    config = _config(model, batch, method=method, skipped=skipped, fp32_nodes=fp32_nodes)
+    config = _config(model, batch, method=method, skipped=skipped, fp32_nodes=fp32_nodes, rounding=rounding)
     _write_config(folder, config)
     result = QuantizeResult(
-        folder, folder / MODEL_FILE, method, len(batch), skipped, fp32_nodes, seconds, None, 0, None, None
+        folder, folder / MODEL_FILE, method, rounding, len(batch), skipped, fp32_nodes, seconds, None, 0, None, None
     )
     if engine_check is None:
         return result
@@ -201,24 +168,18 @@ def _output_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def _quantize(
-    model: nn.Module, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str]
+    model: nn.Module, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str], rounding: str
 ) -> tuple[bytes, tuple[str, ...]]:
     """The int8 QDQ file's bytes and the names of the nodes kept in float32."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     export_model(model, format="onnx", output=tmp / "fp32.onnx", input_size=batch.shape[-1], dynamic_batch=True)
     quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "prepared.onnx"))
     prepared = onnx.load(str(tmp / "prepared.onnx"))
     fp32_nodes = _nodes(prepared.graph, keep_fp32)
-    calibrate, options = {
-        "average": (CalibrationMethod.MinMax, {"CalibMovingAverage": True}),
-        "minmax": (CalibrationMethod.MinMax, {}),
-        # the histogram methods hold every activation of the batches they see: one batch at a time
-        "entropy": (CalibrationMethod.Entropy, {"CalibStridedMinMax": 1}),
-        "percentile": (CalibrationMethod.Percentile, {"CalibStridedMinMax": 1}),
-    }[method]
+    calibrate, options = ort_calibration(method)
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
         quantize_static(
             str(tmp / "prepared.onnx"),
@@ -233,6 +194,11 @@ def _quantize(
             extra_options=options,
         )
     quantized = onnx.load(str(tmp / MODEL_FILE))
+    if rounding == "gptq":
+        reader = CalibrationBatches(batch, prepared.graph.input[0].name)
+        done, total = round_weights(quantized, prepared, hessians(str(tmp / "prepared.onnx"), reader, len(reader)))
+        if done < total:  # the file would not be what config.json says
+            raise RuntimeError(f"GPTQ rounded {done} of {total} convolutions; use --rounding nearest")
     quantized.metadata_props.add(key="precision", value="int8")
     return quantized.SerializeToString(), fp32_nodes
 
@@ -248,7 +214,7 @@ def _nodes(graph: Any, roles: Sequence[str]) -> tuple[str, ...]:
 
 
 def _config(
-    model: nn.Module, batch: torch.Tensor, *, method: str, skipped: int, fp32_nodes: tuple[str, ...]
+    model: nn.Module, batch: torch.Tensor, *, method: str, skipped: int, fp32_nodes: tuple[str, ...], rounding: str
 ) -> dict[str, Any]:
     import onnxruntime
 
@@ -269,6 +235,7 @@ def _config(
         "quantization": {
             "tool": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
             "weights": "int8, per output channel, symmetric",
+            "rounding": rounding,
             "activations": "uint8, per tensor, asymmetric",
             "fp32_nodes": list(fp32_nodes),
         },
