@@ -18,6 +18,7 @@ docs/performance.md ("int8 accuracy") gives the measured effect on agreement wit
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,19 +61,34 @@ def _convolutions(model: Any) -> dict[str, tuple[str, tuple[tuple[int, ...], ...
     return convs
 
 
-def _columns(x: torch.Tensor, geometry: tuple[tuple[int, ...], ...]) -> torch.Tensor:
-    """The unfolded input of a convolution: one row per output position, one column per weight of a filter."""
+def _columns(
+    x: torch.Tensor, geometry: tuple[tuple[int, ...], ...], rows: int | None = None, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """The unfolded input of a convolution: one row per output position (image, y, x), one column per
+    weight of a filter (channel, ky, kx), as F.unfold orders them; with `rows`, that many positions
+    drawn at random (`gen`) when there are more, gathered without unfolding the rest."""
     kernel, strides, pads, dilations = geometry
     x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    cols = F.unfold(x, kernel, dilation=dilations, stride=strides)  # N, C*kh*kw, L
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    n, c, height, width = x.shape
+    out_h = (height - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+    out_w = (width - dilations[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+    if rows is None or n * out_h * out_w <= rows:
+        cols = F.unfold(x, kernel, dilation=dilations, stride=strides)  # N, C*kh*kw, L
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    pick = torch.randperm(n * out_h * out_w, generator=gen)[:rows]
+    image, y, xo = pick // (out_h * out_w), pick // out_w % out_h, pick % out_w
+    ys = (y * strides[0])[:, None] + torch.arange(kernel[0]) * dilations[0]  # rows, kh
+    xs = (xo * strides[1])[:, None] + torch.arange(kernel[1]) * dilations[1]  # rows, kw
+    patches = x[image[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # rows, kh, kw, C
+    return patches.permute(0, 3, 1, 2).reshape(rows, c * kernel[0] * kernel[1])
 
 
 def hessians(model_path: str, batches: Iterable[dict[str, np.ndarray]], count: int) -> dict[str, torch.Tensor]:
     """H = sum x x^T (float64, mean over rows) of every convolution's unfolded input, keyed by weight name.
 
     `model_path` is the prepared fp32 ONNX file; `batches` yields its inputs, `count` of them. The
-    rows of each batch are sampled (seeded) so that each H sees about max(MIN_ROWS, ROWS_PER_COLUMN x d).
+    rows of each batch are sampled so that each H sees about max(MIN_ROWS, ROWS_PER_COLUMN x d), with a
+    generator seeded by the convolution's input name: the same file gives the same H in every run.
     """
     import onnx
     import onnxruntime as ort
@@ -89,23 +105,28 @@ def hessians(model_path: str, batches: Iterable[dict[str, np.ndarray]], count: i
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     sums: dict[tuple[Any, ...], list[Any]] = {}  # (input, geometry) -> [sum of x x^T, rows]: shared by siblings
-    gen = torch.Generator().manual_seed(0)
+    generators: dict[tuple[Any, ...], torch.Generator] = {}  # one per H, seeded by its input's name
     for feed in batches:
         values = {**feed, **dict(zip(inputs, session.run(inputs, feed), strict=True))}
         for name, geometry in set(convs.values()):
-            cols = _columns(torch.from_numpy(values[name]), geometry)
-            d = cols.shape[1]
-            rows = math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * d) / count)
-            if cols.shape[0] > rows:
-                cols = cols[torch.randperm(cols.shape[0], generator=gen)[:rows]]
+            # the rows drawn depend on the input's name, not on the (hash-randomised) order of this loop
+            gen = generators.setdefault((name, geometry), torch.Generator().manual_seed(zlib.crc32(name.encode())))
+            x = torch.from_numpy(values[name])
+            d = x.shape[1] * math.prod(geometry[0])
+            cols = _columns(x, geometry, math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * d) / count), gen)
             acc = sums.setdefault((name, geometry), [torch.zeros(d, d, dtype=torch.float64), 0])
             acc[0] += (cols.T @ cols).double()
             acc[1] += cols.shape[0]
     return {w: sums[key][0] / sums[key][1] for w, key in convs.items()}
 
 
-def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Integer weights (out, d) in -127..127 for `weight` (out, d) with per-row `scale`, rounded by GPTQ."""
+def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """Integer weights (out, d) in -127..127 for `weight` (out, d) with per-row `scale`, rounded by GPTQ.
+
+    Columns are rounded in order; each one's error moves the columns after it, within its `block` of
+    columns at once and on the columns after the block in one matrix product per block (the same
+    result as column by column, faster).
+    """
     w = weight.double().clone()
     h = hessian.double().clone()
     unused = torch.diagonal(h) == 0  # an input that is zero on every calibration image: rounded to nearest
@@ -115,10 +136,14 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor) -> to
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     s = scale.double()
     q = torch.empty_like(w)
-    for i in range(w.shape[1]):
-        q[:, i] = torch.clamp(torch.round(w[:, i] / s), -INT8_MAX, INT8_MAX)
-        error = (w[:, i] - q[:, i] * s) / u[i, i]
-        w[:, i + 1 :] -= error[:, None] * u[i, i + 1 :][None, :]
+    for start in range(0, w.shape[1], block):
+        end = min(start + block, w.shape[1])
+        errors = torch.empty(w.shape[0], end - start, dtype=w.dtype)
+        for i in range(start, end):
+            q[:, i] = torch.clamp(torch.round(w[:, i] / s), -INT8_MAX, INT8_MAX)
+            errors[:, i - start] = (w[:, i] - q[:, i] * s) / u[i, i]
+            w[:, i + 1 : end] -= errors[:, i - start, None] * u[i, i + 1 : end][None, :]
+        w[:, end:] -= errors @ u[start:end, end:]
     return q
 
 
