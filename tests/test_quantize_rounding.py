@@ -96,10 +96,10 @@ def test_blocks_give_the_column_by_column_result() -> None:
 
 
 _HESSIAN_CHECKSUM = """
-import sys, numpy as np
+import sys, numpy as np, onnx
 from inceptionnet.inference.rounding import hessians
 batches = [{"images": np.random.default_rng(i).standard_normal((2, 3, 96, 96), dtype=np.float32)} for i in range(3)]
-h = hessians(sys.argv[1], batches, 3)
+h = hessians(onnx.load(sys.argv[1]), batches)
 print(len(h), *(f"{float(h[name].sum()):.10e}" for name in sorted(h)))
 """
 

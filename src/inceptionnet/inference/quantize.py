@@ -197,7 +197,7 @@ def _quantize(
     quantized = onnx.load(str(tmp / MODEL_FILE))
     if rounding == "gptq":
         reader = CalibrationBatches(batch, prepared.graph.input[0].name)
-        done, total = round_weights(quantized, prepared, hessians(str(tmp / "prepared.onnx"), reader, len(reader)))
+        done, total = round_weights(quantized, prepared, hessians(prepared, reader))
         if done < total:  # the file would not be what config.json says
             raise RuntimeError(f"GPTQ rounded {done} of {total} convolutions; use --rounding nearest")
     quantized.metadata_props.add(key="precision", value="int8")

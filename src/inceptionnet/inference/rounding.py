@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -83,17 +83,18 @@ def _columns(
     return patches.permute(0, 3, 1, 2).reshape(rows, c * kernel[0] * kernel[1])
 
 
-def hessians(model_path: str, batches: Iterable[dict[str, np.ndarray]], count: int) -> dict[str, torch.Tensor]:
+def hessians(prepared: Any, batches: Collection[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """H = sum x x^T (float64, mean over rows) of every convolution's unfolded input, keyed by weight name.
 
-    `model_path` is the prepared fp32 ONNX file; `batches` yields its inputs, `count` of them. The
-    rows of each batch are sampled so that each H sees about max(MIN_ROWS, ROWS_PER_COLUMN x d), with a
+    `prepared` is the prepared fp32 ONNX model (left unchanged); `batches` are its inputs. The rows
+    of each batch are sampled so that each H sees about max(MIN_ROWS, ROWS_PER_COLUMN x d), with a
     generator seeded by the convolution's input name: the same file gives the same H in every run.
     """
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(model_path)
+    model = onnx.ModelProto()
+    model.CopyFrom(prepared)
     convs = _convolutions(model)
     fed = {i.name for i in model.graph.input}
     inputs = sorted({name for name, _ in convs.values()} - fed)  # what the session must return
@@ -104,17 +105,19 @@ def hessians(model_path: str, batches: Iterable[dict[str, np.ndarray]], count: i
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    sums: dict[tuple[Any, ...], list[Any]] = {}  # (input, geometry) -> [sum of x x^T, rows]: shared by siblings
-    generators: dict[tuple[Any, ...], torch.Generator] = {}  # one per H, seeded by its input's name
+    # (input, geometry) -> [sum of x x^T, rows, generator]: shared by sibling convolutions; the rows drawn
+    # depend on the input's name, not on the (hash-randomised) order of the loop below
+    sums: dict[tuple[Any, ...], list[Any]] = {}
     for feed in batches:
         values = {**feed, **dict(zip(inputs, session.run(inputs, feed), strict=True))}
         for name, geometry in set(convs.values()):
-            # the rows drawn depend on the input's name, not on the (hash-randomised) order of this loop
-            gen = generators.setdefault((name, geometry), torch.Generator().manual_seed(zlib.crc32(name.encode())))
             x = torch.from_numpy(values[name])
             d = x.shape[1] * math.prod(geometry[0])
-            cols = _columns(x, geometry, math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * d) / count), gen)
-            acc = sums.setdefault((name, geometry), [torch.zeros(d, d, dtype=torch.float64), 0])
+            acc = sums.setdefault(
+                (name, geometry),
+                [torch.zeros(d, d, dtype=torch.float64), 0, torch.Generator().manual_seed(zlib.crc32(name.encode()))],
+            )
+            cols = _columns(x, geometry, math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * d) / len(batches)), acc[2])
             acc[0] += (cols.T @ cols).double()
             acc[1] += cols.shape[0]
     return {w: sums[key][0] / sums[key][1] for w, key in convs.items()}
