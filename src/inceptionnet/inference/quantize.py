@@ -56,8 +56,8 @@ from inceptionnet.inference.runtimes import (
 )
 
 # 256 images: the measured agreement with fp32 stops improving well before (docs/export.md), and
-# reading and calibrating 256 images at 299 px takes under a minute on two cores (~1 MB per image held;
-# GPTQ's rounding adds about 100 s for Inception-v4).
+# reading and calibrating 256 images at 299 px takes about a minute on two cores (~1 MB per image held;
+# GPTQ's rounding adds about two minutes for Inception-v4).
 DEFAULT_IMAGES = 256
 KEEP_FP32 = ("first_conv", "classifier")  # the nodes that may stay in float (`keep_fp32`)
 DEFAULT_KEEP_FP32: tuple[str, ...] = ("classifier",)  # logits never clipped to the calibrated range
