@@ -6,13 +6,12 @@ import argparse
 from pathlib import Path
 
 from inceptionnet.factory import load_model
+from inceptionnet.inference.calibration import DEFAULT_METHOD, METHODS
+from inceptionnet.inference.int8folder import MODEL_FILE
 from inceptionnet.inference.quantize import (
     CHECK_IMAGES,
     DEFAULT_IMAGES,
-    DEFAULT_METHOD,
     DEFAULT_ROUNDING,
-    METHODS,
-    MODEL_FILE,
     ROUNDINGS,
     QuantizeResult,
     quantize_model,

@@ -111,13 +111,14 @@ def hessians(prepared: Any, batches: Collection[dict[str, np.ndarray]]) -> dict[
     sums: dict[tuple[Any, ...], list[Any]] = {}
     for feed in batches:
         values = {**feed, **dict(zip(inputs, session.run(inputs, feed), strict=True))}
-        for name, geometry in set(convs.values()):
+        for key in set(convs.values()):
+            name, geometry = key
             x = torch.from_numpy(values[name])
             d = x.shape[1] * math.prod(geometry[0])
-            acc = sums.setdefault(
-                (name, geometry),
-                [torch.zeros(d, d, dtype=torch.float64), 0, torch.Generator().manual_seed(zlib.crc32(name.encode()))],
-            )
+            if key not in sums:
+                generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+                sums[key] = [torch.zeros(d, d, dtype=torch.float64), 0, generator]
+            acc = sums[key]
             cols = _columns(x, geometry, math.ceil(max(MIN_ROWS, ROWS_PER_COLUMN * d) / len(batches)), acc[2])
             acc[0] += (cols.T @ cols).double()
             acc[1] += cols.shape[0]
