@@ -17,9 +17,9 @@ from torch import nn
 from inceptionnet import create_model, list_models
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform, imagenet_classes, imagenet_synsets
-from inceptionnet.inference.export import ExportError, export_model, load_torchscript, read_export_metadata
-from inceptionnet.inference.folding import ConvReLU, fold_batchnorm
-from inceptionnet.inference.fuse import MergedHeads, fuse_for_inference, is_fused, top1_agreement
+from inceptionnet.export.folding import ConvReLU, fold_batchnorm
+from inceptionnet.export.formats import ExportError, export_model, load_torchscript, read_export_metadata
+from inceptionnet.export.fuse import MergedHeads, fuse_for_inference, is_fused, top1_agreement
 from inceptionnet.inference.predict import predict
 from inceptionnet.models import Preprocessing
 from inceptionnet.models.layers import ConvBN

@@ -1,4 +1,4 @@
-"""Engines: `accelerate` on torch, ONNX Runtime and OpenVINO computes the eager network's logits, auto picks as
+"""Engines: `inference_network` on torch, ONNX Runtime and OpenVINO computes the eager network's logits, auto picks as
 documented, errors name the fix, and `inceptionnet predict` / `eval` give the same classes on every engine."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from torch import nn
 from inceptionnet import create_model
 from inceptionnet.cli import main
 from inceptionnet.data import DEMO_DATA, eval_transform, read_image
+from inceptionnet.export.onnxcache import network_digest, onnx_export
+from inceptionnet.export.runtimes import EngineNetwork, EngineUnavailable, engine_installed
 from inceptionnet.inference.engines import (
     TorchNetwork,
-    accelerate,
     bf16_supported,
     choose_engine,
     describe_engine,
+    inference_network,
 )
-from inceptionnet.inference.onnxcache import network_digest, onnx_export
 from inceptionnet.inference.predict import predict
-from inceptionnet.inference.runtimes import EngineNetwork, EngineUnavailable, engine_installed
 from inceptionnet.models import Preprocessing
 from inceptionnet.weights import save_model_folder
 
@@ -97,7 +97,7 @@ def test_engine_errors_name_the_fix() -> None:
 @needs_engines
 @pytest.mark.parametrize("engine", ["torch", *CPU_ENGINES])
 def test_fp32_engines_compute_the_eager_logits(engine: str, net: nn.Module, cache: Path) -> None:
-    fast = accelerate(net, engine, input_size=SIZE, cache=cache)
+    fast = inference_network(net, engine, input_size=SIZE, cache=cache)
     assert fast.engine == engine and fast.precision == "fp32" and not fast.training
     x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -117,7 +117,7 @@ def test_residual_network_on_every_engine(randomize_bn: Callable[..., nn.Module]
     with torch.inference_mode():
         expected = model(x)
         for engine in ("torch", *CPU_ENGINES):
-            got = accelerate(model, engine, input_size=139, cache=tmp_path)(x)
+            got = inference_network(model, engine, input_size=139, cache=tmp_path)(x)
             # 40 residual sums make logits of ~10 here; float32 rounding grows with them, so the bound does too
             assert (got - expected).abs().max() < 1e-4 * max(1.0, expected.abs().max().item()), engine
 
@@ -125,7 +125,7 @@ def test_residual_network_on_every_engine(randomize_bn: Callable[..., nn.Module]
 @needs_engines
 def test_the_export_is_cached_by_weights(net: nn.Module, cache: Path) -> None:
     lines: list[str] = []
-    accelerate(net, "onnxruntime", input_size=SIZE, cache=cache, log=lines.append)
+    inference_network(net, "onnxruntime", input_size=SIZE, cache=cache, log=lines.append)
     assert lines == [
         f"using the ONNX export {cache / f'inception_v3-{SIZE}-{network_digest(net, input_size=SIZE)}.onnx'}"
     ]
@@ -140,7 +140,7 @@ def test_the_export_is_cached_by_weights(net: nn.Module, cache: Path) -> None:
 
 @needs_engines
 def test_an_uncached_export_goes_when_the_network_does(net: nn.Module) -> None:
-    fast = accelerate(net, "onnxruntime", input_size=SIZE, cache=False)
+    fast = inference_network(net, "onnxruntime", input_size=SIZE, cache=False)
     folder = fast.onnx_file.parent
     assert fast.onnx_file.is_file() and folder.name.startswith("inceptionnet-onnx-")
     del fast
@@ -152,25 +152,27 @@ def test_an_uncached_export_goes_when_the_network_does(net: nn.Module) -> None:
 def test_an_engine_network_stands_for_the_network(net: nn.Module, cache: Path) -> None:
     net.class_names = tuple(f"c{i}" for i in range(10))
     try:
-        fast = accelerate(net, "openvino", input_size=SIZE, cache=cache)
+        fast = inference_network(net, "openvino", input_size=SIZE, cache=cache)
     finally:
         net.class_names = None
     assert isinstance(fast, EngineNetwork) and fast.num_classes == 10 and fast.class_names[3] == "c3"
     assert fast.preprocessing == net.preprocessing and fast.input_size == SIZE and fast.model_name == "inception_v3"
     assert describe_engine(fast) == f"openvino, fp32, {torch.get_num_threads()} threads (inception_v3 at 107x107)"
-    assert accelerate(fast) is fast and accelerate(fast, "openvino", dtype="fp32") is fast  # already there
-    with pytest.raises(ValueError, match="already runs on openvino in fp32; accelerate the original network"):
-        accelerate(fast, "onnxruntime")
+    assert (
+        inference_network(fast) is fast and inference_network(fast, "openvino", dtype="fp32") is fast
+    )  # already there
+    with pytest.raises(ValueError, match="already runs on openvino in fp32; start again from the original network"):
+        inference_network(fast, "onnxruntime")
     with pytest.raises(ValueError, match=r"exported for 107x107 input, got 115x115; .* input_size=115"):
         fast(torch.zeros(1, 3, 115, 115))
     with pytest.raises(ValueError, match="smaller than the 75x75 minimum"):
         fast(torch.zeros(1, 3, 64, 64))
-    with pytest.raises(ValueError, match=r"accelerate takes a network of inceptionnet\.create_model"):
-        accelerate(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"inference_network takes a network of inceptionnet\.create_model"):
+        inference_network(nn.Linear(2, 2))
 
 
 def test_torch_engine_is_the_fused_network(net: nn.Module) -> None:
-    fast = accelerate(net, "torch", device="cpu")
+    fast = inference_network(net, "torch", device="cpu")
     assert isinstance(fast, TorchNetwork) and fast.network.model_name == "inception_v3"
     assert fast.network.stem.conv1a.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
@@ -181,7 +183,7 @@ def test_torch_engine_is_the_fused_network(net: nn.Module) -> None:
 @needs_engines
 @pytest.mark.parametrize("engine", ["torch", "openvino"])
 def test_bf16_keeps_the_top1_class(engine: str, net: nn.Module, cache: Path, images: torch.Tensor) -> None:
-    fast = accelerate(net, engine, dtype="bf16", input_size=SIZE, cache=cache)
+    fast = inference_network(net, engine, dtype="bf16", input_size=SIZE, cache=cache)
     assert fast.precision == "bf16"
     with torch.inference_mode():
         expected, got = net(images), fast(images)

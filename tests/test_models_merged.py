@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inceptionnet import create_model
-from inceptionnet.inference.fuse import fuse_for_inference
+from inceptionnet.export.fuse import fuse_for_inference
 from inceptionnet.models.merged import MergeableHeads
 from inceptionnet.training.loop import train
 

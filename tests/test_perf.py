@@ -14,8 +14,8 @@ import torch
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
+from inceptionnet.export.runtimes import engine_installed
 from inceptionnet.inference.engines import choose_engine
-from inceptionnet.inference.runtimes import engine_installed
 from inceptionnet.models.summary import count_macs, count_params, summarize
 from inceptionnet.perf.bench import run_benchmark
 from inceptionnet.perf.config import BenchConfig

@@ -14,10 +14,10 @@ import torch
 from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform, read_image
-from inceptionnet.inference.calibration import calibration_files, read_calibration
-from inceptionnet.inference.int8folder import CONFIG_FILE, FORMAT, MODEL_FILE, is_quantized
-from inceptionnet.inference.quantize import QuantizeResult, load_quantized, quantize_model
-from inceptionnet.inference.runtimes import ENGINES, EngineNetwork, engine_installed
+from inceptionnet.export.runtimes import ENGINES, EngineNetwork, engine_installed
+from inceptionnet.quantization.calibration import calibration_files, read_calibration
+from inceptionnet.quantization.int8folder import CONFIG_FILE, FORMAT, MODEL_FILE, is_quantized
+from inceptionnet.quantization.quantize import QuantizeResult, load_quantized, quantize_model
 from inceptionnet.weights import save_model_folder
 
 pytestmark = [

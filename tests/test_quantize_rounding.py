@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inceptionnet.inference.rounding import INT8_MAX, _columns, gptq
+from inceptionnet.quantization.gptq import INT8_MAX, _columns, gptq
 
 
 def _scale(w: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ def test_blocks_give_the_column_by_column_result() -> None:
 
 _HESSIAN_CHECKSUM = """
 import sys, numpy as np, onnx
-from inceptionnet.inference.rounding import hessians
+from inceptionnet.quantization.gptq import hessians
 batches = [{"images": np.random.default_rng(i).standard_normal((2, 3, 96, 96), dtype=np.float32)} for i in range(3)]
 h = hessians(onnx.load(sys.argv[1]), batches)
 print(len(h), *(f"{float(h[name].sum()):.10e}" for name in sorted(h)))

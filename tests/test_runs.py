@@ -14,8 +14,8 @@ import torch
 
 from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
+from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.factory import load_model
-from inceptionnet.inference.export import read_export_metadata
 from inceptionnet.training import checkpoint
 from inceptionnet.training.artifact import run_preprocessing, save_run_model
 from inceptionnet.training.loop import train

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from inceptionnet.inference.engines import ENGINES
-from inceptionnet.inference.int8folder import describe_quantized
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
 from inceptionnet.perf.references import REFERENCES
+from inceptionnet.quantization.int8folder import describe_quantized
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from inceptionnet.export.formats import FORMATS, ExportError, export_model
 from inceptionnet.factory import load_model
-from inceptionnet.inference.export import FORMATS, ExportError, export_model
 from inceptionnet.models import InceptionNetwork, list_models
 from inceptionnet.weights import CONFIG_FILE, WEIGHTS_FILE, save_timm_folder
 

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from inceptionnet.factory import load_model
-from inceptionnet.inference.calibration import DEFAULT_METHOD, METHODS
-from inceptionnet.inference.int8folder import MODEL_FILE
-from inceptionnet.inference.quantize import (
+from inceptionnet.models import list_models
+from inceptionnet.quantization.calibration import DEFAULT_METHOD, METHODS
+from inceptionnet.quantization.int8folder import MODEL_FILE
+from inceptionnet.quantization.quantize import (
     CHECK_IMAGES,
     DEFAULT_IMAGES,
     DEFAULT_ROUNDING,
@@ -16,7 +17,6 @@ from inceptionnet.inference.quantize import (
     QuantizeResult,
     quantize_model,
 )
-from inceptionnet.models import list_models
 
 LOW_AGREEMENT = 0.9  # below this on the check images, say so: the int8 network is not a faithful copy
 

@@ -1,1 +1,1 @@
-"""Inference: prediction with class names, fusion into a fast inference network, export."""
+"""Inference: a network made ready on the fastest engine, opened from any model name, predicting classes."""

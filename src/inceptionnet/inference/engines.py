@@ -1,6 +1,6 @@
 """The fastest way to run a network for inference: fused on PyTorch, or on ONNX Runtime or OpenVINO.
 
-`accelerate(model, engine)` returns a module that stands where the network did (predict, eval,
+`inference_network(model, engine)` returns a module that stands where the network did (predict, eval,
 bench): a float NCHW batch in, float32 logits out, with the network's description (model_name,
 preprocessing, class_names, num_classes, ...) and `engine` / `precision` saying what runs it.
 
@@ -37,17 +37,16 @@ import torch
 from torch import nn
 
 from inceptionnet.devices import default_device, dtype_named
-from inceptionnet.inference.fuse import fuse_for_inference
-from inceptionnet.inference.onnxcache import export_path, onnx_export
-from inceptionnet.inference.runtimes import (
+from inceptionnet.export.fuse import fuse_for_inference
+from inceptionnet.export.onnxcache import export_path, onnx_export
+from inceptionnet.export.runtimes import (
     ENGINES as CPU_ENGINES,
 )
-from inceptionnet.inference.runtimes import (
+from inceptionnet.export.runtimes import (
     DescribedNetwork,
     EngineNetwork,
-    EngineUnavailable,
+    check_engine,
     describe,
-    engine_installed,
     first_installed,
     onnx_runner,
 )
@@ -79,7 +78,7 @@ def engine_device(engine: str, device: str | torch.device | None = None) -> torc
 
 
 def choose_engine(engine: str = "auto", *, dtype: str = "fp32", device: str | torch.device | None = None) -> str:
-    """The engine `accelerate` runs ("torch", "onnxruntime", "openvino"): auto's pick, or `engine` checked.
+    """The engine `inference_network` runs ("torch", "onnxruntime", "openvino"): auto's pick, or `engine` checked.
 
     Raises a ValueError (EngineUnavailable when not installed) naming the fix when `engine` cannot
     run `dtype` on `device`.
@@ -110,10 +109,8 @@ def _check_precision(engine: str, dtype: str, device: torch.device) -> None:
     if dtype == "bf16" and not bf16_supported(device):
         what = "this CPU has neither AVX512-BF16 nor AMX" if device.type == "cpu" else f"{device} has no bf16"
         raise ValueError(f"bf16 inference needs hardware support and {what}; use --dtype fp32")
-    if engine == "onnxruntime" and dtype != "fp32":
-        raise ValueError("ONNX Runtime runs these networks in fp32 only; use --engine openvino or torch for bf16")
-    if engine in CPU_ENGINES and not engine_installed(engine):
-        raise EngineUnavailable(f"the {engine} engine is not installed: pip install 'inceptionnet[{engine}]'")
+    if engine in CPU_ENGINES:
+        check_engine(engine, dtype)
 
 
 class TorchNetwork(DescribedNetwork):
@@ -138,7 +135,7 @@ class TorchNetwork(DescribedNetwork):
         return self.network(x).float()
 
 
-def accelerate(
+def inference_network(
     model: nn.Module,
     engine: str = "auto",
     *,
@@ -159,7 +156,7 @@ def accelerate(
     `cache`: where the ONNX file is kept (None: the cache for networks with loaded weights, else a
     temporary folder; True / False: always / never the cache; a folder). `images`: how many images
     the network will run on, when known (auto skips a slow export for a few). `log` receives a line
-    before a slow export and says why auto chose torch for a small job. An already accelerated network
+    before a slow export and says why auto chose torch for a small job. A network already made for inference
     (or an int8 one of `inceptionnet quantize`) is returned as it is when `engine` is "auto" or its
     own and `dtype` is None or its precision.
     """
@@ -168,10 +165,10 @@ def accelerate(
         if engine in ("auto", model.engine) and dtype in (None, model.precision):
             return model
         raise ValueError(
-            f"{name} already runs on {model.engine} in {model.precision}; accelerate the original network instead"
+            f"{name} already runs on {model.engine} in {model.precision}; start again from the original network"
         )
     if not hasattr(model, "preprocessing") or not isinstance(getattr(model, "num_classes", None), int):
-        raise ValueError(f"accelerate takes a network of inceptionnet.create_model, got {type(model).__name__}")
+        raise ValueError(f"inference_network takes a network of inceptionnet.create_model, got {type(model).__name__}")
     dtype = dtype or "fp32"
     dev = engine_device(engine, device)
     chosen = choose_engine(engine, dtype=dtype, device=dev)

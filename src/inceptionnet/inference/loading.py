@@ -3,7 +3,7 @@
 `open_for_inference(spec)` is what `predict`, `eval` and `bench` call. A specification that names
 an int8 folder of `inceptionnet quantize` opens that folder on OpenVINO or ONNX Runtime; any other
 (a network name, NAME:WEIGHTS, a run, a model folder, a weights file, hf-hub:ORG/NAME) is built by
-`factory.load_model` and made ready by `engines.accelerate`.
+`factory.load_model` and made ready by `engines.inference_network`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from inceptionnet.factory import load_model
-from inceptionnet.inference.engines import Log, accelerate
-from inceptionnet.inference.int8folder import is_quantized
-from inceptionnet.inference.quantize import load_quantized
+from inceptionnet.inference.engines import Log, inference_network
+from inceptionnet.quantization.int8folder import is_quantized
+from inceptionnet.quantization.quantize import load_quantized
 
 INT8_ENGINES = ("auto", "onnxruntime", "openvino")
 
@@ -40,14 +40,16 @@ def open_for_inference(
     log: Log | None = None,
     **options: Any,
 ) -> nn.Module:
-    """The network `spec` names, on `engine` in `dtype` (`accelerate`), or the int8 folder it names.
+    """The network `spec` names, on `engine` in `dtype` (`inference_network`), or the int8 folder it names.
 
     An int8 folder runs as it was quantized: on a CPU engine, at its own input size, with no other
     options; asking it for torch, another dtype or other options is an error naming the fix.
     """
     if not names_int8_folder(spec, weights):
         model = load_model(spec, weights=weights, pretrained=pretrained, **options)
-        return accelerate(model, engine, dtype=dtype, input_size=input_size, device=device, images=images, log=log)
+        return inference_network(
+            model, engine, dtype=dtype, input_size=input_size, device=device, images=images, log=log
+        )
     folder = weights if weights is not None else spec
     if engine not in INT8_ENGINES:
         raise ValueError(f"{folder} is an int8 network for ONNX Runtime or OpenVINO; use --engine auto (not {engine})")

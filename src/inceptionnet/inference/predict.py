@@ -5,7 +5,7 @@ synsets of published weights, which are shown with their readable names from the
 that ships with the package (assets/imagenet_classes.txt). Images are prepared with the
 network's preprocessing, the one its weights were evaluated with. A file that cannot be read as
 an image gets an error of its own; the others are still classified. The network runs on the
-engine `inceptionnet.inference.engines.accelerate` picks (or the one asked for).
+engine `inceptionnet.inference.engines.inference_network` picks (or the one asked for).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from inceptionnet._version import __version__
 from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
 from inceptionnet.factory import load_model
-from inceptionnet.inference.engines import accelerate, engine_device
+from inceptionnet.inference.engines import engine_device, inference_network
 
 DEFAULT_TOP_K = 5
 
@@ -86,8 +86,8 @@ def predict(
     a run folder, a model folder, a weights file, hf-hub:ORG/NAME; a bare name gets its default
     published weights) or a built network. `top_k`: default 5, at most the number of classes.
     `device`: default CUDA when available (the CPU for a CPU engine). `engine` and `dtype`: what
-    runs the network (`accelerate`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
-    "bf16"); an already accelerated network runs as it is. Unreadable files and non-images get a Prediction
+    runs the network (`inference_network`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
+    "bf16"); a network already made for inference runs as it is. Unreadable files and non-images get a Prediction
     with `error` set; they do not stop the others.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
@@ -95,7 +95,7 @@ def predict(
     labels = class_labels(net)
     dev = engine_device(engine, device)
     results = [Prediction(p) for p in image_files(paths)]
-    net = accelerate(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
+    net = inference_network(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
     transform = eval_transform(net.preprocessing)
     ready: list[tuple[Prediction, torch.Tensor]] = []
     for result in results:

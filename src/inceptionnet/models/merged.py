@@ -20,7 +20,7 @@ The merged form is taken only where it is exact and cheap to check: in training 
 head a plain `nn.BatchNorm2d` that tracks running statistics with the same momentum and eps
 (SyncBatchNorm, frozen or evaluating layers, or a cumulative-average momentum run the heads one by
 one). In eval mode the flag does nothing; inference merges the heads itself after folding the
-BatchNorm (inference/blocks.py).
+BatchNorm (export/blocks.py).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class BenchConfig:
         )
 
     def _resolved_engine(self, fused: bool) -> str:
-        """The engine of ours: torch for the torch-only settings, else the engine `accelerate` would run."""
+        """The engine of ours: torch for the torch-only settings, else the engine `inference_network` would run."""
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
         torch_only = {

@@ -2,7 +2,7 @@
 
 Every contender gets the same random batch (float32, NCHW, seeded) and turns it into one step:
 - ours: on the engine of the configuration (`BenchConfig.engine`). For inference on torch with the
-  default settings, and on ONNX Runtime or OpenVINO, it is the network `accelerate` returns, the
+  default settings, and on ONNX Runtime or OpenVINO, it is the network `inference_network` returns, the
   one `inceptionnet predict` and `eval` run; the torch-only settings (unfused, NCHW,
   torch.compile, training) build the torch network as asked;
 - "timm", "timm-channels-last": timm's network on PyTorch, eager, in NCHW or channels_last, under
@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from inceptionnet.devices import dtype_named
+from inceptionnet.export.fuse import fuse_for_inference
+from inceptionnet.export.runtimes import onnx_runner
 from inceptionnet.factory import create_model
-from inceptionnet.inference.engines import TorchNetwork, accelerate
-from inceptionnet.inference.fuse import fuse_for_inference
-from inceptionnet.inference.quantize import load_quantized
-from inceptionnet.inference.runtimes import onnx_runner
+from inceptionnet.inference.engines import TorchNetwork, inference_network
 from inceptionnet.models.summary import count_macs
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.measure import Step, infer_step, train_step
 from inceptionnet.perf.references import TORCH_REFERENCES, build_reference, export_reference, reference_name
+from inceptionnet.quantization.quantize import load_quantized
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ def ours(cfg: BenchConfig, device: torch.device, say: Callable[[str], None]) -> 
     model = create_model(cfg.model, width=cfg.width, num_classes=cfg.num_classes)
     as_predict = cfg.mode == "infer" and cfg.fused and cfg.channels_last and not cfg.compile
     if as_predict:
-        if cfg.engine == "torch":  # what accelerate builds, without its check that the CPU has bf16
+        if cfg.engine == "torch":  # what inference_network builds, without its check that the CPU has bf16
             net = TorchNetwork(model, dtype=cfg.dtype, device=device)
         else:
-            net = accelerate(model, cfg.engine, dtype=cfg.dtype, input_size=cfg.input_size, cache=False, log=say)
+            net = inference_network(model, cfg.engine, dtype=cfg.dtype, input_size=cfg.input_size, cache=False, log=say)
         x = batch(cfg)[0].to(device)
 
         def infer() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from inceptionnet.devices import sync
-from inceptionnet.inference.fuse import fuse_for_inference
+from inceptionnet.export.fuse import fuse_for_inference
 from inceptionnet.perf.gpucheck.state import Check, SectionSkipped
 from inceptionnet.perf.gpucheck.steps import (
     describe_error,

@@ -30,7 +30,7 @@ from torch import nn
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
-from inceptionnet.inference.folding import fold_batchnorm
+from inceptionnet.export.folding import fold_batchnorm
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}

@@ -32,7 +32,7 @@ from torch import nn
 
 from inceptionnet.data import eval_transform, read_image
 from inceptionnet.devices import dtype_named
-from inceptionnet.inference.blocks import (
+from inceptionnet.export.blocks import (
     FusedFourBranch,
     FusedInceptionC,
     FusedReduction,
@@ -40,7 +40,7 @@ from inceptionnet.inference.blocks import (
     FusedStem,
     MergedHeads,
 )
-from inceptionnet.inference.folding import ConvReLU, fold
+from inceptionnet.export.folding import ConvReLU, fold
 from inceptionnet.models.inception_v3 import InceptionV3A, InceptionV3B, InceptionV3C, ReductionV3B
 from inceptionnet.models.inception_v4 import InceptionA, InceptionB, InceptionC, ReductionB, Stem
 from inceptionnet.models.layers import ConvBN

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from inceptionnet._version import __version__
-from inceptionnet.inference.export import export_model
+from inceptionnet.export.formats import export_model
 
 CACHE_ENV = "INCEPTIONNET_ENGINE_CACHE"
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inceptionnet.inference.folding import check_eval, fold, fold_all
+from inceptionnet.export.folding import check_eval, fold, fold_all
 from inceptionnet.models.inception_v3 import InceptionV3A, InceptionV3B, InceptionV3C, ReductionV3B
 from inceptionnet.models.inception_v4 import InceptionA, InceptionB, InceptionC, ReductionB, Stem
 from inceptionnet.models.layers import ConvBN, ResidualUp

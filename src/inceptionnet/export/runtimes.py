@@ -8,7 +8,7 @@ first sees and recompiles when it changes; `precision="bf16"` asks it to compute
 (CPUs with AVX512-BF16 or AMX); ONNX Runtime computes in the file's own types.
 
 `EngineNetwork` wraps a runner into a module that stands where a network does (predict, eval,
-bench); `inceptionnet.inference.engines.accelerate` builds one from a network.
+bench); `inceptionnet.inference.engines.inference_network` builds one from a network.
 """
 
 from __future__ import annotations
@@ -52,20 +52,31 @@ def first_installed(engines: tuple[str, ...] = ("openvino", "onnxruntime")) -> s
     return next((e for e in engines if engine_installed(e)), None)
 
 
-def onnx_runner(
-    path: str | os.PathLike[str], engine: str, *, threads: int | None = None, precision: str = "fp32"
-) -> Runner:
-    """A function running the ONNX file at `path` on `engine` ("onnxruntime" or "openvino")."""
+def check_engine(engine: str, precision: str = "fp32") -> None:
+    """Raise an error naming the fix unless `engine` is installed and computes in `precision` on the CPU.
+
+    The one check of a CPU engine: an unknown name or precision is a ValueError; a missing package,
+    or ONNX Runtime asked for anything but fp32, an EngineUnavailable.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if engine == "onnxruntime" and precision != "fp32":
+        raise EngineUnavailable(
+            "ONNX Runtime runs these networks in fp32 only; use --engine openvino (or torch) for bf16"
+        )
     if not engine_installed(engine):
         raise EngineUnavailable(f"the {engine} engine is not installed: pip install 'inceptionnet[{engine}]'")
+
+
+def onnx_runner(
+    path: str | os.PathLike[str], engine: str, *, threads: int | None = None, precision: str = "fp32"
+) -> Runner:
+    """A function running the ONNX file at `path` on `engine` ("onnxruntime" or "openvino")."""
+    check_engine(engine, precision)
     threads = threads or torch.get_num_threads()
     if engine == "onnxruntime":
-        if precision != "fp32":
-            raise EngineUnavailable("ONNX Runtime runs fp32 files in fp32 on CPUs; use --engine openvino for bf16")
         return _onnxruntime(os.fspath(path), threads)
     return _openvino(os.fspath(path), threads, precision)
 
@@ -140,7 +151,7 @@ class DescribedNetwork(nn.Module):
             h, w = images.shape[-2:]
             raise ValueError(
                 f"{self.model_name} on {engine} was exported for {size}x{size} input, got {h}x{w}; resize the "
-                f"images to {size}x{size}, or accelerate the network again with input_size={h} (--input-size)"
+                f"images to {size}x{size}, or make the inference network again with input_size={h} (--input-size)"
             )
 
 

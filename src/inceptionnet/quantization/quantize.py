@@ -29,7 +29,15 @@ from torch import nn
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
-from inceptionnet.inference.calibration import (
+from inceptionnet.export.formats import export_model
+from inceptionnet.export.runtimes import (
+    EngineNetwork,
+    EngineUnavailable,
+    engine_installed,
+    first_installed,
+    onnx_runner,
+)
+from inceptionnet.quantization.calibration import (
     CALIBRATION_BATCH,
     DEFAULT_METHOD,
     METHODS,
@@ -38,21 +46,13 @@ from inceptionnet.inference.calibration import (
     ort_calibration,
     read_calibration,
 )
-from inceptionnet.inference.export import export_model
-from inceptionnet.inference.int8folder import (
+from inceptionnet.quantization.gptq import hessians, round_weights
+from inceptionnet.quantization.int8folder import (
     CONFIG_FILE,
     FORMAT,
     MODEL_FILE,
     describe_quantized,
     is_quantized,
-)
-from inceptionnet.inference.rounding import hessians, round_weights
-from inceptionnet.inference.runtimes import (
-    EngineNetwork,
-    EngineUnavailable,
-    engine_installed,
-    first_installed,
-    onnx_runner,
 )
 
 # 256 images: the measured agreement with fp32 stops improving well before (docs/export.md), and
