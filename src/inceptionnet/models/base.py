@@ -8,19 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from inceptionnet.card import Preprocessing
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
 from inceptionnet.models.merged import MergeableHeads
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images are prepared for a network: the released checkpoints' evaluation settings."""
-
-    input_size: int = 299
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    crop_fraction: float = 0.875  # central 87.5% crop, TF-slim's central_fraction
-    interpolation: str = "bicubic"
 
 
 @dataclass(frozen=True)

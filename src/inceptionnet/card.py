@@ -1,0 +1,158 @@
+"""The model card: the one description of a network as its users see it.
+
+A `ModelCard` says what a network is (name and every build option), what it takes (input channels,
+the minimum input size, the preprocessing its weights expect) and what it gives (number of outputs,
+each output's name, single- or multi-label with per-class thresholds), which weights it holds and the
+numbers it was evaluated with. Every network, fused network, network run by an inference engine and
+int8 network exposes `.card`; every file that describes a network (a model folder's and an int8
+folder's config.json, ONNX metadata, timm's pretrained_cfg, the engine cache's key) is made from
+`card.to_dict()`, and `ModelCard.from_dict` reads any of them back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+MIN_INPUT_SIZE = 75  # the smallest input every network of the paper shrinks to 1x1 (docs/architecture.md)
+LABEL_MODES = ("single", "multi")
+
+
+class CardError(ValueError):
+    """A model card (or a file's description of a network) that cannot be read; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are prepared for a network: the released checkpoints' evaluation settings."""
+
+    input_size: int = 299
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop_fraction: float = 0.875  # central 87.5% crop, TF-slim's central_fraction
+    interpolation: str = "bicubic"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """The preprocessing as JSON holds it, its types restored."""
+        return cls(
+            input_size=int(d["input_size"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            crop_fraction=float(d["crop_fraction"]),
+            interpolation=str(d["interpolation"]),
+        )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One network as its users see it; `to_dict()` / `from_dict()` is its one serialisation.
+
+    `options` are every build option (`create_model(model_name, **options)` builds the same network);
+    `input_size_fixed`: the network takes `preprocessing.input_size` only (an ONNX file exported for
+    one size), else any size from `min_input_size` up. `thresholds`: one per class for multi-label
+    networks (None: 0.5 for every class). `metrics`: the validation numbers of these weights.
+    """
+
+    model_name: str
+    num_classes: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+    in_chans: int = 3
+    class_names: tuple[str, ...] | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    min_input_size: int = MIN_INPUT_SIZE
+    input_size_fixed: bool = False
+    weights_name: str | None = None
+    label_mode: str = "single"
+    thresholds: tuple[float, ...] | None = None
+    metrics: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_mode not in LABEL_MODES:
+            raise CardError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got {self.label_mode!r}")
+        for what, names in (("class names", self.class_names), ("thresholds", self.thresholds)):
+            if names is not None and len(names) != self.num_classes:
+                raise CardError(
+                    f"{len(names)} {what} for a network with {self.num_classes} outputs; give one per output"
+                )
+        if self.thresholds is not None and self.label_mode != "multi":
+            raise CardError("thresholds are for multi-label networks; set label_mode='multi' or drop them")
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with `changes` (dataclasses.replace, checked again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON-ready values (lists, not tuples); `from_dict` reads it back equal."""
+        return {
+            "model_name": self.model_name,
+            "model_options": _jsonable(dict(self.options)),
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "preprocessing": self.preprocessing.to_dict(),
+            "min_input_size": self.min_input_size,
+            "input_size_fixed": self.input_size_fixed,
+            "weights_name": self.weights_name,
+            "label_mode": self.label_mode,
+            "thresholds": list(self.thresholds) if self.thresholds is not None else None,
+            "metrics": _jsonable(dict(self.metrics)) if self.metrics is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str = "model card") -> ModelCard:
+        """The card `to_dict` wrote (also inside a larger config.json); a CardError names what is wrong."""
+        try:
+            return cls(
+                model_name=str(d["model_name"]),
+                num_classes=int(d["num_classes"]),
+                options=_options(d.get("model_options") or {}),
+                in_chans=int(d.get("in_chans", 3)),
+                class_names=_names(d.get("class_names"), source=source),
+                preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+                min_input_size=int(d.get("min_input_size", MIN_INPUT_SIZE)),
+                input_size_fixed=bool(d.get("input_size_fixed", False)),
+                weights_name=d.get("weights_name"),
+                label_mode=str(d.get("label_mode", "single")),
+                thresholds=tuple(float(t) for t in d["thresholds"]) if d.get("thresholds") is not None else None,
+                metrics=d.get("metrics"),
+            )
+        except CardError as err:
+            raise CardError(f"{source}: {err}") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise CardError(f"{source}: not a readable model card ({type(err).__name__}: {err})") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Build options as JSON holds them, with residual scales back as a tuple."""
+    out = dict(options)
+    if isinstance(out.get("scales"), list):
+        out["scales"] = tuple(out["scales"])
+    return out
+
+
+def _names(names: Sequence[str] | None, *, source: str) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise CardError(f"{source}: class names must be a list of strings, got {names!r:.80}")
+    if len(set(names)) != len(names):
+        raise CardError(f"{source}: the class names are not distinct")
+    return tuple(names)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively, so that to_dict() equals its own JSON round trip."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
