@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inceptionnet.card import Preprocessing
+from inceptionnet.card import ModelCard, Preprocessing
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
 from inceptionnet.models.merged import MergeableHeads
 
@@ -44,6 +44,9 @@ class InceptionNetwork(nn.Module):
     build_options: dict[str, Any]  # every option it was built with: create_model(model_name, **build_options)
     weights_name: str | None  # the weights loaded into it (a tag or a file); None when randomly initialised
     class_names: tuple[str, ...] | None  # each output's name (ImageNet synsets, a run's class folders); None: unknown
+    label_mode: str = "single"  # "single" (softmax over the classes) or "multi" (a sigmoid per class)
+    thresholds: tuple[float, ...] | None = None  # multi-label: each class's decision threshold
+    metrics: dict[str, Any] | None = None  # the validation numbers of the weights loaded, where recorded
 
     def __init__(self, *, in_chans: int, build_options: dict[str, Any], preprocessing: Preprocessing | None) -> None:
         super().__init__()
@@ -95,6 +98,23 @@ class InceptionNetwork(nn.Module):
         if self.class_names is not None:
             cfg["label_names"] = tuple(self.class_names)
         return cfg
+
+    @property
+    def card(self) -> ModelCard:
+        """The network's description (inceptionnet.card), made from its attributes each time (never stale)."""
+        return ModelCard(
+            model_name=self.model_name,
+            num_classes=self.num_classes,
+            options=dict(self.build_options),
+            in_chans=self.in_chans,
+            class_names=self.class_names,
+            preprocessing=self.preprocessing,
+            min_input_size=self.min_input_size,
+            weights_name=self.weights_name,
+            label_mode=self.label_mode,
+            thresholds=self.thresholds,
+            metrics=self.metrics,
+        )
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Raise a ValueError for inputs below the minimum size or with the wrong channel count."""
