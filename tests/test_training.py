@@ -16,9 +16,10 @@ import torch
 from inceptionnet.cli import build_parser, main
 from inceptionnet.data import derive_seed
 from inceptionnet.training import checkpoint
-from inceptionnet.training.config import PRESETS, TrainConfig, resolve_config
+from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import TrainingDiverged
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import PRESETS, resolve_config
 from inceptionnet.training.runlog import RunLog, read_metrics
 from inceptionnet.training.state import RunPosition
 

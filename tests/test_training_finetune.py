@@ -11,11 +11,11 @@ import torch
 
 from inceptionnet import create_model
 from inceptionnet.training import checkpoint, distributed
-from inceptionnet.training.config import PRESETS, preset, resolve_config
 from inceptionnet.training.finetune import STAGES, freeze, stages
 from inceptionnet.training.inputs import set_up_inputs, training_classes
 from inceptionnet.training.learner import build_learner, build_network
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import PRESETS, preset, resolve_config
 from inceptionnet.training.runlog import RunLog, read_metrics
 from inceptionnet.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, read_state_dict, save_weights
 

@@ -7,13 +7,15 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
+import typing
+from dataclasses import Field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,8 +24,8 @@ import torch
 
 from inceptionnet.cli import main
 from inceptionnet.training import checkpoint, distributed
-from inceptionnet.training.config import TrainConfig
-from inceptionnet.training.rundir import MAY_CHANGE, plan_start
+from inceptionnet.training.config import RESUME_RULES, TrainConfig
+from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, plan_start
 from inceptionnet.training.runlog import RunLog, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -169,6 +171,54 @@ def test_options_that_may_change_continue_and_the_others_are_refused(finished, d
             plan_start(replace(cfg, **{key: value}), resume=None, world_size=1)
     with pytest.raises(ValueError, match=r"world_size \(1 there, 2 here\)"):
         plan_start(cfg, resume=None, world_size=2)
+
+
+def test_every_config_field_declares_its_help_and_what_a_continued_run_may_do() -> None:
+    undeclared = [f.name for f in fields(TrainConfig) if f.metadata.get("resume") not in RESUME_RULES]
+    assert not undeclared, f"declare resume= ({', '.join(RESUME_RULES)}) for {undeclared}: config.py, knob"
+    assert all(f.metadata.get("help") for f in fields(TrainConfig))
+    kept = ["aux_weight", "freeze", "model", "optimizer", "pretrained_lr_scale", "residual_scale", "width"]
+    assert sorted(RESUME_KEEPS) == kept  # what the checkpoint's network and optimiser state were built with
+
+
+def _another_value(cfg: TrainConfig, f: Field) -> typing.Any:
+    """A valid value of field `f` that differs from `cfg`'s."""
+    value, kind = getattr(cfg, f.name), typing.get_type_hints(TrainConfig)[f.name]
+    if typing.get_origin(kind) is typing.Literal:
+        return next(choice for choice in typing.get_args(kind) if choice != value)
+    if kind is bool:
+        return not value
+    if int in (kind, *typing.get_args(kind)):
+        return (value or 0) + 1
+    if float in (kind, *typing.get_args(kind)):
+        return (value or 1.0) / 2
+    return f"{value}-other"
+
+
+def test_each_field_not_declared_may_change_is_refused_and_kept_ones_even_by_resume(finished) -> None:
+    cfg = TrainConfig.from_dict(checkpoint.load(finished)["config"])
+    for f in fields(TrainConfig):
+        if f.metadata["resume"] == "may_change":
+            continue  # test_options_that_may_change_continue_and_the_others_are_refused
+        changed = replace(cfg, **{f.name: _another_value(cfg, f)})
+        with pytest.raises(ValueError, match=f"differs from it in {f.name} "):
+            plan_start(changed, resume=None, world_size=1)
+        if f.metadata["resume"] == "kept":
+            with pytest.raises(ValueError, match=f"--resume cannot change {f.name} "):
+                plan_start(changed, resume=finished, world_size=1)
+        else:
+            assert plan_start(changed, resume=finished, world_size=1).source == finished / "last.pt", f.name
+
+
+def test_the_documented_tables_of_options_are_the_declared_ones() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+
+    def options_in_table(header: str) -> set[str]:
+        table = text.split(header, 1)[1].split("\n\n", 1)[0]
+        return {name.replace("-", "_") for name in re.findall(r"`--([a-z-]+)`", table)}
+
+    assert options_in_table("| may change | why it is safe |") == MAY_CHANGE
+    assert options_in_table("| kept, even by `--resume` |") == RESUME_KEEPS
 
 
 def test_a_folder_with_only_another_runs_metrics_or_checkpoints_is_refused(finished, tmp_path) -> None:

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from inceptionnet.training.config import PRESETS, TrainConfig, preset
+from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import PRESETS, preset
 from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights import save_weights
 

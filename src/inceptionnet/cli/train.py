@@ -9,9 +9,10 @@ import sys
 
 from inceptionnet.cli.options import add_config_option
 from inceptionnet.training import checkpoint
-from inceptionnet.training.config import PRESETS, TrainConfig, resolve_config
+from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError, TrainingDiverged
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import PRESETS, resolve_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,8 @@ from typing import Any
 
 from inceptionnet._version import __version__
 from inceptionnet.data import DEMO_DATA
-from inceptionnet.training.config import TrainConfig, preset
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.presets import preset
 
 CIFAR10 = Path("../shared/data/cifar10")  # the development machines' CIFAR-10 (train/ and test/ ImageFolders)
 STATUS = "status.json"  # written into a run folder when the run has ended: finished or diverged

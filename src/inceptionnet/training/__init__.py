@@ -1,6 +1,7 @@
 """Training with the paper's recipe.
 
-- config: the run's settings (one frozen dataclass) and its presets;
+- config: the run's settings (one frozen dataclass; each field says what a continued run may do with it);
+  presets: its named values (paper, demo, finetune) and the configuration a command line asks for;
 - loop: `train`, the table of contents of a run; inputs: its data; learner: its network, optimiser,
   weight average and wrappers; step: one optimiser step; validation: top-1/top-5 error per epoch;
 - state: the run position; checkpoint: saving (last.pt, previous.pt, best.pt), resuming and the trained

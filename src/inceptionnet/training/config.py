@@ -1,16 +1,15 @@
-"""Training configuration: one frozen dataclass, and presets that are named values of it.
+"""Training configuration: one frozen dataclass whose every field says what it sets and what a continued
+run may do with it.
 
-`PRESETS["paper"]` is the recipe of the paper (section 4) completed with the authors' released
-TF-slim training script where the paper is silent (paper-spec section 10); `PRESETS["demo"]`
-trains a small Inception-ResNet-v1 on the built-in CIFAR-10 subset in minutes on a CPU;
-`PRESETS["finetune"]` starts from published ImageNet weights with a new classifier for a folder of
-a few thousand images (docs/finetuning.md).
-Every field can be overridden (`dataclasses.replace`, or `--field-name` on the command line).
+Every field can be overridden (`dataclasses.replace`, or `--field-name` on the command line); the
+named starting points ("paper", "demo", "finetune") are in presets.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -19,10 +18,22 @@ LrSchedule = Literal["staircase", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
 
+# What a continued run may do with a field (rundir.py decides from these):
+# - "may_change": the same command with another value continues the run in its folder. These fields change
+#   neither the network, the data nor the steps taken so far: they say how far to go (the staircase learning
+#   rate is a function of the step alone; a cosine one follows a new `epochs` from there on), where and how
+#   the same steps run (each image's augmentation is seeded by the image, not by the loader worker), and
+#   what is logged and saved;
+# - "resume_only": another value continues the run only with `--resume`, which prints the change;
+# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head) or
+#   its optimiser state (its kind, its parameter groups) was built with it.
+Resume = Literal["may_change", "resume_only", "kept"]
+RESUME_RULES: tuple[Resume, ...] = typing.get_args(Resume)
 
-def _help(text: str) -> dict[str, str]:
-    """A field's help text, shown by `inceptionnet train --help`."""
-    return {"help": text}
+
+def knob(default: Any, text: str, *, resume: Resume) -> Any:
+    """A TrainConfig field: its default, its help text (`inceptionnet train --help`) and its `resume` rule."""
+    return field(default=default, metadata={"help": text, "resume": resume})
 
 
 @dataclass(frozen=True)
@@ -30,143 +41,144 @@ class TrainConfig:
     """Everything that defines a training run. Stored, resolved, in every checkpoint and metrics line."""
 
     # -- data ---------------------------------------------------------------------------------------------
-    data: str | None = field(
-        default=None,
-        metadata=_help("ImageFolder root holding train/<class>/* and val/<class>/*; default: the built-in demo data"),
+    data: str | None = knob(
+        None,
+        "ImageFolder root holding train/<class>/* and val/<class>/*; default: the built-in demo data",
+        resume="resume_only",
     )
-    out_dir: str | None = field(
-        default=None,
-        metadata=_help("output folder; default runs/<model>-<UTC time>, or the resumed checkpoint's folder"),
+    out_dir: str | None = knob(
+        None,
+        "output folder; default runs/<model>-<UTC time>, or the resumed checkpoint's folder",
+        resume="may_change",
     )
-    input_size: int | None = field(
-        default=None, metadata=_help("square training and evaluation input size in pixels; default: the model's (299)")
+    input_size: int | None = knob(
+        None, "square training and evaluation input size in pixels; default: the model's (299)", resume="resume_only"
     )
-    min_area: float = field(
-        default=0.05,
-        metadata=_help("smallest random-crop area, as a fraction of the image (TF-slim 0.05; 0.08 is torchvision's)"),
+    min_area: float = knob(
+        0.05,
+        "smallest random-crop area, as a fraction of the image (TF-slim 0.05; 0.08 is torchvision's)",
+        resume="resume_only",
     )
-    color_distort: ColorDistort = field(
-        default="fast",
-        metadata=_help("colour distortion: fast = brightness and saturation (TF-slim), full = also hue and contrast"),
+    color_distort: ColorDistort = knob(
+        "fast",
+        "colour distortion: fast = brightness and saturation (TF-slim), full = also hue and contrast",
+        resume="resume_only",
     )
-    train_interpolation: str = field(
-        default="bilinear",
-        metadata=_help("resize of the training crops (TF-slim: bilinear); evaluation uses the model's"),
+    train_interpolation: str = knob(
+        "bilinear",
+        "resize of the training crops (TF-slim: bilinear); evaluation uses the model's",
+        resume="resume_only",
     )
-    train_per_class: int = field(
-        default=0, metadata=_help("train on the first N images of each class only (in file-name order); 0 = all")
+    train_per_class: int = knob(
+        0, "train on the first N images of each class only (in file-name order); 0 = all", resume="resume_only"
     )
-    val_per_class: int = field(default=0, metadata=_help("evaluate on the first N images of each class only; 0 = all"))
-    num_workers: int = field(default=4, metadata=_help("DataLoader worker processes per training process"))
+    val_per_class: int = knob(0, "evaluate on the first N images of each class only; 0 = all", resume="resume_only")
+    num_workers: int = knob(4, "DataLoader worker processes per training process", resume="may_change")
 
     # -- model --------------------------------------------------------------------------------------------
-    model: str = field(default="inception_resnet_v2", metadata=_help("network to train"))
-    weights: str | None = field(
-        default=None, metadata=_help("start from these weights with a new classifier: tag (tf_in1k), file or run")
+    model: str = knob("inception_resnet_v2", "network to train", resume="kept")
+    weights: str | None = knob(
+        None, "start from these weights with a new classifier: tag (tf_in1k), file or run", resume="resume_only"
     )
-    freeze: int = field(
-        default=0, metadata=_help("freeze the first N of stem, blocks_a, reduction_a, ..., blocks_c; 0 = none")
+    freeze: int = knob(0, "freeze the first N of stem, blocks_a, reduction_a, ..., blocks_c; 0 = none", resume="kept")
+    pretrained_lr_scale: float = knob(
+        1.0, "lr multiplier of the pretrained layers; the new classifiers get the full lr", resume="kept"
     )
-    pretrained_lr_scale: float = field(
-        default=1.0, metadata=_help("lr multiplier of the pretrained layers; the new classifiers get the full lr")
+    width: float | None = knob(
+        None, "channel-width multiplier; default: the weights' width, else 1.0 (the paper)", resume="kept"
     )
-    width: float | None = field(
-        default=None, metadata=_help("channel-width multiplier; default: the weights' width, else 1.0 (the paper)")
+    drop_rate: float = knob(
+        0.2, "dropout rate before the classifier (0.2 = the paper's keep probability 0.8)", resume="resume_only"
     )
-    drop_rate: float = field(
-        default=0.2, metadata=_help("dropout rate before the classifier (0.2 = the paper's keep probability 0.8)")
+    aux_weight: float = knob(
+        0.4,
+        "weight of the auxiliary-head loss (TF-slim); used only by networks that have the head; 0 = off",
+        resume="kept",
     )
-    aux_weight: float = field(
-        default=0.4,
-        metadata=_help(
-            "weight of the auxiliary-head loss (TF-slim); used only by networks that have the head; 0 = off"
-        ),
+    residual_scale: float | None = knob(
+        None,
+        "scale of every residual branch of an Inception-ResNet (1.0 = unscaled; paper section 3.3: 0.1-0.3); "
+        "default: the network's own",
+        resume="kept",
     )
-    residual_scale: float | None = field(
-        default=None,
-        metadata=_help(
-            "scale of every residual branch of an Inception-ResNet (1.0 = unscaled; paper section 3.3: 0.1-0.3); "
-            "default: the network's own"
-        ),
-    )
-    sync_bn: bool = field(
-        default=False, metadata=_help("synchronise BatchNorm statistics across GPUs (multi-GPU CUDA runs only)")
+    sync_bn: bool = knob(
+        False, "synchronise BatchNorm statistics across GPUs (multi-GPU CUDA runs only)", resume="resume_only"
     )
 
     # -- optimisation -------------------------------------------------------------------------------------
-    epochs: int = field(default=100, metadata=_help("epochs to train (not stated by the paper; Inception-v3 used 100)"))
-    batch_size: int = field(
-        default=32,
-        metadata=_help("images per process (GPU) and step; the global batch is this times the number of processes"),
+    epochs: int = knob(100, "epochs to train (not stated by the paper; Inception-v3 used 100)", resume="may_change")
+    batch_size: int = knob(
+        32,
+        "images per process (GPU) and step; the global batch is this times the number of processes",
+        resume="resume_only",
     )
-    optimizer: Optimizer = field(
-        default="rmsprop_tf",
-        metadata=_help("rmsprop_tf = TensorFlow's RMSProp (the paper's best models); sgd = momentum SGD"),
+    optimizer: Optimizer = knob(
+        "rmsprop_tf", "rmsprop_tf = TensorFlow's RMSProp (the paper's best models); sgd = momentum SGD", resume="kept"
     )
-    lr: float = field(default=0.045, metadata=_help("initial learning rate"))
-    lr_schedule: LrSchedule = field(
-        default="staircase", metadata=_help("staircase (the paper's decay) or cosine (from --lr to 0 over --epochs)")
+    lr: float = knob(0.045, "initial learning rate", resume="resume_only")
+    lr_schedule: LrSchedule = knob(
+        "staircase", "staircase (the paper's decay) or cosine (from --lr to 0 over --epochs)", resume="resume_only"
     )
-    lr_decay_rate: float = field(
-        default=0.94, metadata=_help("multiply the learning rate by this every --lr-decay-epochs")
+    lr_decay_rate: float = knob(
+        0.94, "multiply the learning rate by this every --lr-decay-epochs", resume="resume_only"
     )
-    lr_decay_epochs: float = field(default=2.0, metadata=_help("epochs between learning-rate decays, staircase"))
-    warmup_epochs: float = field(
-        default=0.0, metadata=_help("linear learning-rate warm-up over this many epochs (not in the paper)")
+    lr_decay_epochs: float = knob(2.0, "epochs between learning-rate decays, staircase", resume="resume_only")
+    warmup_epochs: float = knob(
+        0.0, "linear learning-rate warm-up over this many epochs (not in the paper)", resume="resume_only"
     )
-    momentum: float = field(default=0.9, metadata=_help("momentum of RMSProp (TF-slim) or SGD"))
-    rmsprop_decay: float = field(default=0.9, metadata=_help("RMSProp decay of the squared-gradient average"))
-    rmsprop_eps: float = field(
-        default=1.0, metadata=_help("RMSProp epsilon, added inside the square root as TensorFlow does")
+    momentum: float = knob(0.9, "momentum of RMSProp (TF-slim) or SGD", resume="resume_only")
+    rmsprop_decay: float = knob(0.9, "RMSProp decay of the squared-gradient average", resume="resume_only")
+    rmsprop_eps: float = knob(
+        1.0, "RMSProp epsilon, added inside the square root as TensorFlow does", resume="resume_only"
     )
-    weight_decay: float = field(
-        default=4e-5, metadata=_help("L2 weight decay on conv and FC weights, added to the gradient (TF-slim)")
+    weight_decay: float = knob(
+        4e-5, "L2 weight decay on conv and FC weights, added to the gradient (TF-slim)", resume="resume_only"
     )
-    label_smoothing: float = field(
-        default=0.1, metadata=_help("label smoothing of the cross-entropy (0.1 in Inception-v3)")
+    label_smoothing: float = knob(
+        0.1, "label smoothing of the cross-entropy (0.1 in Inception-v3)", resume="resume_only"
     )
-    clip_grad_norm: float = field(default=2.0, metadata=_help("clip the global gradient norm to this; 0 = off"))
-    ema_decay: float = field(
-        default=0.9999,
-        metadata=_help("decay of the running average of the weights that is evaluated and saved; 0 = off"),
+    clip_grad_norm: float = knob(2.0, "clip the global gradient norm to this; 0 = off", resume="resume_only")
+    ema_decay: float = knob(
+        0.9999,
+        "decay of the running average of the weights that is evaluated and saved; 0 = off",
+        resume="resume_only",
     )
 
     # -- execution ----------------------------------------------------------------------------------------
-    precision: Precision = field(
-        default="fp32", metadata=_help("autocast precision: fp32, bf16, or fp16 (with a gradient scaler)")
+    precision: Precision = knob(
+        "fp32", "autocast precision: fp32, bf16, or fp16 (with a gradient scaler)", resume="resume_only"
     )
-    channels_last: bool = field(
-        default=False, metadata=_help("channels-last memory format (faster convolutions on recent GPUs)")
+    channels_last: bool = knob(
+        False, "channels-last memory format (faster convolutions on recent GPUs)", resume="may_change"
     )
-    compile: bool = field(default=False, metadata=_help("compile the training network with torch.compile"))
-    grad_checkpointing: bool = field(
-        default=False,
-        metadata=_help(
-            "recompute each Inception block's activations in the backward pass to save memory; same results"
-        ),
+    compile: bool = knob(False, "compile the training network with torch.compile", resume="may_change")
+    grad_checkpointing: bool = knob(
+        False,
+        "recompute each Inception block's activations in the backward pass to save memory; same results",
+        resume="may_change",
     )
-    seed: int = field(
-        default=0, metadata=_help("seed of the initial weights, the data order, the augmentations and dropout")
+    seed: int = knob(
+        0, "seed of the initial weights, the data order, the augmentations and dropout", resume="resume_only"
     )
-    device: str = field(
-        default="auto", metadata=_help("auto (each process's GPU if CUDA is available, else the CPU), cuda or cpu")
+    device: str = knob(
+        "auto", "auto (each process's GPU if CUDA is available, else the CPU), cuda or cpu", resume="may_change"
     )
-    max_steps: int | None = field(
-        default=None,
-        metadata=_help("stop with a checkpoint once the run reaches this many steps in total (not kept by --resume)"),
+    max_steps: int | None = knob(
+        None,
+        "stop with a checkpoint once the run reaches this many steps in total (not kept by --resume)",
+        resume="may_change",
     )
-    checkpoint_every: int = field(
-        default=0, metadata=_help("also write the last checkpoint every this many steps; 0 = at epoch ends only")
+    checkpoint_every: int = knob(
+        0, "also write the last checkpoint every this many steps; 0 = at epoch ends only", resume="may_change"
     )
-    eval_every: int = field(default=1, metadata=_help("evaluate every this many epochs (and after the last)"))
-    log_every: int = field(
-        default=0,
-        metadata=_help(
-            "every this many steps, append a step record to metrics.jsonl: loss, lr, gradient norm and the share "
-            "of zero activations in the last feature map; 0 = off"
-        ),
+    eval_every: int = knob(1, "evaluate every this many epochs (and after the last)", resume="may_change")
+    log_every: int = knob(
+        0,
+        "every this many steps, append a step record to metrics.jsonl: loss, lr, gradient norm and the share "
+        "of zero activations in the last feature map; 0 = off",
+        resume="may_change",
     )
-    progress: bool = field(default=True, metadata=_help("show a progress bar per epoch"))
+    progress: bool = knob(True, "show a progress bar per epoch", resume="may_change")
 
     def __post_init__(self) -> None:
         checks = [
@@ -217,8 +229,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Rebuild a config stored in a checkpoint; fields unknown to this version are rejected by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_fields(values)
         if unknown:
             raise ValueError(
                 f"unknown training config fields {unknown}; was the checkpoint written by a newer version?"
@@ -226,75 +237,16 @@ class TrainConfig:
         return cls(**values)
 
 
-PRESETS: dict[str, TrainConfig] = {
-    # The paper's recipe (section 4 + TF-slim), for ImageNet on GPUs.
-    # Execution settings (bf16, channels-last) do not change the recipe; pass --precision fp32 on GPUs without bf16.
-    "paper": TrainConfig(precision="bf16", channels_last=True, num_workers=8),
-    # Built-in demo: the CIFAR-10 subset upscaled to 75 px, Inception-ResNet-v1 at 1/4 width, minutes on a CPU.
-    # The paper's recipe with a schedule for a short run: a faster lr decay, a short weight average, and
-    # larger crops of the tiny images.
-    "demo": TrainConfig(
-        model="inception_resnet_v1",
-        width=0.25,
-        input_size=75,
-        min_area=0.25,
-        epochs=10,
-        batch_size=64,
-        lr=0.045,
-        lr_decay_rate=0.8,
-        lr_decay_epochs=1.0,
-        warmup_epochs=0.5,
-        ema_decay=0.99,
-        num_workers=1,
-        channels_last=True,  # exact, and the fastest CPU training step (docs/performance.md, "Training step")
-    ),
-    # Published ImageNet weights, a few thousand images of your own, one GPU or a CPU: a new classifier, every layer
-    # at lr 0.01 (momentum SGD, 1 warm-up epoch, cosine decay). docs/finetuning.md gives each number's reason.
-    "finetune": TrainConfig(
-        model="inception_resnet_v2",
-        weights="tf_in1k",
-        epochs=15,
-        optimizer="sgd",
-        lr=0.01,
-        lr_schedule="cosine",
-        warmup_epochs=1.0,
-        aux_weight=0.0,
-        ema_decay=0.999,
-    ),
-}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A preset with some fields replaced: `preset("paper", data="/imagenet", epochs=160)`."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown training config fields {unknown}; known fields: {', '.join(sorted(known))}")
-    return dataclasses.replace(PRESETS[name], **overrides)
-
-
 def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """{field: (old value, new value)} for every field that differs."""
     return {k: (v, getattr(new, k)) for k, v in old.to_dict().items() if getattr(new, k) != v}
 
 
-def resolve_config(
-    *, preset_name: str | None, overrides: dict[str, Any], stored: dict[str, Any] | None = None
-) -> TrainConfig:
-    """The configuration a command line asks for.
+def unknown_fields(names: Iterable[str]) -> list[str]:
+    """The names among `names` that are no TrainConfig field, sorted."""
+    return sorted(set(names) - {f.name for f in fields(TrainConfig)})
 
-    A new run starts from `preset_name` (default: "finetune" with `weights`, else "paper" with `data`,
-    else "demo"). A resumed run starts from the configuration `stored` in its checkpoint, minus `max_steps` (a
-    limit on one invocation); in both cases the explicit `overrides` win.
-    """
-    if stored is not None:
-        if preset_name is not None:
-            raise ValueError(
-                "--preset cannot be combined with --resume: a resumed run keeps its checkpoint's configuration"
-            )
-        base = dataclasses.replace(TrainConfig.from_dict(stored), max_steps=None)
-        return dataclasses.replace(base, **overrides)
-    name = preset_name or ("finetune" if overrides.get("weights") else "paper" if overrides.get("data") else "demo")
-    return preset(name, **overrides)
+
+def declared_fields(*, resume: Resume) -> frozenset[str]:
+    """The names of the TrainConfig fields declared with this `resume` rule (knob)."""
+    return frozenset(f.name for f in fields(TrainConfig) if f.metadata.get("resume") == resume)

@@ -1,11 +1,12 @@
 """A run's output folder: what it holds, and whether a training command starts, continues or is refused there.
 
 A folder belongs to one run. A command without `--resume` whose folder holds a checkpoint
-(`last.pt`) continues that run when the command's configuration is the run's, up to the options
-in `MAY_CHANGE`: running the same command again, as a scheduler's requeue or torchrun's restart
-does, loses nothing. A command whose configuration differs in anything else is refused, and so is
-one whose folder holds a checkpoint that cannot be read: no command overwrites another run's
-checkpoints. `--resume PATH` continues the run of PATH with whatever options the command changes.
+(`last.pt`) continues that run when the command's configuration is the run's, up to the fields
+declared `resume="may_change"` (config.py): running the same command again, as a scheduler's
+requeue or torchrun's restart does, loses nothing. A command whose configuration differs in
+anything else is refused, and so is one whose folder holds a checkpoint that cannot be read: no
+command overwrites another run's checkpoints. `--resume PATH` continues the run of PATH with
+whatever options the command changes, except the fields declared `resume="kept"`.
 """
 
 from __future__ import annotations
@@ -18,37 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from inceptionnet.training import checkpoint
-from inceptionnet.training.config import TrainConfig, config_changes
+from inceptionnet.training.config import TrainConfig, config_changes, declared_fields
 from inceptionnet.training.runlog import METRICS
 
-# The options a command may change and still continue the run in its folder. None of them changes
-# the network, the data or the steps taken so far: `epochs` and `max_steps` say how far to go (the
-# staircase learning rate is a function of the step alone; a cosine one follows the new `epochs`
-# from here on), each image's augmentation is seeded by the image (not by the loader worker), and
-# the rest says where and how the same steps run, and what is logged and saved.
-MAY_CHANGE = frozenset(
-    {
-        "out_dir",
-        "epochs",
-        "max_steps",
-        "checkpoint_every",
-        "eval_every",
-        "log_every",
-        "progress",
-        "num_workers",
-        "device",
-        "compile",
-        "channels_last",
-        "grad_checkpointing",
-    }
-)
-
-
-# Options that not even --resume may change: the checkpoint's network (its parameters, its auxiliary
-# head) and its optimiser state (its kind, its parameter groups) were built with them.
-RESUME_KEEPS = frozenset(
-    {"model", "width", "residual_scale", "aux_weight", "optimizer", "freeze", "pretrained_lr_scale"}
-)
+# The options a command may change and still continue the run in its folder, and those that not even
+# --resume may change: each TrainConfig field declares which (config.py, `resume=`).
+MAY_CHANGE = declared_fields(resume="may_change")
+RESUME_KEEPS = declared_fields(resume="kept")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""Presets: named values of TrainConfig, and the configuration a command line asks for.
+
+`PRESETS["paper"]` is the recipe of the paper (section 4) completed with the authors' released
+TF-slim training script where the paper is silent (paper-spec section 10); `PRESETS["demo"]`
+trains a small Inception-ResNet-v1 on the built-in CIFAR-10 subset in minutes on a CPU;
+`PRESETS["finetune"]` starts from published ImageNet weights with a new classifier for a folder of
+a few thousand images (docs/finetuning.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from inceptionnet.training.config import TrainConfig, unknown_fields
+
+PRESETS: dict[str, TrainConfig] = {
+    # The paper's recipe (section 4 + TF-slim), for ImageNet on GPUs.
+    # Execution settings (bf16, channels-last) do not change the recipe; pass --precision fp32 on GPUs without bf16.
+    "paper": TrainConfig(precision="bf16", channels_last=True, num_workers=8),
+    # Built-in demo: the CIFAR-10 subset upscaled to 75 px, Inception-ResNet-v1 at 1/4 width, minutes on a CPU.
+    # The paper's recipe with a schedule for a short run: a faster lr decay, a short weight average, and
+    # larger crops of the tiny images.
+    "demo": TrainConfig(
+        model="inception_resnet_v1",
+        width=0.25,
+        input_size=75,
+        min_area=0.25,
+        epochs=10,
+        batch_size=64,
+        lr=0.045,
+        lr_decay_rate=0.8,
+        lr_decay_epochs=1.0,
+        warmup_epochs=0.5,
+        ema_decay=0.99,
+        num_workers=1,
+        channels_last=True,  # exact, and the fastest CPU training step (docs/performance.md, "Training step")
+    ),
+    # Published ImageNet weights, a few thousand images of your own, one GPU or a CPU: a new classifier, every layer
+    # at lr 0.01 (momentum SGD, 1 warm-up epoch, cosine decay). docs/finetuning.md gives each number's reason.
+    "finetune": TrainConfig(
+        model="inception_resnet_v2",
+        weights="tf_in1k",
+        epochs=15,
+        optimizer="sgd",
+        lr=0.01,
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
+        aux_weight=0.0,
+        ema_decay=0.999,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A preset with some fields replaced: `preset("paper", data="/imagenet", epochs=160)`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    unknown = unknown_fields(overrides)
+    if unknown:
+        known = sorted(f.name for f in dataclasses.fields(TrainConfig))
+        raise ValueError(f"unknown training config fields {unknown}; known fields: {', '.join(known)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def resolve_config(
+    *, preset_name: str | None, overrides: dict[str, Any], stored: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The configuration a command line asks for.
+
+    A new run starts from `preset_name` (default: "finetune" with `weights`, else "paper" with `data`,
+    else "demo"). A resumed run starts from the configuration `stored` in its checkpoint, minus `max_steps` (a
+    limit on one invocation); in both cases the explicit `overrides` win.
+    """
+    if stored is not None:
+        if preset_name is not None:
+            raise ValueError(
+                "--preset cannot be combined with --resume: a resumed run keeps its checkpoint's configuration"
+            )
+        base = dataclasses.replace(TrainConfig.from_dict(stored), max_steps=None)
+        return dataclasses.replace(base, **overrides)
+    name = preset_name or ("finetune" if overrides.get("weights") else "paper" if overrides.get("data") else "demo")
+    return preset(name, **overrides)
