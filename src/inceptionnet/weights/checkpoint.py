@@ -55,8 +55,8 @@ KEYS = (
     "scaler",  # the fp16 loss scaler; None without one
 )
 _AVERAGE_PREFIX = "module."
-# What a checkpoint needs to stand for its network (written by every release; files of earlier
-# development versions lack some).
+# What a checkpoint needs to stand for its network: every checkpoint this version writes has them;
+# files of earlier development versions may lack some.
 _NETWORK_KEYS = ("classes", "model_name", "model_options", "preprocessing", "model", "ema")
 
 
