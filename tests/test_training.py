@@ -13,15 +13,16 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
+from inceptionnet import create_model
 from inceptionnet.cli import build_parser, main
 from inceptionnet.data import derive_seed
-from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import TrainingDiverged
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, resolve_config
 from inceptionnet.training.runlog import RunLog, read_metrics
 from inceptionnet.training.state import RunPosition
+from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +63,7 @@ def test_resume_after_sigterm_equals_uninterrupted_training(
     first = train(cfg)
     assert (first.stopped_by, first.step, first.epoch) == ("SIGTERM", 2, 0)
     assert signal.getsignal(signal.SIGTERM) is handler  # the previous handler is back
-    assert checkpoint.load(tmp_path / "run")["position"]["batches"] == 2
+    assert read_checkpoint(tmp_path / "run")["position"]["batches"] == 2
     monkeypatch.setattr(RunLog, "step", real_step)
 
     resumed = train(cfg, resume=tmp_path / "run")
@@ -85,7 +86,7 @@ def test_outputs_metrics_plot_checkpoints(straight_run) -> None:
     assert all(r["skipped_images"] == 1 for r in epochs)  # the corrupt file, once per epoch, not fatal
     assert epochs[-1]["val_top1_error"] == result.val_top1_error
     assert 0 <= result.val_top5_error <= result.val_top1_error <= 100
-    state = checkpoint.load(out / "last.pt")
+    state = read_checkpoint(out / "last.pt")
     assert state["version"] and state["config"]["width"] == 0.125 and state["position"]["step"] == 6
     assert state["classes"] == ["airplane", "automobile"]
     # The position is a plain dict (loadable with weights_only=True) of the run position's fields.
@@ -97,9 +98,9 @@ def test_outputs_metrics_plot_checkpoints(straight_run) -> None:
     assert state["model_name"] == "inception_v3"
     assert state["model_options"] == result.model.build_options
     assert state["model_options"]["aux_logits"] is True and state["model_options"]["num_classes"] == 2
-    # The evaluated network (the weight average, without the aux head) loads from the checkpoint.
-    model = checkpoint.model_from_checkpoint(out / "last.pt")
-    assert model.aux is None and not model.training
+    # As weights, the checkpoint gives the evaluated network (the weight average, without the aux head).
+    model = create_model(weights=out / "last.pt")
+    assert model.aux is None and model.class_names == ("airplane", "automobile")
     torch.testing.assert_close(model.head.fc.weight, result.averaged.module.head.fc.weight)
 
 
@@ -138,7 +139,7 @@ def test_cli_train_runs_and_stops_at_max_steps(tmp_path, make_image_folder, caps
     args = ["train", "--data", str(data), "--out-dir", str(tmp_path / "run"), "--model", "inception_v3"]
     args += ["--width", "0.125", "--input-size", "75", "--batch-size", "3", "--num-workers", "0", "--no-progress"]
     assert main([*args, "--epochs", "2", "--max-steps", "1"]) == 0
-    assert checkpoint.load(tmp_path / "run")["position"]["step"] == 1
+    assert read_checkpoint(tmp_path / "run")["position"]["step"] == 1
     assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
     out = capsys.readouterr()
     assert "epoch   2/2" in out.out and "val top-1 accuracy" in out.out

@@ -16,6 +16,8 @@ from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.loop import train
 from inceptionnet.training.optim import RMSpropTF, WeightAverage
 from inceptionnet.training.state import RunPosition
+from inceptionnet.weights import WeightsError
+from inceptionnet.weights.checkpoint import FORMAT, LAST, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,19 +27,19 @@ class Custom:
 
 
 def test_save_round_trip_and_no_leftovers(tmp_path: Path) -> None:
-    payload = {"format": checkpoint.FORMAT, "w": torch.arange(5.0), "nested": {"a": [1, 2.5, None, "x"]}}
+    payload = {"format": FORMAT, "w": torch.arange(5.0), "nested": {"a": [1, 2.5, None, "x"]}}
     checkpoint.save(payload, tmp_path / "run" / "last.pt")
-    loaded = checkpoint.load(tmp_path / "run")  # a folder means its last.pt
+    loaded = read_checkpoint(tmp_path / "run")  # a folder means its last.pt
     assert torch.equal(loaded["w"], payload["w"]) and loaded["nested"] == payload["nested"]
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]
 
 
 def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
-    checkpoint.save({"format": checkpoint.FORMAT, "step": 1}, path)
+    checkpoint.save({"format": FORMAT, "step": 1}, path)
     before = path.read_bytes()
     with pytest.raises(Exception, match="pickle"):
-        checkpoint.save({"format": checkpoint.FORMAT, "bad": lambda: None}, path)  # fails mid-write
+        checkpoint.save({"format": FORMAT, "bad": lambda: None}, path)  # fails mid-write
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
 
@@ -45,35 +47,35 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
 def test_a_write_that_fails_names_the_file_and_what_is_left(tmp_path: Path) -> None:
     (tmp_path / "last.pt").mkdir()  # the target cannot be replaced: the rename fails at the very end
     with pytest.raises(CheckpointWriteError, match=r"could not write .*last.pt: Is a directory"):
-        checkpoint.save({"format": checkpoint.FORMAT}, tmp_path / "last.pt")
+        checkpoint.save({"format": FORMAT}, tmp_path / "last.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
 def test_keep_previous_copies_the_replaced_checkpoint(tmp_path: Path) -> None:
-    checkpoint.save({"format": checkpoint.FORMAT, "step": 3}, tmp_path / "last.pt")
+    checkpoint.save({"format": FORMAT, "step": 3}, tmp_path / "last.pt")
     checkpoint.keep_previous(tmp_path / "last.pt", tmp_path)
-    checkpoint.save({"format": checkpoint.FORMAT, "step": 5}, tmp_path / "last.pt")  # a new file, not the link
-    assert checkpoint.load(tmp_path / "previous.pt")["step"] == 3
-    assert checkpoint.load(tmp_path / "last.pt")["step"] == 5
+    checkpoint.save({"format": FORMAT, "step": 5}, tmp_path / "last.pt")  # a new file, not the link
+    assert read_checkpoint(tmp_path / "previous.pt")["step"] == 3
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 5
     checkpoint.keep_previous(tmp_path / "previous.pt", tmp_path)  # continuing from previous.pt: nothing to do
-    assert checkpoint.load(tmp_path / "previous.pt")["step"] == 3
+    assert read_checkpoint(tmp_path / "previous.pt")["step"] == 3
     other = tmp_path / "other"
     other.mkdir()
     checkpoint.keep_previous(tmp_path / "last.pt", other)  # a run continued in another folder
-    assert checkpoint.load(other / "previous.pt")["step"] == 5
+    assert read_checkpoint(other / "previous.pt")["step"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "other", "previous.pt"]
 
 
 def test_load_refuses_foreign_or_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no checkpoint"):
-        checkpoint.load(tmp_path)
+        read_checkpoint(tmp_path)
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an inceptionnet training checkpoint"):
-        checkpoint.load(tmp_path / "other.pt")
+        read_checkpoint(tmp_path / "other.pt")
 
-    torch.save({"format": checkpoint.FORMAT, "x": Custom()}, tmp_path / "evil.pt")
+    torch.save({"format": FORMAT, "x": Custom()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match=r"[Ww]eights only"):
-        checkpoint.load(tmp_path / "evil.pt")
+        read_checkpoint(tmp_path / "evil.pt")
 
 
 def _training_objects(seed: int):
@@ -103,7 +105,7 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
         preprocessing=model.preprocessing,
     )
     checkpoint.save(state, tmp_path / "last.pt")
-    payload = checkpoint.load(tmp_path / "last.pt")
+    payload = read_checkpoint(tmp_path / "last.pt")
     assert payload["version"] == __version__ and TrainConfig.from_dict(payload["config"]) == cfg
     assert payload["position"] == position.to_dict()  # a plain dict, as weights_only loading needs
 
@@ -115,11 +117,12 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
     assert all(torch.equal(s1[i]["square_avg"], s2[i]["square_avg"]) for i in s1)
 
-    # The evaluated network: the weight average, without the auxiliary head.
-    net = checkpoint.model_from_checkpoint(tmp_path / "last.pt")
-    assert isinstance(net, nn.Module) and net.aux is None and not net.training
+    # As weights: the evaluated network (the weight average, without the auxiliary head), its classes named.
+    net = create_model(weights=tmp_path / "last.pt")
+    assert net.aux is None and net.class_names == ("a", "b", "c")
     torch.testing.assert_close(net.head.fc.weight, ema.module.head.fc.weight)
-    raw = checkpoint.model_from_checkpoint(tmp_path / "last.pt", averaged=False)
+    checkpoint.save({**payload, "ema": None}, tmp_path / "raw.pt")  # a run without a weight average
+    raw = create_model(weights=tmp_path / "raw.pt")
     torch.testing.assert_close(raw.head.fc.weight, model.head.fc.weight)
 
 
@@ -142,22 +145,23 @@ def _logits(model: nn.Module) -> torch.Tensor:
         return model.eval()(torch.randn(2, 3, 75, 75, generator=torch.Generator().manual_seed(0)))
 
 
-def test_model_from_checkpoint_rebuilds_the_trained_network_exactly(scaled_run) -> None:
-    path = scaled_run.out_dir / checkpoint.LAST
-    payload = checkpoint.load(path)
+def test_create_model_rebuilds_the_trained_network_of_a_checkpoint_exactly(scaled_run, tmp_path) -> None:
+    path = scaled_run.out_dir / LAST
+    payload = read_checkpoint(path)
     assert payload["model_name"] == "inception_resnet_v1" and payload["model_options"]["scales"] == (0.3,) * 3
-    assert torch.equal(_logits(checkpoint.model_from_checkpoint(path)), _logits(scaled_run.averaged.module))
-    raw = checkpoint.model_from_checkpoint(path, averaged=False)
-    assert torch.equal(_logits(raw), _logits(scaled_run.model))
+    assert torch.equal(_logits(create_model(weights=path)), _logits(scaled_run.averaged.module))
+    checkpoint.save({**payload, "ema": None}, tmp_path / "raw.pt")
+    assert torch.equal(_logits(create_model(weights=tmp_path / "raw.pt")), _logits(scaled_run.model))
 
 
-def test_model_from_checkpoint_reads_checkpoints_without_the_network_options(scaled_run, tmp_path) -> None:
-    # Checkpoints written before "model_name" / "model_options" existed: the options come from the config.
-    payload = checkpoint.load(scaled_run.out_dir / checkpoint.LAST)
+def test_a_checkpoint_without_its_network_is_refused_naming_the_fix(scaled_run, tmp_path) -> None:
+    payload = read_checkpoint(scaled_run.out_dir / LAST)
     del payload["model_name"], payload["model_options"]
     checkpoint.save(payload, tmp_path / "old.pt")
-    rebuilt = checkpoint.model_from_checkpoint(tmp_path / "old.pt")
-    assert torch.equal(_logits(rebuilt), _logits(scaled_run.averaged.module))
+    with pytest.raises(
+        WeightsError, match=r"old.pt is a training checkpoint without model_name, model_options: .* Retrain"
+    ):
+        create_model(weights=tmp_path / "old.pt")
 
 
 def test_unknown_config_fields_are_named() -> None:

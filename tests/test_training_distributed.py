@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
 from inceptionnet.training.runlog import read_metrics
+from inceptionnet.weights.checkpoint import read_checkpoint
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ def test_two_ranks_end_with_identical_weights(tmp_path: Path, make_image_folder,
         for name in a:
             assert torch.equal(a[name], b[name]), f"{key}.{name} differs between ranks"
     # The weights did change, so the equality says something about the gradient averaging.
-    saved = checkpoint.load(tmp_path / "run")
+    saved = read_checkpoint(tmp_path / "run")
     assert saved["position"]["step"] == 4
     for name, value in saved["model"].items():
         assert torch.equal(value, states[0]["model"][name])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inceptionnet import create_model
-from inceptionnet.training import checkpoint, distributed
+from inceptionnet.training import distributed
 from inceptionnet.training.finetune import STAGES, freeze, stages
 from inceptionnet.training.inputs import set_up_inputs, training_classes
 from inceptionnet.training.learner import build_learner, build_network
@@ -18,6 +18,7 @@ from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, preset, resolve_config
 from inceptionnet.training.runlog import RunLog, read_metrics
 from inceptionnet.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, read_state_dict, save_weights
+from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,7 +107,7 @@ def test_learning_rate_multiplier_of_the_pretrained_layers(source, make_train_co
     )
     # In training, every step sets each group's rate: the schedule's, times the group's multiplier.
     result = train(cfg)
-    saved = checkpoint.load(result.out_dir)["optimizer"]["param_groups"]
+    saved = read_checkpoint(result.out_dir)["optimizer"]["param_groups"]
     last_lr = [r for r in read_metrics(result.out_dir / "metrics.jsonl") if r["kind"] == "epoch"][-1]["lr"]
     assert [g["lr"] for g in saved] == pytest.approx([last_lr, last_lr, 0.1 * last_lr, 0.1 * last_lr])
 
@@ -159,7 +160,7 @@ def test_train_a_network_passed_in(source, make_train_config, tmp_path, capsys) 
     cfg = make_train_config(data, tmp_path / "run", width=None, epochs=1)
     result = train(cfg, model=net)
     assert result.model is net and net.head.fc.out_features == 2 and net.aux.fc.out_features == 2
-    assert checkpoint.load(result.out_dir)["model_options"]["width"] == 0.125
+    assert read_checkpoint(result.out_dir)["model_options"]["width"] == 0.125
     # The checkpoint records the transform the run used: as weights, it prepares images the same way.
     expected = dataclasses.replace(net.preprocessing, input_size=cfg.input_size)
     for weights in (result.out_dir / "last.pt", result.out_dir / "best.pt", result.out_dir / "model"):

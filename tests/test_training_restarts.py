@@ -23,10 +23,11 @@ import pytest
 import torch
 
 from inceptionnet.cli import main
-from inceptionnet.training import checkpoint, distributed
+from inceptionnet.training import distributed
 from inceptionnet.training.config import RESUME_RULES, TrainConfig
 from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, plan_start
 from inceptionnet.training.runlog import RunLog, read_metrics
+from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,7 +59,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 def _same_weights(a: Path, b: Path) -> None:
     """The checkpoints a and b hold the same network and weight average, bit for bit, at the same position."""
-    x, y = checkpoint.load(a), checkpoint.load(b)
+    x, y = read_checkpoint(a), read_checkpoint(b)
     assert x["position"] == y["position"]
     for key in ("model", "ema"):
         assert x[key].keys() == y[key].keys()
@@ -145,7 +146,7 @@ def test_another_configuration_is_refused_and_touches_nothing(data, finished, tm
 
 
 def test_options_that_may_change_continue_and_the_others_are_refused(finished, data) -> None:
-    payload = checkpoint.load(finished)
+    payload = read_checkpoint(finished)
     cfg = TrainConfig.from_dict(payload["config"])
     changed = {
         "out_dir": str(finished) + "/.",  # the same folder, spelt otherwise
@@ -196,7 +197,7 @@ def _another_value(cfg: TrainConfig, f: Field) -> typing.Any:
 
 
 def test_each_field_not_declared_may_change_is_refused_and_kept_ones_even_by_resume(finished) -> None:
-    cfg = TrainConfig.from_dict(checkpoint.load(finished)["config"])
+    cfg = TrainConfig.from_dict(read_checkpoint(finished)["config"])
     for f in fields(TrainConfig):
         if f.metadata["resume"] == "may_change":
             continue  # test_options_that_may_change_continue_and_the_others_are_refused
@@ -222,7 +223,7 @@ def test_the_documented_tables_of_options_are_the_declared_ones() -> None:
 
 
 def test_a_folder_with_only_another_runs_metrics_or_checkpoints_is_refused(finished, tmp_path) -> None:
-    cfg = TrainConfig.from_dict(checkpoint.load(finished)["config"])
+    cfg = TrainConfig.from_dict(read_checkpoint(finished)["config"])
     metrics_only = tmp_path / "metrics_only"
     metrics_only.mkdir()
     shutil.copy(finished / "metrics.jsonl", metrics_only)
@@ -240,7 +241,7 @@ def test_a_folder_with_only_another_runs_metrics_or_checkpoints_is_refused(finis
 
 
 def test_torchrun_restarts_need_a_fixed_out_dir(finished, monkeypatch) -> None:
-    cfg = replace(TrainConfig.from_dict(checkpoint.load(finished)["config"]), out_dir=None)
+    cfg = replace(TrainConfig.from_dict(read_checkpoint(finished)["config"]), out_dir=None)
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     with pytest.raises(ValueError, match="pass a fixed --out-dir"):
         plan_start(cfg, resume=None, world_size=1)
@@ -249,7 +250,7 @@ def test_torchrun_restarts_need_a_fixed_out_dir(finished, monkeypatch) -> None:
 def test_previous_pt_is_the_epoch_before_and_the_fallback_of_a_damaged_last_pt(
     data, finished, tmp_path, capsys
 ) -> None:
-    assert checkpoint.load(finished / "previous.pt")["position"]["step"] == 3  # epoch 1's end
+    assert read_checkpoint(finished / "previous.pt")["position"]["step"] == 3  # epoch 1's end
     out = shutil.copytree(finished, tmp_path / "run")
     (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:1000])  # damaged on disk
     before = _hashes(out)

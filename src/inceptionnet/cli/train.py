@@ -8,11 +8,11 @@ import signal
 import sys
 
 from inceptionnet.cli.options import add_config_option
-from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError, TrainingDiverged
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, resolve_config
+from inceptionnet.weights.checkpoint import checkpoint_file, read_checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in names}
     stored = None
     if args.resume:
-        stored = checkpoint.load(args.resume)["config"]
+        stored = read_checkpoint(args.resume)["config"]
         # The run goes on in the checkpoint's folder, not in the out_dir stored in it (a relative path
         # then named a folder relative to where that command ran).
-        overrides.setdefault("out_dir", str(checkpoint.resolve(args.resume).parent))
+        overrides.setdefault("out_dir", str(checkpoint_file(args.resume).parent))
     cfg = resolve_config(preset_name=args.preset, overrides=overrides, stored=stored)
     try:
         result = train(cfg, resume=args.resume)

@@ -1,11 +1,11 @@
-"""Training checkpoints: atomic writes, safe loads, the resume state and the trained network.
+"""Training checkpoints: atomic writes, the resume state, and restoring it.
 
-A checkpoint is a `torch.save` of plain dicts, tensors and numbers, read back with
-`torch.load(weights_only=True)`, so loading never runs code. It holds the model, the weight
-average, the optimiser (and fp16 loss scaler), the run position (state.RunPosition as a dict:
-epoch, step, batches done in the epoch and that epoch's running totals, the best validation
-error), the class names, the network's name and build options, the resolved configuration and
-the package version and the number of processes that trained it.
+The format (file names, entries, the reader) is inceptionnet.weights.checkpoint, which every command
+that takes a run as weights reads too. A checkpoint holds the model, the weight average, the
+optimiser (and fp16 loss scaler), the run position (state.RunPosition as a dict: epoch, step,
+batches done in the epoch and that epoch's running totals, the best validation error), the class
+names, the network's name and build options, the resolved configuration and the package version
+and the number of processes that trained it.
 
 A run folder holds `last.pt` (the latest), `previous.pt` (its recovery copy: the checkpoint of the
 last epoch end before `last.pt`'s position, kept in case `last.pt` turns out bad) and `best.pt`
@@ -27,17 +27,11 @@ from torch import nn
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
-from inceptionnet.factory import create_model
 from inceptionnet.models import Preprocessing
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.state import RunPosition
-
-FORMAT = 1
-LAST = "last.pt"
-PREVIOUS = "previous.pt"
-BEST = "best.pt"
-NAMES = (LAST, PREVIOUS, BEST)  # the checkpoints a run folder may hold
+from inceptionnet.weights.checkpoint import PREVIOUS, checkpoint_payload
 
 
 def save(payload: dict[str, Any], path: str | Path) -> None:
@@ -98,26 +92,7 @@ def describe(payload: dict[str, Any]) -> str:
     """A checkpoint in a few words, for messages: its network and position ("inception_v3 after epoch 2, step 6")."""
     pos = RunPosition.from_dict(payload["position"])
     where = f"after epoch {pos.epoch}" if pos.batches == 0 else f"in epoch {pos.epoch + 1}"
-    return f"{payload.get('model_name') or payload['config']['model']} {where}, step {pos.step}"
-
-
-def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (meaning its last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LAST
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}; pass a checkpoint file or a run folder that holds {LAST}")
-    return path
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save` (tensors on the CPU); no code is unpickled."""
-    path = resolve(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an inceptionnet training checkpoint (format {FORMAT})")
-    return payload
+    return f"{payload['config']['model']} {where}, step {pos.step}"
 
 
 def training_state(
@@ -139,22 +114,21 @@ def training_state(
     that the checkpoint used as weights prepares images as the run did. `world_size`: the number of
     processes training the run (the global batch and the data order depend on it).
     """
-    return {
-        "format": FORMAT,
-        "version": __version__,
-        "torch_version": str(torch.__version__),
-        "config": cfg.to_dict(),
-        "classes": classes,
-        "model_name": cfg.model,
-        "model_options": dict(model.build_options),
-        "preprocessing": dataclasses.asdict(preprocessing),
-        "position": position.to_dict(),
-        "world_size": world_size,
-        "model": model.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-    }
+    return checkpoint_payload(
+        version=__version__,
+        torch_version=str(torch.__version__),
+        config=cfg.to_dict(),
+        classes=classes,
+        model_name=cfg.model,
+        model_options=dict(model.build_options),
+        preprocessing=dataclasses.asdict(preprocessing),
+        position=position.to_dict(),
+        world_size=world_size,
+        model=model.state_dict(),
+        ema=ema.state_dict() if ema is not None else None,
+        optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict() if scaler is not None else None,
+    )
 
 
 def restore(
@@ -175,30 +149,3 @@ def restore(
     if scaler is not None and payload["scaler"] is not None:
         scaler.load_state_dict(payload["scaler"])
     return RunPosition.from_dict(payload["position"])
-
-
-def model_from_checkpoint(path: str | Path, *, averaged: bool = True) -> nn.Module:
-    """The trained network of a checkpoint, in eval mode: the weight average if there is one (as evaluated)."""
-    payload = load(path)
-    name, options = _network_spec(payload)
-    # The auxiliary head exists only for training; the evaluated network has none.
-    model = create_model(name, **options, aux_logits=False)
-    if averaged and payload["ema"] is not None:
-        state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
-    else:
-        state = payload["model"]
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
-    return model.eval()
-
-
-def _network_spec(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The name and build options of a checkpoint's network (without "aux_logits").
-
-    Checkpoints that predate "model_name" and "model_options" get them from their configuration.
-    """
-    if "model_name" in payload:
-        options = dict(payload["model_options"])
-        options.pop("aux_logits", None)
-        return payload["model_name"], options
-    cfg = TrainConfig.from_dict(payload["config"])
-    return cfg.model, cfg.model_options(num_classes=len(payload["classes"]))

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.weights.checkpoint import LAST
 
 
 class TrainingDiverged(RuntimeError):
@@ -33,7 +34,7 @@ def divergence_message(
 ) -> str:
     """Name the step and the quantity that went non-finite, and the usual fixes."""
     what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
-    last = out_dir / "last.pt"
+    last = out_dir / LAST
     fixes = [
         f"a lower --lr (now {cfg.lr})",
         f"a linear warm-up (--warmup-epochs 1 or more, now {cfg.warmup_epochs})",

@@ -32,6 +32,7 @@ from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import skip_batch, train_step
 from inceptionnet.training.validation import validation_errors
+from inceptionnet.weights.checkpoint import BEST, LAST
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
@@ -207,15 +208,14 @@ def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
     improved = pos.finish_epoch(top1)
     run.save()
     if improved:
-        run.save(checkpoint.BEST)
+        run.save(BEST)
 
 
 def _save_stopped(run: RunSession, stopped_by: str) -> None:
     """Write last.pt at the step the run stopped at, to resume from there."""
     run.save()
     run.say(
-        f"stopped by {stopped_by} at step {run.pos.step} (epoch {run.pos.epoch + 1}); "
-        f"checkpoint {run.out_dir / checkpoint.LAST}"
+        f"stopped by {stopped_by} at step {run.pos.step} (epoch {run.pos.epoch + 1}); checkpoint {run.out_dir / LAST}"
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig, config_changes, declared_fields
 from inceptionnet.training.runlog import METRICS
+from inceptionnet.weights.checkpoint import LAST, NAMES, PREVIOUS, checkpoint_file, read_checkpoint
 
 # The options a command may change and still continue the run in its folder, and those that not even
 # --resume may change: each TrainConfig field declares which (config.py, `resume=`).
@@ -34,7 +35,7 @@ class RunStart:
 
     out_dir: Path
     source: Path | None = None
-    payload: dict[str, Any] | None = None  # the checkpoint's contents (checkpoint.load)
+    payload: dict[str, Any] | None = None  # the checkpoint's contents (read_checkpoint)
     automatic: bool = False  # continued because the folder held this run's checkpoint (no --resume)
 
 
@@ -46,7 +47,7 @@ def plan_start(cfg: TrainConfig, *, resume: str | Path | None, world_size: int) 
     if resume is not None:
         return _explicit_resume(cfg, resume)
     out_dir = _out_dir(cfg)
-    last = out_dir / checkpoint.LAST
+    last = out_dir / LAST
     if not last.exists():
         _refuse_leftovers(out_dir, cfg)
         return RunStart(out_dir)
@@ -80,8 +81,8 @@ def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -
 
 def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
     """`--resume PATH`: the run of PATH, in its folder unless `cfg.out_dir` names another, free of another run."""
-    source = checkpoint.resolve(resume)
-    payload = checkpoint.load(source)
+    source = checkpoint_file(resume)
+    payload = read_checkpoint(source)
     kept = {k: v for k, v in config_changes(TrainConfig.from_dict(payload["config"]), cfg).items() if k in RESUME_KEEPS}
     if kept:
         listed = ", ".join(f"{key} ({was!r} in the checkpoint, {now!r} here)" for key, (was, now) in kept.items())
@@ -91,7 +92,7 @@ def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
         )
     out_dir = Path(cfg.out_dir) if cfg.out_dir else source.parent
     if not _same_path(out_dir, source.parent):
-        held = [name for name in (*checkpoint.NAMES, METRICS) if (out_dir / name).exists()]
+        held = [name for name in (*NAMES, METRICS) if (out_dir / name).exists()]
         if held:
             raise ValueError(
                 f"{out_dir} holds the outputs of another run ({', '.join(held)}); continuing {source} there "
@@ -120,9 +121,9 @@ def _out_dir(cfg: TrainConfig) -> Path:
 def _read_last(last: Path) -> dict[str, Any]:
     """The folder's last.pt, or an error naming the recovery copy when it cannot be read."""
     try:
-        return checkpoint.load(last)
+        return read_checkpoint(last)
     except Exception as err:  # a damaged file fails in the unpickler, the zip reader or our own check
-        previous = last.parent / checkpoint.PREVIOUS
+        previous = last.parent / PREVIOUS
         if previous.exists():
             fallback = f"continue from its recovery copy with --resume {previous} (the last epoch end before it)"
         else:
@@ -135,10 +136,10 @@ def _read_last(last: Path) -> dict[str, Any]:
 
 def _refuse_leftovers(out_dir: Path, cfg: TrainConfig) -> None:
     """A folder without last.pt may still hold another run: its other checkpoints, or its metrics."""
-    held = [name for name in checkpoint.NAMES if (out_dir / name).exists()]
+    held = [name for name in NAMES if (out_dir / name).exists()]
     if held:
         raise ValueError(
-            f"{out_dir} holds {', '.join(held)} but no {checkpoint.LAST}. Nothing was changed: continue that run "
+            f"{out_dir} holds {', '.join(held)} but no {LAST}. Nothing was changed: continue that run "
             f"with --resume {out_dir / held[0]}, or choose another --out-dir"
         )
     stored = _metrics_config(out_dir / METRICS)

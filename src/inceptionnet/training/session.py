@@ -20,6 +20,7 @@ from inceptionnet.training.inputs import TrainingInputs
 from inceptionnet.training.learner import Learner
 from inceptionnet.training.runlog import RunLog
 from inceptionnet.training.state import RunPosition
+from inceptionnet.weights.checkpoint import LAST
 
 
 @dataclass
@@ -51,17 +52,17 @@ class RunSession:
     # The epoch-end checkpoint that becomes previous.pt when last.pt is next written (None: keep previous.pt).
     recovery: Path | None = None
 
-    def save(self, name: str = checkpoint.LAST) -> None:
+    def save(self, name: str = LAST) -> None:
         """Rank 0 writes checkpoint `name`; before last.pt replaces an epoch end's checkpoint, that one
         becomes previous.pt. A failed write stops every rank with the error."""
 
         def write() -> None:
-            if name == checkpoint.LAST and self.recovery is not None:
+            if name == LAST and self.recovery is not None:
                 checkpoint.keep_previous(self.recovery, self.out_dir)
             checkpoint.save(self._state(), self.out_dir / name)
 
         self._on_rank_0(write, self.out_dir / name)
-        if name == checkpoint.LAST:
+        if name == LAST:
             self.recovery = self.out_dir / name if self.pos.batches == 0 else None
 
     def save_model(self, record: dict) -> None:

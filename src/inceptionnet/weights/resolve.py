@@ -4,7 +4,7 @@ A weights argument is one of (docs/weights.md, "Naming a model"):
 
 - a published tag of the network ("tf_in1k", or "inception_v4.tf_in1k"): found or downloaded (files.py);
 - a file: one of ours (.safetensors with our record), a published checkpoint in timm's layout, a
-  plain state dict, one of our training checkpoints (.pt), or a timm training checkpoint;
+  plain state dict, one of our training checkpoints (.pt, checkpoint.py), or a timm training checkpoint;
 - a folder: a model folder (config.json + model.safetensors, artifact.py) or a run folder (runs.py);
 - "hf-hub:ORG/NAME": a model folder on the Hugging Face hub (hub.py).
 
@@ -24,6 +24,7 @@ from torch import nn
 
 from inceptionnet.models import Preprocessing
 from inceptionnet.weights.artifact import is_model_folder, read_model_folder
+from inceptionnet.weights.checkpoint import checkpoint_weights, is_checkpoint
 from inceptionnet.weights.files import (
     FIRST_CONV,
     LOCAL_SUFFIXES,
@@ -38,7 +39,7 @@ from inceptionnet.weights.fitting import LoadReport, list_keys, load_state_dict_
 from inceptionnet.weights.hub import download_model_folder, is_hub_address
 from inceptionnet.weights.keys import PUBLISHED_FIRST_CONV, convert_published, published_layout
 from inceptionnet.weights.record import ModelRecord, record_from_metadata
-from inceptionnet.weights.runs import is_training_checkpoint, read_training_checkpoint, run_weights
+from inceptionnet.weights.runs import run_weights
 from inceptionnet.weights.tags import WEIGHT_TAGS, WeightsError, WeightTag, get_weight_tag
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,8 @@ def _from_path(path: Path) -> ResolvedWeights:
     if path.suffix not in LOCAL_SUFFIXES:
         raise WeightsError(f"{path}: unknown weights format; use one of {', '.join(LOCAL_SUFFIXES)}, or a folder")
     obj = load_plain(path)
-    if is_training_checkpoint(obj):
-        state, record = read_training_checkpoint(obj, source=source)
+    if is_checkpoint(obj):
+        state, record = checkpoint_weights(obj, source=source)
         return _in_our_layout(ResolvedWeights(source, state, record=record, note=_which(record)))
     state, note = unwrap_state_dict(obj, source=source)
     return _in_our_layout(ResolvedWeights(source, state, note=note))

@@ -1,37 +1,19 @@
-"""Training runs as weights: a run folder, and the training checkpoints in it (read without the training code).
+"""Training runs as weights: what a run folder stands for.
 
 A run folder (`inceptionnet train --out-dir RUN`) holds `model/` (a model folder, artifact.py: the
-weights the run evaluated last), `best.pt` and `last.pt`. As weights it stands for its model
-folder, else best.pt, else last.pt. A training checkpoint is a `torch.save` dict read with
-`weights_only=True`; as weights it gives its weight average when it has one (the weights training
-evaluated and reported), else its raw weights, without the auxiliary head, and the network's
-name, build options, class names and the run's evaluation preprocessing (its "preprocessing" entry
-where the checkpoint has one, else the network's default at the run's input size).
+weights the run evaluated last) and its training checkpoints (checkpoint.py). As weights it stands
+for its model folder, else best.pt, else last.pt; a checkpoint is read as weights by checkpoint.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from inceptionnet.models import Preprocessing, get_entry
 from inceptionnet.weights.artifact import is_model_folder
-from inceptionnet.weights.record import (
-    ModelRecord,
-    checked_class_names,
-    known_model,
-    normalised_options,
-    preprocessing_from_dict,
-)
+from inceptionnet.weights.checkpoint import RUN_CHECKPOINTS
 from inceptionnet.weights.tags import WeightsError
 
 RUN_MODEL = "model"  # the model folder inside a run folder
-RUN_CHECKPOINTS = ("best.pt", "last.pt")  # in order of preference
-_CHECKPOINT_KEYS = {"format", "config", "classes", "model"}
-_AVERAGE_PREFIX = "module."  # the weight average's keys: "module.<our key>", beside its own counters
 
 
 def run_weights(folder: Path) -> Path:
@@ -45,55 +27,3 @@ def run_weights(folder: Path) -> Path:
         f"{folder} holds no trained network: no {RUN_MODEL}/ model folder, no {' and no '.join(RUN_CHECKPOINTS)}. "
         "Pass a run folder whose training finished at least one evaluation, a checkpoint file, or a model folder"
     )
-
-
-def is_training_checkpoint(obj: Any) -> bool:
-    """Whether a loaded .pt file is one of our training checkpoints (recognised by its keys)."""
-    return isinstance(obj, dict) and obj.keys() >= _CHECKPOINT_KEYS and isinstance(obj.get("config"), dict)
-
-
-def read_training_checkpoint(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelRecord]:
-    """The evaluated weights of a training checkpoint (the weight average if any) and its network's record."""
-    average = payload.get("ema")
-    if average:
-        state = {k.removeprefix(_AVERAGE_PREFIX): v for k, v in average.items() if k.startswith(_AVERAGE_PREFIX)}
-    else:
-        state = dict(payload["model"])
-    state = {k: v for k, v in state.items() if not k.startswith("aux.")}  # the auxiliary head trains only
-    name, options = _network(payload, source=source)
-    record = ModelRecord(
-        model_name=name,
-        options=options,
-        preprocessing=_preprocessing(payload, name),
-        class_names=checked_class_names(payload["classes"], source=source),
-        weights="average" if average else "raw",
-    )
-    return state, record
-
-
-def _preprocessing(payload: dict[str, Any], name: str) -> Preprocessing:
-    """The transform the run validated with: recorded in the checkpoint, else the network's default at the
-    run's input size (what a run from scratch uses)."""
-    if isinstance(payload.get("preprocessing"), dict):
-        return preprocessing_from_dict(payload["preprocessing"])
-    pre = get_entry(name).preprocessing
-    size = payload["config"].get("input_size")
-    return dataclasses.replace(pre, input_size=int(size)) if size else pre
-
-
-def _network(payload: dict[str, Any], *, source: str) -> tuple[str, dict[str, Any]]:
-    """The network's name and build options, without the auxiliary head.
-
-    Checkpoints that predate "model_name" and "model_options" get them from their configuration.
-    """
-    if "model_name" in payload:
-        name, options = payload["model_name"], normalised_options(payload["model_options"])
-    else:
-        config = payload["config"]
-        name = config["model"]
-        options = {"num_classes": len(payload["classes"]), "width": config.get("width") or 1.0}
-        options["drop_rate"] = config.get("drop_rate", 0.2)
-        if config.get("residual_scale") is not None:
-            options["scales"] = (config["residual_scale"],) * 3
-    options["aux_logits"] = False
-    return known_model(name, source=source), options

@@ -1,0 +1,126 @@
+"""The training checkpoint format: its file names, its entries, the one reader, and what a checkpoint
+says about its network.
+
+Training writes checkpoints (training/checkpoint.py: atomically, and restores the training state
+from them); every command that takes a run as weights reads them (resolve.py). Both go through
+this module, so the format is defined once, below the training code that writes it.
+
+A checkpoint is a `torch.save` of plain dicts, tensors and numbers (`KEYS`), read back with
+`torch.load(weights_only=True)`, so reading one never runs code. A run folder holds `last.pt` (the
+latest), `previous.pt` (its recovery copy) and `best.pt` (the epoch with the lowest validation
+error). As weights a checkpoint gives the network training evaluated: its weight average when it
+has one, else its raw weights, without the auxiliary head, built from its "model_name" and
+"model_options", with its class names and its evaluation preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inceptionnet.weights.record import (
+    ModelRecord,
+    checked_class_names,
+    known_model,
+    normalised_options,
+    preprocessing_from_dict,
+)
+from inceptionnet.weights.tags import WeightsError
+
+FORMAT = 1
+LAST = "last.pt"
+PREVIOUS = "previous.pt"
+BEST = "best.pt"
+NAMES = (LAST, PREVIOUS, BEST)  # the checkpoints a run folder may hold
+RUN_CHECKPOINTS = (BEST, LAST)  # what a run folder without a model folder stands for as weights, in order
+
+# A checkpoint's entries in the order they are written: torch.save keeps a dict's order, so the same
+# training state gives the same bytes.
+KEYS = (
+    "format",  # FORMAT
+    "version",  # the package version that wrote it
+    "torch_version",
+    "config",  # the resolved TrainConfig as a dict
+    "classes",  # the class names, in output order
+    "model_name",  # the network, and every option it was built with: create_model(name, **options)
+    "model_options",
+    "preprocessing",  # the transform the run validates with (a Preprocessing as a dict)
+    "position",  # the run position (training/state.py RunPosition as a dict)
+    "world_size",  # the number of processes that trained it
+    "model",  # the raw weights, auxiliary head included
+    "ema",  # the weight average: "module.<key>" for each weight, beside its own counters; None without one
+    "optimizer",
+    "scaler",  # the fp16 loss scaler; None without one
+)
+_AVERAGE_PREFIX = "module."
+# What a checkpoint needs to stand for its network: every checkpoint this version writes has them;
+# files of earlier development versions may lack some.
+_NETWORK_KEYS = ("classes", "model_name", "model_options", "preprocessing", "model", "ema")
+
+
+def checkpoint_payload(**entries: Any) -> dict[str, Any]:
+    """A checkpoint's contents: `entries` (every key of KEYS but "format") in the order of KEYS, of this FORMAT."""
+    given, expected = set(entries), set(KEYS[1:])
+    if given != expected:
+        raise ValueError(
+            f"a checkpoint needs exactly the entries {sorted(expected)}; missing {sorted(expected - given)}, "
+            f"unknown {sorted(given - expected)}"
+        )
+    return {"format": FORMAT, **{key: entries[key] for key in KEYS[1:]}}
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (meaning its last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise WeightsError(f"no checkpoint at {path}; pass a checkpoint file or a run folder that holds {LAST}")
+    return path
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded .pt file is one of our training checkpoints."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at `path` (a file, or a run folder's last.pt), tensors on the CPU; no code is unpickled."""
+    path = checkpoint_file(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not is_checkpoint(payload):
+        raise WeightsError(f"{path} is not an inceptionnet training checkpoint (format {FORMAT})")
+    return payload
+
+
+def checkpoint_weights(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelRecord]:
+    """The weights training evaluated (the weight average if any, else the raw weights; the auxiliary head,
+    which only trains, left out) and the record of their network."""
+    record = checkpoint_record(payload, source=source)
+    average = payload["ema"]
+    if average:
+        state = {k.removeprefix(_AVERAGE_PREFIX): v for k, v in average.items() if k.startswith(_AVERAGE_PREFIX)}
+    else:
+        state = payload["model"]
+    return {k: v for k, v in state.items() if not k.startswith("aux.")}, record
+
+
+def checkpoint_record(payload: dict[str, Any], *, source: str) -> ModelRecord:
+    """The network a checkpoint stands for: name, build options without the auxiliary head, class names,
+    the preprocessing the run validated with, and which weights ("average" or "raw")."""
+    missing = [key for key in _NETWORK_KEYS if key not in payload]
+    if missing:
+        raise WeightsError(
+            f"{source} is a training checkpoint without {', '.join(missing)}: a development version wrote it "
+            "before checkpoints recorded their network. Retrain the run, or re-save the checkpoint with those "
+            'entries added as training writes them (docs/training.md, "Checkpoints, resume and faults")'
+        )
+    return ModelRecord(
+        model_name=known_model(payload["model_name"], source=source),
+        options={**normalised_options(payload["model_options"]), "aux_logits": False},
+        preprocessing=preprocessing_from_dict(payload["preprocessing"]),
+        class_names=checked_class_names(payload["classes"], source=source),
+        weights="average" if payload["ema"] else "raw",
+    )
