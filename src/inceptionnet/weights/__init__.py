@@ -3,7 +3,7 @@
 The published checkpoints are timm's conversions of the TF-slim, torchvision and Gluon releases,
 stored on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`: their catalogue is
 tags.py and the mapping of their keys onto ours keys.py. Reading and saving weight files is
-files.py, the build record our files carry record.py, model folders (config.json +
+files.py, the card our files carry in their headers record.py, model folders (config.json +
 model.safetensors) artifact.py, training runs and checkpoints runs.py, model folders on the hub
 hub.py; resolve.py turns any weights argument into a state dict in our layout, and fitting.py
 fits it onto a network; timm_layout.py writes a network the other way, in timm's layout, for timm.
@@ -28,7 +28,7 @@ from inceptionnet.weights.files import (
 from inceptionnet.weights.fitting import CLASSIFIERS, LoadReport, adapt_first_conv, load_state_dict_into
 from inceptionnet.weights.hub import HUB_PREFIX, download_model_folder
 from inceptionnet.weights.keys import KEY_TABLE, PUBLISHED_FIRST_CONV, convert_published, map_published_key
-from inceptionnet.weights.record import FORMAT_NAME, ModelRecord, preprocessing_from_dict
+from inceptionnet.weights.record import FORMAT_NAME
 from inceptionnet.weights.resolve import ResolvedWeights, load_weights, resolve_weights
 from inceptionnet.weights.runs import RUN_CHECKPOINTS, RUN_MODEL, run_weights
 from inceptionnet.weights.tags import (
@@ -70,7 +70,6 @@ __all__ = [
     "WEIGHTS_FILE",
     "WEIGHT_TAGS",
     "LoadReport",
-    "ModelRecord",
     "ResolvedWeights",
     "WeightTag",
     "WeightsError",
@@ -85,7 +84,6 @@ __all__ = [
     "load_state_dict_into",
     "load_weights",
     "map_published_key",
-    "preprocessing_from_dict",
     "read_model_folder",
     "read_state_dict",
     "resolve_weights",

@@ -17,15 +17,10 @@ from typing import Any
 
 import torch
 
+from inceptionnet.card import ModelCard
 from inceptionnet.models import Preprocessing, get_entry
 from inceptionnet.weights.artifact import is_model_folder
-from inceptionnet.weights.record import (
-    ModelRecord,
-    checked_class_names,
-    known_model,
-    normalised_options,
-    preprocessing_from_dict,
-)
+from inceptionnet.weights.record import completed_card, known_model
 from inceptionnet.weights.tags import WeightsError
 
 RUN_MODEL = "model"  # the model folder inside a run folder
@@ -52,8 +47,9 @@ def is_training_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.keys() >= _CHECKPOINT_KEYS and isinstance(obj.get("config"), dict)
 
 
-def read_training_checkpoint(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelRecord]:
-    """The evaluated weights of a training checkpoint (the weight average if any) and its network's record."""
+def read_training_checkpoint(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelCard, str]:
+    """The evaluated weights of a training checkpoint (the weight average if any), its network's card, and
+    which weights they are ("average" or "raw")."""
     average = payload.get("ema")
     if average:
         state = {k.removeprefix(_AVERAGE_PREFIX): v for k, v in average.items() if k.startswith(_AVERAGE_PREFIX)}
@@ -61,21 +57,20 @@ def read_training_checkpoint(payload: dict[str, Any], *, source: str) -> tuple[d
         state = dict(payload["model"])
     state = {k: v for k, v in state.items() if not k.startswith("aux.")}  # the auxiliary head trains only
     name, options = _network(payload, source=source)
-    record = ModelRecord(
-        model_name=name,
-        options=options,
-        preprocessing=_preprocessing(payload, name),
-        class_names=checked_class_names(payload["classes"], source=source),
-        weights="average" if average else "raw",
-    )
-    return state, record
+    described = {
+        "model_name": name,
+        "model_options": options,
+        "preprocessing": _preprocessing(payload, name).to_dict(),
+        "class_names": payload["classes"],
+    }
+    return state, completed_card(described, state, source=source), "average" if average else "raw"
 
 
 def _preprocessing(payload: dict[str, Any], name: str) -> Preprocessing:
     """The transform the run validated with: recorded in the checkpoint, else the network's default at the
     run's input size (what a run from scratch uses)."""
     if isinstance(payload.get("preprocessing"), dict):
-        return preprocessing_from_dict(payload["preprocessing"])
+        return Preprocessing.from_dict(payload["preprocessing"])
     pre = get_entry(name).preprocessing
     size = payload["config"].get("input_size")
     return dataclasses.replace(pre, input_size=int(size)) if size else pre
@@ -87,7 +82,7 @@ def _network(payload: dict[str, Any], *, source: str) -> tuple[str, dict[str, An
     Checkpoints that predate "model_name" and "model_options" get them from their configuration.
     """
     if "model_name" in payload:
-        name, options = payload["model_name"], normalised_options(payload["model_options"])
+        name, options = payload["model_name"], dict(payload["model_options"])
     else:
         config = payload["config"]
         name = config["model"]
