@@ -2,6 +2,7 @@
 Connections on Learning" (Szegedy, Ioffe, Vanhoucke, Alemi, 2016) in PyTorch."""
 
 from inceptionnet._version import __version__
+from inceptionnet.card import ModelCard
 from inceptionnet.factory import create_model
 from inceptionnet.models import FeatureExtractor, FeatureInfo, InceptionNetwork, Preprocessing, list_models
 
@@ -9,6 +10,7 @@ __all__ = [
     "FeatureExtractor",
     "FeatureInfo",
     "InceptionNetwork",
+    "ModelCard",
     "Preprocessing",
     "__version__",
     "create_model",

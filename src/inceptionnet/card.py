@@ -18,6 +18,8 @@ from typing import Any
 
 MIN_INPUT_SIZE = 75  # the smallest input every network of the paper shrinks to 1x1 (docs/architecture.md)
 LABEL_MODES = ("single", "multi")
+FIRST_CONV_MODULE = "stem.conv1a.conv"  # every network's first convolution (module path)
+CLASSIFIER_MODULE = "head.fc"  # every network's classifier (module path)
 
 
 class CardError(ValueError):
@@ -75,10 +77,13 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.label_mode not in LABEL_MODES:
             raise CardError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got {self.label_mode!r}")
-        for what, names in (("class names", self.class_names), ("thresholds", self.thresholds)):
-            if names is not None and len(names) != self.num_classes:
+        for what, one, values in (
+            ("class names", "name", self.class_names),
+            ("thresholds", "threshold", self.thresholds),
+        ):
+            if values is not None and len(values) != self.num_classes:
                 raise CardError(
-                    f"{len(names)} {what} for a network with {self.num_classes} outputs; give one per output"
+                    f"{len(values)} {what} for a network with {self.num_classes} outputs; give one {one} per output"
                 )
         if self.thresholds is not None and self.label_mode != "multi":
             raise CardError("thresholds are for multi-label networks; set label_mode='multi' or drop them")
@@ -113,7 +118,7 @@ class ModelCard:
                 num_classes=int(d["num_classes"]),
                 options=_options(d.get("model_options") or {}),
                 in_chans=int(d.get("in_chans", 3)),
-                class_names=_names(d.get("class_names"), source=source),
+                class_names=_names(d.get("class_names")),
                 preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                 min_input_size=int(d.get("min_input_size", MIN_INPUT_SIZE)),
                 input_size_fixed=bool(d.get("input_size_fixed", False)),
@@ -131,6 +136,33 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def pretrained_cfg(card: ModelCard) -> dict[str, Any]:
+    """timm's description of the network a card describes (its `pretrained_cfg`).
+
+    `timm.data.resolve_model_data_config(model)` and `timm.data.create_transform(**config)` read it to give
+    the network's own evaluation transform. `first_conv` and `classifier` are our module paths;
+    `label_names` is present when the classes are named.
+    """
+    pre = card.preprocessing
+    cfg: dict[str, Any] = {
+        "architecture": card.model_name,
+        "input_size": (card.in_chans, pre.input_size, pre.input_size),
+        "min_input_size": (card.in_chans, card.min_input_size, card.min_input_size),
+        "fixed_input_size": card.input_size_fixed,
+        "interpolation": pre.interpolation,
+        "crop_pct": pre.crop_fraction,
+        "crop_mode": "center",
+        "mean": tuple(pre.mean),
+        "std": tuple(pre.std),
+        "num_classes": card.num_classes,
+        "first_conv": FIRST_CONV_MODULE,
+        "classifier": CLASSIFIER_MODULE,
+    }
+    if card.class_names is not None:
+        cfg["label_names"] = tuple(card.class_names)
+    return cfg
+
+
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Build options as JSON holds them, with residual scales back as a tuple."""
     out = dict(options)
@@ -139,13 +171,14 @@ def _options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _names(names: Sequence[str] | None, *, source: str) -> tuple[str, ...] | None:
+def _names(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Class names as a tuple of distinct strings (from_dict names the source of a CardError)."""
     if names is None:
         return None
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise CardError(f"{source}: class names must be a list of strings, got {names!r:.80}")
+        raise CardError(f"class names must be a list of strings, got {names!r:.80}")
     if len(set(names)) != len(names):
-        raise CardError(f"{source}: the class names are not distinct")
+        raise CardError("the class names are not distinct")
     return tuple(names)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from inceptionnet.card import ModelCard
 from inceptionnet.data import imagenet_synsets
 from inceptionnet.models import MODELS, FeatureExtractor, InceptionNetwork, get_entry, list_models
 from inceptionnet.weights import (
@@ -34,11 +35,12 @@ def create_model(
     *,
     pretrained: bool = False,
     weights: str | os.PathLike[str] | None = None,
+    card: ModelCard | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] = (0, 1, 2, 3, 4),
     **options: Any,
 ) -> nn.Module:
-    """Build a network by name, optionally with weights; or the network that weights name.
+    """Build a network by name, optionally with weights; or the network that weights or a card describe.
 
     Options: num_classes, in_chans, drop_rate, aux_logits, width and, for the Inception-ResNet
     networks, scales=(a, b, c); inception_v3 also takes count_include_pad.
@@ -48,14 +50,22 @@ def create_model(
     or timm training checkpoint in timm's layout, a plain state dict, one of our training
     checkpoints), a run folder, a model folder, or "hf-hub:ORG/NAME" (docs/weights.md). Weights that
     record their network (all but published files and plain state dicts) make `name` optional; a
-    `name` that differs from theirs is an error. The weights bring their build options, preprocessing,
-    class count and class names (`model.class_names`); options passed explicitly win, and a different
-    `num_classes` gets a fresh classifier (fine-tuning), a different `in_chans` an adapted first convolution.
+    `name` that differs from theirs is an error. The weights bring their card: build options,
+    preprocessing, class count and class names (`model.class_names`), label mode, thresholds and
+    metrics; options passed explicitly win, and a different `num_classes` gets a fresh classifier
+    (fine-tuning, without the old classifier's names, thresholds and metrics), a different `in_chans`
+    an adapted first convolution.
+
+    `card` (an `inceptionnet.ModelCard`, e.g. `other.card`) builds the network it describes: its name
+    and build options, with its class names, preprocessing, label mode, thresholds, metrics and
+    weights name; it wins over what `weights` bring. The weights themselves come from `weights` (or
+    `pretrained`) only: without them the network is randomly initialised, whatever its card's
+    `weights_name` says.
 
     With `features_only=True` the result returns the feature maps at strides 2, 4, 8, 16 and 32
     (`out_indices` picks among them) as a list, for use as a detection or segmentation backbone.
     """
-    model, _, _ = build_model(name, pretrained=pretrained, weights=weights, options=options)
+    model, _, _ = build_model(name, pretrained=pretrained, weights=weights, card=card, options=options)
     if features_only:
         return FeatureExtractor(model, out_indices=out_indices)
     return model
@@ -66,9 +76,15 @@ def build_model(
     *,
     pretrained: bool = False,
     weights: str | os.PathLike[str] | None = None,
+    card: ModelCard | None = None,
     options: dict[str, Any],
 ) -> tuple[InceptionNetwork, LoadReport | None, ResolvedWeights | None]:
     """`create_model`'s network, with what loading its weights did and the weights themselves (None, None without)."""
+    if card is not None:
+        if name is not None and name != card.model_name:
+            raise ValueError(f"the card describes {card.model_name}, not {name}; leave the name out or change the card")
+        build = {**card.options, "num_classes": card.num_classes, "in_chans": card.in_chans}
+        name, options = card.model_name, {**build, **options}
     if pretrained and weights is None:
         if name is None:
             raise ValueError("pretrained=True needs a network name: create_model(NAME, pretrained=True)")
@@ -82,12 +98,14 @@ def build_model(
     name = resolved.model_name if resolved is not None and resolved.model_name else name
     entry = get_entry(name)
     if resolved is None:
-        return entry.builder(preprocessing=entry.preprocessing, **options), None, None
+        model = entry.builder(preprocessing=entry.preprocessing, **options)
+        if card is not None:  # no weights loaded: none named, and no numbers measured with other weights
+            model.apply_card(_fitted_card(model, card, fresh_classifier=False).replace(weights_name=None, metrics=None))
+        return model, None, None
     build = {**resolved.options, **_class_count(resolved, options), **options}
-    model = entry.builder(preprocessing=resolved.preprocessing or entry.preprocessing, **build)
+    model = entry.builder(preprocessing=entry.preprocessing, **build)
     report = load_state_dict_into(model, resolved.state, source=resolved.source)
-    model.weights_name = resolved.tag.name if resolved.tag is not None else resolved.source
-    model.class_names = _class_names(model, resolved, report)
+    model.apply_card(_loaded_card(model, card, resolved, report))
     return model, report, resolved
 
 
@@ -99,21 +117,37 @@ def _class_count(resolved: ResolvedWeights, options: dict[str, Any]) -> dict[str
     return {"num_classes": 1000 if rows == 1001 else rows}  # TF's background row is dropped on loading
 
 
-def _class_names(model: InceptionNetwork, resolved: ResolvedWeights, report: LoadReport) -> tuple[str, ...] | None:
-    """The name of each output: recorded with the weights, the ImageNet synsets for published weights, else None."""
-    if any(k.startswith(_HEAD) for k in report.reinitialised):
-        return None  # a fresh classifier: its classes are whatever it will be trained on
-    names = resolved.class_names
-    if names is not None:
-        if len(names) != model.num_classes:
-            raise WeightsError(
-                f"{resolved.source} records {len(names)} class names for a {resolved.num_classes}-class classifier; "
-                "the file is inconsistent: write it again"
-            )
-        return names
-    if resolved.imagenet and model.num_classes == 1000:
-        return imagenet_synsets()
-    return None
+def _fitted_card(model: InceptionNetwork, described: ModelCard | None, *, fresh_classifier: bool) -> ModelCard:
+    """`model`'s card with what `described` says of its use; the classifier's class names, thresholds and
+    metrics only where the classifier is the one described (not a fresh one, nor another class count)."""
+    if described is None:
+        return model.card
+    fields: dict[str, Any] = {
+        "preprocessing": described.preprocessing,
+        "label_mode": described.label_mode,
+        "weights_name": described.weights_name,
+    }
+    if not fresh_classifier and described.num_classes == model.num_classes:
+        fields.update(class_names=described.class_names, thresholds=described.thresholds, metrics=described.metrics)
+    return model.card.replace(**fields)
+
+
+def _loaded_card(
+    model: InceptionNetwork, card: ModelCard | None, resolved: ResolvedWeights, report: LoadReport
+) -> ModelCard:
+    """The card of a network built for weights: the card given, else the weights' own, fitted to the network.
+
+    Weights without a card bring their tag's preprocessing; a published 1000-way classifier's outputs are
+    the ImageNet synsets. The weights name is the weights loaded (a tag, a path, a hub address).
+    """
+    fresh = any(k.startswith(_HEAD) for k in report.reinitialised)
+    fitted = _fitted_card(model, card or resolved.card, fresh_classifier=fresh)
+    fields: dict[str, Any] = {"weights_name": resolved.tag.name if resolved.tag is not None else resolved.source}
+    if card is None and resolved.card is None:
+        fields["preprocessing"] = resolved.preprocessing or model.preprocessing
+        if not fresh and resolved.imagenet and model.num_classes == 1000:
+            fields["class_names"] = imagenet_synsets()
+    return fitted.replace(**fields)
 
 
 def load_model(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inceptionnet.card import ModelCard, Preprocessing
+from inceptionnet.card import MIN_INPUT_SIZE, ModelCard, Preprocessing, pretrained_cfg
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
 from inceptionnet.models.merged import MergeableHeads
 
@@ -36,7 +36,7 @@ class InceptionNetwork(nn.Module):
     - `forward_late(x)`: reduction to 8x8 and the 8x8 stage (the last feature map).
     """
 
-    min_input_size: int = 75
+    min_input_size: int = MIN_INPUT_SIZE
     model_name: str = "inception"
     head: ClassifierHead
     aux: AuxHead | None
@@ -76,28 +76,10 @@ class InceptionNetwork(nn.Module):
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
-        """timm's description of the network and its weights, computed from `preprocessing`, `num_classes`,
-        `class_names` and `in_chans` each time (never stale), so that `timm.data.resolve_model_data_config(model)`
-        and `timm.data.create_transform(**config)` give this network's own evaluation transform.
-        `first_conv` and `classifier` are our module paths; `label_names` is present when the classes are named."""
-        pre = self.preprocessing
-        cfg: dict[str, Any] = {
-            "architecture": self.model_name,
-            "input_size": (self.in_chans, pre.input_size, pre.input_size),
-            "min_input_size": (self.in_chans, self.min_input_size, self.min_input_size),
-            "fixed_input_size": False,
-            "interpolation": pre.interpolation,
-            "crop_pct": pre.crop_fraction,
-            "crop_mode": "center",
-            "mean": tuple(pre.mean),
-            "std": tuple(pre.std),
-            "num_classes": self.num_classes,
-            "first_conv": "stem.conv1a.conv",
-            "classifier": "head.fc",
-        }
-        if self.class_names is not None:
-            cfg["label_names"] = tuple(self.class_names)
-        return cfg
+        """timm's description of the network and its weights (`inceptionnet.card.pretrained_cfg` of its card),
+        computed each time (never stale), so that `timm.data.resolve_model_data_config(model)` and
+        `timm.data.create_transform(**config)` give this network's own evaluation transform."""
+        return pretrained_cfg(self.card)
 
     @property
     def card(self) -> ModelCard:
@@ -115,6 +97,28 @@ class InceptionNetwork(nn.Module):
             thresholds=self.thresholds,
             metrics=self.metrics,
         )
+
+    def apply_card(self, card: ModelCard) -> None:
+        """Take what `card` says about the network's weights and use: its class names, preprocessing, weights
+        name, label mode, thresholds and metrics (the attributes `card` is made from, but for the build).
+
+        The build is the network's own (its name, outputs and input channels must be the card's: a card of
+        another network is a ValueError); `create_model(card=...)` builds the network a card describes.
+        """
+        built = (self.model_name, self.num_classes, self.in_chans)
+        described = (card.model_name, card.num_classes, card.in_chans)
+        if built != described:
+            raise ValueError(
+                f"the card describes a {card.model_name} with {card.num_classes} outputs and {card.in_chans} input "
+                f"channels, this is a {self.model_name} with {self.num_classes} and {self.in_chans}; "
+                "build the network the card describes with create_model(card=card)"
+            )
+        self.class_names = card.class_names
+        self.preprocessing = card.preprocessing
+        self.weights_name = card.weights_name
+        self.label_mode = card.label_mode
+        self.thresholds = card.thresholds
+        self.metrics = dict(card.metrics) if card.metrics is not None else None
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Raise a ValueError for inputs below the minimum size or with the wrong channel count."""
@@ -139,7 +143,10 @@ class InceptionNetwork(nn.Module):
         return logits, self.aux(grid17)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (and the auxiliary classifier) with freshly initialised ones, without class names."""
+        """Replace the classifier (and the auxiliary classifier) with freshly initialised ones.
+
+        What described the old classifier goes with it: class names, thresholds and metrics.
+        """
         drop_rate = self.head.drop.p
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
         if self.aux is not None:
@@ -148,6 +155,8 @@ class InceptionNetwork(nn.Module):
         init_weights(self.head)
         self.build_options["num_classes"] = num_classes
         self.class_names = None
+        self.thresholds = None
+        self.metrics = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every block stage while training (see `BlockStage`); same results."""

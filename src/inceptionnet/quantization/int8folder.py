@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from inceptionnet.weights.record import checked_class_names, preprocessing_from_dict
+from inceptionnet.card import ModelCard
 
 FORMAT = "inceptionnet-int8"  # config.json "format" of a quantized folder
 MODEL_FILE = "model.int8.onnx"
@@ -42,11 +42,12 @@ def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, An
         raise ValueError(
             f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
         )
-    pre = preprocessing_from_dict(config["preprocessing"])
+    card = ModelCard.from_dict(config, source=str(folder / CONFIG_FILE))
+    pre = card.preprocessing
     return model_file, {
         "model_name": config["model_name"],
         "preprocessing": pre,
-        "class_names": checked_class_names(config.get("class_names"), source=str(folder)),
+        "class_names": card.class_names,
         "weights_name": config.get("weights"),
         "in_chans": config["in_chans"],
         "min_input_size": config["min_input_size"],

@@ -3,7 +3,7 @@
 The published checkpoints are timm's conversions of the TF-slim, torchvision and Gluon releases,
 stored on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`: their catalogue is
 tags.py and the mapping of their keys onto ours keys.py. Reading and saving weight files is
-files.py, the build record our files carry record.py, model folders (config.json +
+files.py, the card our files carry in their headers record.py, model folders (config.json +
 model.safetensors) artifact.py, the training checkpoint format (file names, entries, reader)
 checkpoint.py, run folders runs.py, model folders on the hub hub.py; resolve.py turns any weights
 argument into a state dict in our layout, and fitting.py fits it onto a network; timm_layout.py
@@ -30,7 +30,7 @@ from inceptionnet.weights.files import (
 from inceptionnet.weights.fitting import CLASSIFIERS, LoadReport, adapt_first_conv, load_state_dict_into
 from inceptionnet.weights.hub import HUB_PREFIX, download_model_folder
 from inceptionnet.weights.keys import KEY_TABLE, PUBLISHED_FIRST_CONV, convert_published, map_published_key
-from inceptionnet.weights.record import FORMAT_NAME, ModelRecord, preprocessing_from_dict
+from inceptionnet.weights.record import FORMAT_NAME
 from inceptionnet.weights.resolve import ResolvedWeights, load_weights, resolve_weights
 from inceptionnet.weights.runs import RUN_MODEL, run_weights
 from inceptionnet.weights.tags import (
@@ -72,7 +72,6 @@ __all__ = [
     "WEIGHTS_FILE",
     "WEIGHT_TAGS",
     "LoadReport",
-    "ModelRecord",
     "ResolvedWeights",
     "WeightTag",
     "WeightsError",
@@ -87,7 +86,6 @@ __all__ = [
     "load_state_dict_into",
     "load_weights",
     "map_published_key",
-    "preprocessing_from_dict",
     "read_checkpoint",
     "read_model_folder",
     "read_state_dict",

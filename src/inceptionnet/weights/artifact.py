@@ -3,12 +3,13 @@
 A model folder holds two files, the layout of a Hugging Face model repository:
 
 - `model.safetensors`: the state dict in our layout, without the auxiliary head (inference never
-  uses it), its header carrying the build record (record.py) so that the file also works alone;
-- `config.json`: "format": "inceptionnet", the package version, `model_name`, `model_options` (every
-  build option), `class_names`, `preprocessing`, `metrics` (the validation numbers of these
-  weights, for a training run's folder), `weights` ("average": the weight average that training
-  evaluated, or "raw"), and timm's fields for other tools (`num_classes`, `input_size`, `mean`,
-  `std`, `crop_pct`, `interpolation`, `label_names`).
+  uses it), its header carrying the network's card (record.py) so that the file also works alone;
+- `config.json`: "format": "inceptionnet", the package version, the network's card (`card.to_dict()`:
+  `model_name`, `model_options` (every build option), `num_classes`, `in_chans`, `class_names`,
+  `preprocessing`, `label_mode`, `thresholds`, `metrics` (the validation numbers of these weights, for a
+  training run's folder), ...), `weights` ("average": the weight average that training evaluated, or
+  "raw"), and timm's fields for other tools (`num_classes`, `input_size`, `mean`, `std`, `crop_pct`,
+  `interpolation`, `label_names`).
 
 Every training run writes one, RUN/model/, with the weights it evaluated last. `create_model(weights=FOLDER)`
 rebuilds the network; uploaded to the hub, the folder loads with `weights="hf-hub:ORG/NAME"`.
@@ -19,26 +20,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from torch import nn
+import torch
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
-from inceptionnet.models import Preprocessing
+from inceptionnet.card import ModelCard
+from inceptionnet.models import InceptionNetwork, Preprocessing
 from inceptionnet.weights.files import read_safetensors
-from inceptionnet.weights.record import (
-    FORMAT_NAME,
-    ModelRecord,
-    checked_class_names,
-    known_model,
-    normalised_options,
-    preprocessing_from_dict,
-    record_metadata,
-)
+from inceptionnet.weights.record import FORMAT_NAME, card_metadata, completed_card
 from inceptionnet.weights.tags import WeightsError
 
 CONFIG_FILE = "config.json"
@@ -53,7 +46,7 @@ def is_model_folder(path: str | os.PathLike[str]) -> bool:
 
 def save_model_folder(
     folder: str | os.PathLike[str],
-    model: nn.Module,
+    model: InceptionNetwork,
     *,
     class_names: Sequence[str] | None = None,
     preprocessing: Preprocessing | None = None,
@@ -62,61 +55,53 @@ def save_model_folder(
 ) -> Path:
     """Write `model` as a model folder (created if needed); returns the folder.
 
-    `class_names` and `preprocessing` default to the network's own (`model.class_names`,
-    `model.preprocessing`); `metrics` are the validation numbers of these weights and `weights` says
-    which weights they are ("average" or "raw"). Each file is written atomically, config.json last,
-    so a folder whose config.json is complete has the weights it describes.
+    The folder describes the network by its card (`model.card`); `class_names`, `preprocessing` and
+    `metrics` (the validation numbers of these weights) replace the card's, and `weights` says which
+    weights they are ("average" or "raw"). Each file is written atomically, config.json last, so a
+    folder whose config.json is complete has the weights it describes.
     """
+    if not isinstance(model, InceptionNetwork):
+        raise TypeError(f"a model folder holds one of our networks, not a {type(model).__name__}; unwrap it first")
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a list of names, one per output, not the string {class_names!r}")
     folder = Path(folder)
-    names = class_names if class_names is not None else getattr(model, "class_names", None)
-    if isinstance(names, str):
-        raise ValueError(f"class_names must be a list of names, one per output, not the string {names!r}")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(_AUX)}
-    num_classes = state["head.fc.weight"].shape[0] if "head.fc.weight" in state else 0
-    if names is not None and len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for a network with {num_classes} outputs; pass one name per output")
-    options = {**model.build_options, "aux_logits": False}
-    record = ModelRecord(
-        model_name=model.model_name,
-        options=options,
-        preprocessing=preprocessing or model.preprocessing,
-        class_names=tuple(names) if names is not None else None,
-        metrics=dict(metrics) if metrics is not None else None,
-        weights=weights,
+    given = {"class_names": class_names, "preprocessing": preprocessing, "metrics": metrics}
+    card = model.card.replace(
+        options={**model.build_options, "aux_logits": False},
+        **{key: tuple(v) if key == "class_names" else v for key, v in given.items() if v is not None},
     )
-    meta = record_metadata(record, weights_name=getattr(model, "weights_name", None))
-    atomic_write(folder / WEIGHTS_FILE, safetensors.torch.save(state, metadata=meta))
-    config = model_config(record, num_classes=num_classes, in_chans=getattr(model, "in_chans", 3))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(_AUX)}
+    atomic_write(folder / WEIGHTS_FILE, safetensors.torch.save(state, metadata=card_metadata(card)))
+    config = model_config(card, weights=weights)
     atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return folder
 
 
-def model_config(record: ModelRecord, *, num_classes: int, in_chans: int) -> dict[str, Any]:
-    """The config.json of a model folder: our record, then timm's fields."""
-    pre = record.preprocessing or Preprocessing()
-    names = list(record.class_names) if record.class_names is not None else None
+def model_config(card: ModelCard, *, weights: str | None) -> dict[str, Any]:
+    """The config.json of a model folder: the card, which weights these are, then timm's fields."""
+    pre = card.preprocessing
     return {
         "format": FORMAT_NAME,
         "version": __version__,
-        "model_name": record.model_name,
-        "model_options": record.options,
-        "class_names": names,
-        "preprocessing": asdict(pre),
-        "metrics": record.metrics,
-        "weights": record.weights,
+        **card.to_dict(),
+        "weights": weights,
         # timm's pretrained-config fields, for tools that read them
-        "num_classes": num_classes,
-        "input_size": [in_chans, pre.input_size, pre.input_size],
+        "input_size": [card.in_chans, pre.input_size, pre.input_size],
         "mean": list(pre.mean),
         "std": list(pre.std),
         "crop_pct": pre.crop_fraction,
         "interpolation": pre.interpolation,
-        "label_names": names,
+        "label_names": list(card.class_names) if card.class_names is not None else None,
     }
 
 
-def read_model_folder(folder: str | os.PathLike[str], *, source: str | None = None) -> tuple[dict, ModelRecord]:
-    """The state dict and the record of a model folder; a WeightsError names what is missing or wrong."""
+def read_model_folder(
+    folder: str | os.PathLike[str], *, source: str | None = None
+) -> tuple[dict[str, torch.Tensor], ModelCard, str | None]:
+    """The state dict, the card and which weights they are ("average", "raw" or None) of a model folder.
+
+    A WeightsError names what is missing or wrong.
+    """
     folder = Path(folder)
     source = source or str(folder)
     config = _read_config(folder, source=source)
@@ -124,20 +109,8 @@ def read_model_folder(folder: str | os.PathLike[str], *, source: str | None = No
     if not weights.is_file():
         raise WeightsError(f"{source} has {CONFIG_FILE} but no {WEIGHTS_FILE}; copy the whole model folder")
     state, _ = read_safetensors(weights)
-    try:
-        record = ModelRecord(
-            model_name=known_model(config["model_name"], source=source),
-            options=normalised_options(config["model_options"]),
-            preprocessing=preprocessing_from_dict(config["preprocessing"]),
-            class_names=checked_class_names(config.get("class_names"), source=source),
-            metrics=config.get("metrics"),
-            weights=config.get("weights"),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, WeightsError):
-            raise
-        raise WeightsError(f"{source}/{CONFIG_FILE} lacks or garbles {err}; write the folder again") from None
-    return state, record
+    card = completed_card(config, state, source=f"{source}/{CONFIG_FILE}")
+    return state, card, config.get("weights")
 
 
 def _read_config(folder: Path, *, source: str) -> dict[str, Any]:

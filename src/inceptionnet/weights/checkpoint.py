@@ -20,13 +20,8 @@ from typing import Any
 
 import torch
 
-from inceptionnet.weights.record import (
-    ModelRecord,
-    checked_class_names,
-    known_model,
-    normalised_options,
-    preprocessing_from_dict,
-)
+from inceptionnet.card import ModelCard
+from inceptionnet.weights.record import completed_card
 from inceptionnet.weights.tags import WeightsError
 
 FORMAT = 1
@@ -95,21 +90,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def checkpoint_weights(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelRecord]:
+def checkpoint_weights(payload: dict[str, Any], *, source: str) -> tuple[dict[str, torch.Tensor], ModelCard, str]:
     """The weights training evaluated (the weight average if any, else the raw weights; the auxiliary head,
-    which only trains, left out) and the record of their network."""
-    record = checkpoint_record(payload, source=source)
-    average = payload["ema"]
+    which only trains, left out), the card of their network, and which weights they are ("average" or "raw")."""
+    average = payload.get("ema")
     if average:
         state = {k.removeprefix(_AVERAGE_PREFIX): v for k, v in average.items() if k.startswith(_AVERAGE_PREFIX)}
     else:
         state = payload["model"]
-    return {k: v for k, v in state.items() if not k.startswith("aux.")}, record
+    state = {k: v for k, v in state.items() if not k.startswith("aux.")}
+    return state, checkpoint_card(payload, state, source=source), "average" if average else "raw"
 
 
-def checkpoint_record(payload: dict[str, Any], *, source: str) -> ModelRecord:
-    """The network a checkpoint stands for: name, build options without the auxiliary head, class names,
-    the preprocessing the run validated with, and which weights ("average" or "raw")."""
+def checkpoint_card(payload: dict[str, Any], state: dict[str, torch.Tensor], *, source: str) -> ModelCard:
+    """The network a checkpoint stands for: name, build options without the auxiliary head, class names and
+    the preprocessing the run validated with."""
     missing = [key for key in _NETWORK_KEYS if key not in payload]
     if missing:
         raise WeightsError(
@@ -117,10 +112,10 @@ def checkpoint_record(payload: dict[str, Any], *, source: str) -> ModelRecord:
             "before checkpoints recorded their network. Retrain the run, or re-save the checkpoint with those "
             'entries added as training writes them (docs/training.md, "Checkpoints, resume and faults")'
         )
-    return ModelRecord(
-        model_name=known_model(payload["model_name"], source=source),
-        options={**normalised_options(payload["model_options"]), "aux_logits": False},
-        preprocessing=preprocessing_from_dict(payload["preprocessing"]),
-        class_names=checked_class_names(payload["classes"], source=source),
-        weights="average" if payload["ema"] else "raw",
-    )
+    described = {
+        "model_name": payload["model_name"],
+        "model_options": {**payload["model_options"], "aux_logits": False},
+        "preprocessing": payload["preprocessing"],
+        "class_names": payload["classes"],
+    }
+    return completed_card(described, state, source=source)

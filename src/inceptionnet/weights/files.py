@@ -3,8 +3,8 @@
 Nothing is ever unpickled: `.safetensors` files are read with safetensors, `.pth/.pt/.bin/.tar` with
 `torch.load(weights_only=True)` (which rebuilds tensors and plain containers only; the
 `argparse.Namespace` of timm's training checkpoints is the one class it may also rebuild, an
-attribute holder). Our own files are safetensors files whose metadata records the model name, its
-build options, its preprocessing and its class names (record.py), so `create_model(weights=path)`
+attribute holder). Our own files are safetensors files whose metadata is the network's card (its name,
+build options, preprocessing, class names, ...; record.py), so `create_model(weights=path)`
 rebuilds the same network.
 """
 
@@ -19,11 +19,10 @@ from typing import Any
 import safetensors.torch
 import torch
 from safetensors import safe_open
-from torch import nn
 
 from inceptionnet.atomic import atomic_write
-from inceptionnet.models import Preprocessing
-from inceptionnet.weights.record import ModelRecord, record_metadata
+from inceptionnet.models import InceptionNetwork
+from inceptionnet.weights.record import card_metadata
 from inceptionnet.weights.tags import WEIGHTS_DIR_ENV, WeightsError, WeightTag
 
 LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar")
@@ -135,27 +134,30 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 
 def save_weights(
-    model: nn.Module,
+    model: InceptionNetwork,
     path: str | os.PathLike[str],
     *,
     options: Mapping[str, Any] | None = None,
     weights: str | None = None,
 ) -> Path:
-    """Save the model's state dict as safetensors, with metadata to rebuild it.
+    """Save the model's state dict as safetensors, with its card (record.py) to rebuild it.
 
-    The metadata records the model name, its build `options` (default: every option the network was
-    built with, `model.build_options`), its preprocessing, its class names and the weights it started
-    from, so that `create_model(weights=path)` gives back the same network.
+    The metadata is the network's card (`model.card`): its name, its build `options` (default: every
+    option the network was built with, `model.build_options`), its preprocessing, its class names and
+    the weights it started from (`weights`, default `model.weights_name`), so that
+    `create_model(weights=path)` gives back the same network.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"our checkpoints are safetensors files; name it {path.with_suffix('.safetensors')}")
-    record = ModelRecord(
-        model_name=getattr(model, "model_name", type(model).__name__),
-        options=dict(options if options is not None else getattr(model, "build_options", {})),
-        preprocessing=getattr(model, "preprocessing", Preprocessing()),
-        class_names=getattr(model, "class_names", None),
+    if not isinstance(model, InceptionNetwork):
+        raise TypeError(
+            f"save_weights writes one of our networks with its card, not a {type(model).__name__}; "
+            "for another module use safetensors.torch.save_file(module.state_dict(), path)"
+        )
+    card = model.card.replace(
+        options=dict(options if options is not None else model.build_options),
+        weights_name=str(weights) if weights else (model.weights_name or None),
     )
-    meta = record_metadata(record, weights_name=str(weights or getattr(model, "weights_name", None) or "") or None)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return atomic_write(path, safetensors.torch.save(state, metadata=meta))
+    return atomic_write(path, safetensors.torch.save(state, metadata=card_metadata(card)))

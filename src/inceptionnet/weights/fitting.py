@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from inceptionnet.models import InceptionNetwork
 from inceptionnet.weights.files import FIRST_CONV
 from inceptionnet.weights.tags import WeightsError
 
@@ -125,7 +126,8 @@ def _refuse_misfits(
     bad_shape = [k for k in mismatched if not k.startswith(("head.fc.", "aux.fc."))]
     if not (bad_missing or bad_unexpected or bad_shape):
         return
-    lines = [f"{source} does not fit {getattr(model, 'model_name', type(model).__name__)}:"]
+    name = model.model_name if isinstance(model, InceptionNetwork) else type(model).__name__  # any module loads
+    lines = [f"{source} does not fit {name}:"]
     if bad_shape:
         k = bad_shape[0]
         example = f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"

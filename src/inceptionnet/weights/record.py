@@ -1,54 +1,31 @@
-"""What our own weight files say about their network: the build record.
+"""What our own weight files say about their network: its model card (inceptionnet.card).
 
 Every file the package writes for a network (a `save_weights` file, a model folder, a training
-checkpoint) records the network's name, every build option, its preprocessing and, where known,
-its class names, so that the network can be rebuilt exactly without any other argument. In a
-safetensors header the record is a flat mapping of strings (`record_metadata`, `record_from_metadata`).
+checkpoint) carries the network's card: its name and every build option, so that the network can
+be rebuilt exactly without any other argument, and its class names, preprocessing, label mode and
+metrics. In a safetensors header the card is a flat mapping of strings (`card_metadata`,
+`card_from_metadata`). Files written before the card existed lack some of its fields; `completed_card`
+fills them from what such files do hold (the build options, the classifier's rows).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from inceptionnet._version import __version__
-from inceptionnet.models import Preprocessing, get_entry
+from inceptionnet.card import CardError, ModelCard
+from inceptionnet.models import get_entry
 from inceptionnet.weights.tags import WeightsError
 
 FORMAT_NAME = "inceptionnet"  # metadata["format"] of our own files
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """A network's name, build options, preprocessing and class names, as our files record them."""
-
-    model_name: str
-    options: dict[str, Any] = field(default_factory=dict)  # create_model options, without the auxiliary head
-    preprocessing: Preprocessing | None = None
-    class_names: tuple[str, ...] | None = None  # the name of each output, in output order
-    metrics: dict[str, Any] | None = None  # validation numbers of these weights (model folders)
-    weights: str | None = None  # "average" (the weight average training evaluated) or "raw"
-
-
-def normalised_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Build options as read back from JSON or a checkpoint: residual scales as a tuple."""
-    out = dict(options)
-    if isinstance(out.get("scales"), list):
-        out["scales"] = tuple(out["scales"])
-    return out
-
-
-def checked_class_names(names: Sequence[str] | None, *, source: str) -> tuple[str, ...] | None:
-    """Class names as a tuple of distinct strings, or a WeightsError naming the file."""
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise WeightsError(f"{source}: class names must be a list of strings, got {names!r:.80}")
-    if len(set(names)) != len(names):
-        raise WeightsError(f"{source}: the class names are not distinct")
-    return tuple(names)
+_CLASSIFIER = "head.fc.weight"
+# card.to_dict() key -> its name in a safetensors header, where the header's name predates the card
+_HEADER_NAMES = {"model_name": "model", "model_options": "options", "weights_name": "weights"}
+_PLAIN = ("format", "version", "model", "weights")  # header values stored as the string itself, not as JSON
 
 
 def known_model(name: Any, *, source: str) -> str:
@@ -60,47 +37,53 @@ def known_model(name: Any, *, source: str) -> str:
     return name
 
 
-def preprocessing_from_dict(d: Mapping[str, Any]) -> Preprocessing:
-    """The Preprocessing recorded as a dict (`asdict`, JSON) in a checkpoint's metadata, with its types restored."""
-    return Preprocessing(
-        input_size=int(d["input_size"]),
-        mean=tuple(d["mean"]),
-        std=tuple(d["std"]),
-        crop_fraction=float(d["crop_fraction"]),
-        interpolation=str(d["interpolation"]),
-    )
-
-
-def record_metadata(record: ModelRecord, *, weights_name: str | None = None) -> dict[str, str]:
-    """The record as safetensors metadata (strings only). `weights_name`: the weights the network started from."""
-    meta = {
-        "format": FORMAT_NAME,
-        "version": __version__,
-        "model": record.model_name,
-        "options": json.dumps(record.options, sort_keys=True),
-        "preprocessing": json.dumps(asdict(record.preprocessing or get_entry(record.model_name).preprocessing)),
-    }
-    if record.class_names is not None:
-        meta["class_names"] = json.dumps(list(record.class_names))
-    if weights_name:
-        meta["weights"] = weights_name
+def card_metadata(card: ModelCard) -> dict[str, str]:
+    """The card as safetensors metadata (strings only), beside the file's format and the package version."""
+    meta = {"format": FORMAT_NAME, "version": __version__}
+    for key, value in card.to_dict().items():
+        if value is not None:
+            name = _HEADER_NAMES.get(key, key)
+            meta[name] = value if name in _PLAIN else json.dumps(value, sort_keys=True)
     return meta
 
 
-def record_from_metadata(meta: Mapping[str, str], *, source: str) -> ModelRecord | None:
-    """The record in one of our safetensors headers; None for other files (published or plain state dicts)."""
+def card_from_metadata(meta: Mapping[str, str], state: Mapping[str, torch.Tensor], *, source: str) -> ModelCard | None:
+    """The card in one of our safetensors headers; None for other files (published or plain state dicts).
+
+    `state` is the file's state dict: headers written before the card existed give the class count by
+    the classifier's rows alone when their build options lack it.
+    """
     if meta.get("format") != FORMAT_NAME:
         return None
+    card_keys = {header: key for key, header in _HEADER_NAMES.items()}
     try:
-        pre = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
-        names = json.loads(meta["class_names"]) if "class_names" in meta else None
-        return ModelRecord(
-            model_name=known_model(meta.get("model"), source=source),
-            options=normalised_options(json.loads(meta.get("options", "{}"))),
-            preprocessing=preprocessing_from_dict(pre) if pre else None,
-            class_names=checked_class_names(names, source=source),
-        )
-    except (ValueError, KeyError, TypeError) as err:
-        if isinstance(err, WeightsError):
-            raise
-        raise WeightsError(f"{source}: unreadable inceptionnet metadata ({type(err).__name__}: {err})") from None
+        fields = {
+            card_keys.get(name, name): value if name in _PLAIN else json.loads(value)
+            for name, value in meta.items()
+            if name not in ("format", "version")
+        }
+    except ValueError as err:
+        raise WeightsError(f"{source}: unreadable inceptionnet metadata ({err}); write the file again") from None
+    return completed_card(fields, state, source=source)
+
+
+def completed_card(fields: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, source: str) -> ModelCard:
+    """The card that `fields` (a card's `to_dict()`, perhaps from an older file) describe, or a WeightsError.
+
+    What older files lack is filled from what they hold: the class count and input channels from the
+    build options (else the classifier's rows), the preprocessing from the network's default.
+    """
+    name = known_model(fields.get("model_name"), source=source)
+    options = fields.get("model_options") or {}
+    if not isinstance(options, Mapping):
+        raise WeightsError(f"{source}: the build options are not a mapping ({options!r:.80}); write the file again")
+    rows = state[_CLASSIFIER].shape[0] if _CLASSIFIER in state else 0
+    defaults = {
+        "num_classes": options.get("num_classes", rows),
+        "in_chans": options.get("in_chans", 3),
+        "preprocessing": get_entry(name).preprocessing.to_dict(),
+    }
+    try:
+        return ModelCard.from_dict({**defaults, **fields}, source=source)
+    except CardError as err:
+        raise WeightsError(str(err)) from None

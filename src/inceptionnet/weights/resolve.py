@@ -3,7 +3,7 @@
 A weights argument is one of (docs/weights.md, "Naming a model"):
 
 - a published tag of the network ("tf_in1k", or "inception_v4.tf_in1k"): found or downloaded (files.py);
-- a file: one of ours (.safetensors with our record), a published checkpoint in timm's layout, a
+- a file: one of ours (.safetensors with its card), a published checkpoint in timm's layout, a
   plain state dict, one of our training checkpoints (.pt, checkpoint.py), or a timm training checkpoint;
 - a folder: a model folder (config.json + model.safetensors, artifact.py) or a run folder (runs.py);
 - "hf-hub:ORG/NAME": a model folder on the Hugging Face hub (hub.py).
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inceptionnet.card import ModelCard
 from inceptionnet.models import Preprocessing
 from inceptionnet.weights.artifact import is_model_folder, read_model_folder
 from inceptionnet.weights.checkpoint import checkpoint_weights, is_checkpoint
@@ -38,7 +39,7 @@ from inceptionnet.weights.files import (
 from inceptionnet.weights.fitting import LoadReport, list_keys, load_state_dict_into
 from inceptionnet.weights.hub import download_model_folder, is_hub_address
 from inceptionnet.weights.keys import PUBLISHED_FIRST_CONV, convert_published, published_layout
-from inceptionnet.weights.record import ModelRecord, record_from_metadata
+from inceptionnet.weights.record import card_from_metadata
 from inceptionnet.weights.runs import run_weights
 from inceptionnet.weights.tags import WEIGHT_TAGS, WeightsError, WeightTag, get_weight_tag
 
@@ -52,22 +53,22 @@ class ResolvedWeights:
     source: str  # tag name, path or hub address, for messages
     state: dict[str, torch.Tensor]
     tag: WeightTag | None = None  # the catalogue entry, for published tags
-    record: ModelRecord | None = None  # what our files, model folders and training checkpoints record
+    card: ModelCard | None = None  # the card of our files, model folders and training checkpoints
     published: str | None = None  # the network whose published (timm) layout the file had
     note: str | None = None  # which of the file's weights were taken, when it holds several
 
     @property
     def model_name(self) -> str | None:
         """The network the weights belong to, when they say."""
-        if self.record is not None:
-            return self.record.model_name
+        if self.card is not None:
+            return self.card.model_name
         return self.tag.model if self.tag is not None else self.published
 
     @property
     def options(self) -> dict[str, Any]:
         """The build options the weights need (a tag's) or were saved with (ours)."""
-        if self.record is not None:
-            return dict(self.record.options)
+        if self.card is not None:
+            return dict(self.card.options)
         if self.tag is not None:
             return dict(self.tag.model_options)
         if self.published == "inception_v3":
@@ -77,13 +78,10 @@ class ResolvedWeights:
 
     @property
     def preprocessing(self) -> Preprocessing | None:
-        if self.record is not None and self.record.preprocessing is not None:
-            return self.record.preprocessing
+        """The preprocessing the weights were evaluated with: their card's or their tag's; None: unknown."""
+        if self.card is not None:
+            return self.card.preprocessing
         return self.tag.preprocessing if self.tag is not None else None
-
-    @property
-    def class_names(self) -> tuple[str, ...] | None:
-        return self.record.class_names if self.record is not None else None
 
     @property
     def num_classes(self) -> int | None:
@@ -140,26 +138,27 @@ def _from_path(path: Path) -> ResolvedWeights:
     source = str(path)
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
-        return _in_our_layout(ResolvedWeights(source, state, record=record_from_metadata(meta, source=source)))
+        return _in_our_layout(ResolvedWeights(source, state, card=card_from_metadata(meta, state, source=source)))
     if path.suffix not in LOCAL_SUFFIXES:
         raise WeightsError(f"{path}: unknown weights format; use one of {', '.join(LOCAL_SUFFIXES)}, or a folder")
     obj = load_plain(path)
     if is_checkpoint(obj):
-        state, record = checkpoint_weights(obj, source=source)
-        return _in_our_layout(ResolvedWeights(source, state, record=record, note=_which(record)))
+        state, card, which = checkpoint_weights(obj, source=source)
+        return _in_our_layout(ResolvedWeights(source, state, card=card, note=_which(which)))
     state, note = unwrap_state_dict(obj, source=source)
     return _in_our_layout(ResolvedWeights(source, state, note=note))
 
 
 def _from_model_folder(folder: Path, *, source: str) -> ResolvedWeights:
-    state, record = read_model_folder(folder, source=source)
-    return _in_our_layout(ResolvedWeights(source, state, record=record, note=_which(record)))
+    state, card, which = read_model_folder(folder, source=source)
+    return _in_our_layout(ResolvedWeights(source, state, card=card, note=_which(which)))
 
 
-def _which(record: ModelRecord) -> str | None:
-    if record.weights == "average":
+def _which(weights: str | None) -> str | None:
+    """The log line's words for a run's weights: "average" or "raw" (None: a single set)."""
+    if weights == "average":
         return "the weight average (the weights training evaluated)"
-    return "the raw weights (the run kept no weight average)" if record.weights == "raw" else None
+    return "the raw weights (the run kept no weight average)" if weights == "raw" else None
 
 
 def _in_our_layout(resolved: ResolvedWeights) -> ResolvedWeights:

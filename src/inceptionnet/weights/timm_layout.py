@@ -30,6 +30,7 @@ import torch
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
+from inceptionnet.card import pretrained_cfg
 from inceptionnet.models import InceptionNetwork
 from inceptionnet.models.inception_resnet import IR_V2_RELEASED
 from inceptionnet.weights.artifact import CONFIG_FILE, WEIGHTS_FILE
@@ -109,44 +110,44 @@ def timm_state_dict(model: InceptionNetwork) -> dict[str, torch.Tensor]:
 
 
 def timm_config(model: InceptionNetwork) -> dict[str, Any]:
-    """The config.json of timm's hub layout for `model`: its network, classes and preprocessing."""
+    """The config.json of timm's hub layout for `model`: made from its card (its network, classes and preprocessing)."""
     arch = timm_architecture(model)
     first_conv, classifier = _TIMM_MODULES[arch]
-    cfg = dict(model.pretrained_cfg)  # the network's own preprocessing, classes and input channels
+    card = model.card
+    cfg = pretrained_cfg(card)
     labels = cfg.pop("label_names", None)
     cfg.pop("architecture")
-    size = model.preprocessing.input_size
     cfg.update(
         custom_load=False,
         input_size=list(cfg["input_size"]),
         min_input_size=list(cfg["min_input_size"]),
         mean=list(cfg["mean"]),
         std=list(cfg["std"]),
-        pool_size=[_final_grid(size)] * 2,
+        pool_size=[_final_grid(card.preprocessing.input_size)] * 2,
         first_conv=first_conv,
         classifier=classifier,
     )
     config: dict[str, Any] = {
         "architecture": arch,
-        "num_classes": model.num_classes,
+        "num_classes": card.num_classes,
         "num_features": model.num_features,
         "global_pool": "avg",
     }
     if labels is not None:
         config["label_names"] = list(labels)
     config["model_args"] = {
-        "num_classes": model.num_classes,
-        "in_chans": model.in_chans,
-        "drop_rate": model.build_options.get("drop_rate", model.head.drop.p),
+        "num_classes": card.num_classes,
+        "in_chans": card.in_chans,
+        "drop_rate": card.options.get("drop_rate", model.head.drop.p),
         "global_pool": "avg",
     }
     config["pretrained_cfg"] = cfg
     config["exported_by"] = {  # provenance; timm ignores it
         "package": FORMAT_NAME,
         "version": __version__,
-        "model_name": model.model_name,
-        "model_options": {k: v for k, v in model.build_options.items() if k != "aux_logits"},
-        "weights": model.weights_name,
+        "model_name": card.model_name,
+        "model_options": {k: v for k, v in card.options.items() if k != "aux_logits"},
+        "weights": card.weights_name,
     }
     return config
 
