@@ -73,8 +73,8 @@ def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -
     for key in ("data", "out_dir"):
         if key in changes and _same_path(*changes[key]):
             del changes[key]
-    stored_world = payload.get("world_size")  # absent from checkpoints written before it was stored
-    if stored_world is not None and stored_world != world_size:
+    stored_world = payload["world_size"]
+    if stored_world != world_size:
         changes["world_size"] = (stored_world, world_size)
     return changes
 
