@@ -1,8 +1,9 @@
 """The int8 folder that `inceptionnet quantize` writes: FOLDER/model.int8.onnx and FOLDER/config.json.
 
-config.json ("format": "inceptionnet-int8") records the network, its classes, its preprocessing, the
-calibration and the quantization. This module reads a folder without opening an engine;
-inference.quantize writes one and runs it.
+config.json ("format": "inceptionnet-int8") holds the network's model card (`card.to_dict()` at the
+quantized input size, which the file takes only) beside the calibration, the quantization and the
+check against fp32. This module reads a folder without opening an engine; quantization.quantize
+writes one and runs it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-from inceptionnet.weights.record import checked_class_names, preprocessing_from_dict
+from inceptionnet.card import ModelCard
 
 FORMAT = "inceptionnet-int8"  # config.json "format" of a quantized folder
 MODEL_FILE = "model.int8.onnx"
@@ -28,8 +28,8 @@ def is_quantized(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """A quantized folder's ONNX file and its network's description, read without opening an engine."""
+def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, ModelCard]:
+    """A quantized folder's ONNX file and its network's card, read without opening an engine."""
     folder = int8_folder(path)
     if not is_quantized(folder):
         raise ValueError(
@@ -42,17 +42,8 @@ def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, An
         raise ValueError(
             f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
         )
-    pre = preprocessing_from_dict(config["preprocessing"])
-    return model_file, {
-        "model_name": config["model_name"],
-        "preprocessing": pre,
-        "class_names": checked_class_names(config.get("class_names"), source=str(folder)),
-        "weights_name": config.get("weights"),
-        "in_chans": config["in_chans"],
-        "min_input_size": config["min_input_size"],
-        "num_classes": config["num_classes"],
-        "input_size": pre.input_size,  # the file was exported for this size only
-    }
+    card = ModelCard.from_dict(config, source=str(folder / CONFIG_FILE))
+    return model_file, card.replace(input_size_fixed=True)  # the file was exported for that size, whatever it says
 
 
 def int8_folder(path: str | os.PathLike[str]) -> Path:
