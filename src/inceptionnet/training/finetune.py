@@ -89,12 +89,13 @@ def adopt_network(model: nn.Module, cfg: TrainConfig, *, num_classes: int) -> tu
     return model, f"training the {cfg.model} passed in: new {heads} for {num_classes} classes (it had {had})"
 
 
-def stages(model: nn.Module) -> list[str]:
+def stages(model: InceptionNetwork) -> list[str]:
     """The names of the network's body stages, in forward order."""
-    return [name for name in STAGES if isinstance(getattr(model, name, None), nn.Module)]
+    children = dict(model.named_children())
+    return [name for name in STAGES if name in children]
 
 
-def freeze(model: nn.Module, count: int) -> list[str]:
+def freeze(model: InceptionNetwork, count: int) -> list[str]:
     """Freeze the first `count` stages of `model` (in place); their names.
 
     A frozen stage's parameters get requires_grad=False (the optimiser leaves them out), and the
@@ -104,11 +105,10 @@ def freeze(model: nn.Module, count: int) -> list[str]:
     names = stages(model)
     if count > len(names):
         raise ValueError(
-            f"freeze {count}: {getattr(model, 'model_name', type(model).__name__)} has {len(names)} stages "
-            f"({', '.join(names)}); choose 0-{len(names)}"
+            f"freeze {count}: {model.model_name} has {len(names)} stages ({', '.join(names)}); choose 0-{len(names)}"
         )
     for name in names[:count]:
-        stage = getattr(model, name)
+        stage = model.get_submodule(name)
         stage.requires_grad_(False)
         stage.train = MethodType(_stay_in_eval, stage)  # model.train() calls each child's train()
         stage.eval()
@@ -120,7 +120,7 @@ def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
 
-def frozen_note(model: nn.Module, names: list[str]) -> str:
+def frozen_note(model: InceptionNetwork, names: list[str]) -> str:
     """The console line that names the frozen stages and counts their parameters."""
-    count = sum(p.numel() for name in names for p in getattr(model, name).parameters())
+    count = sum(p.numel() for name in names for p in model.get_submodule(name).parameters())
     return f"frozen: {', '.join(names)} ({count:,} parameters, BatchNorm statistics kept)"
