@@ -15,6 +15,7 @@ from torch import nn
 
 from inceptionnet import Preprocessing, create_model
 from inceptionnet import evaluation as ev
+from inceptionnet.card import ModelCard
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform
 from inceptionnet.evaluation import evaluate, map_classes, view_probabilities
@@ -29,11 +30,23 @@ P_RIGHT = torch.tensor([0.90, 0.05, 0.05])
 P_LEFT = torch.tensor([0.01, 0.50, 0.49])
 
 
-class SideNet(nn.Module):
+class FakeNet(nn.Module):
+    """Base of the fake networks: evaluation reads what a network is from its model card."""
+
+    num_classes: int
+    preprocessing = PRE75
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def card(self) -> ModelCard:
+        pre, names = self.preprocessing, self.class_names
+        return ModelCard(type(self).__name__, self.num_classes, preprocessing=pre, class_names=names)
+
+
+class SideNet(FakeNet):
     """Fake 3-class network: which half of a view is brighter picks one of two known distributions."""
 
     num_classes = 3
-    preprocessing = PRE75
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -41,10 +54,8 @@ class SideNet(nn.Module):
         return torch.where(right[:, None], P_RIGHT, P_LEFT).log()
 
 
-class ConstantNet(nn.Module):
+class ConstantNet(FakeNet):
     """Fake network that gives every view the same distribution."""
-
-    preprocessing = PRE75
 
     def __init__(self, probs: list[float]) -> None:
         super().__init__()
@@ -55,10 +66,8 @@ class ConstantNet(nn.Module):
         return self.probs.log().expand(x.shape[0], -1)
 
 
-class BrightnessNet(nn.Module):
+class BrightnessNet(FakeNet):
     """Fake network: dark views vote for output `dark`, bright ones for output `bright`; output 0 is huge."""
-
-    preprocessing = PRE75
 
     def __init__(self, num_outputs: int, dark: int, bright: int) -> None:
         super().__init__()
@@ -127,7 +136,7 @@ def test_view_probabilities_average_softmax_over_views(crops: int) -> None:
     torch.testing.assert_close(probs, expected)
 
 
-class RecordingNet(nn.Module):
+class RecordingNet(FakeNet):
     """Fake 3-class network that keeps every input it sees."""
 
     num_classes = 3

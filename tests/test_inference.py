@@ -202,7 +202,7 @@ def test_cli_exports_a_checkpoint_as_an_exported_program(
     assert f"wrote {out}" in printed and "max abs difference vs eager PyTorch" in printed
     program = torch.export.load(str(out)).module()
     meta = read_export_metadata(out)
-    assert meta["weights"] == str(ckpt) and meta["class_names"] is None and meta["input_size"] == 107
+    assert meta["weights_name"] == str(ckpt) and meta["class_names"] is None and meta["input_size"] == 107
     x = torch.randn(3, 3, 107, 107)
     with torch.no_grad():
         assert (program(x) - model(x)).abs().max().item() <= 1e-4

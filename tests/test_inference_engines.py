@@ -89,7 +89,7 @@ def test_engine_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="fp16 inference needs a CUDA device"):
         choose_engine("torch", dtype="fp16", device="cpu")
     if engine_installed("onnxruntime") and bf16_supported(torch.device("cpu")):
-        with pytest.raises(ValueError, match="use --engine openvino or torch for bf16"):
+        with pytest.raises(ValueError, match=r"use --engine openvino \(or torch\) for bf16"):
             choose_engine("onnxruntime", dtype="bf16")
     assert issubclass(EngineUnavailable, ValueError)  # the command line prints it as `error: ...`
 

@@ -234,7 +234,7 @@ def test_command_quantizes_a_model_folder(
         list(CLASSES),
         4,
     )
-    assert config["weights"] == str(source)
+    assert config["weights_name"] == str(source)
 
 
 def test_command_errors_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

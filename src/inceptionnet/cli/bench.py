@@ -73,8 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model, input_size, num_classes = args.model, args.input_size, 1000
     if args.int8 is not None:
-        _, net = describe_quantized(args.int8)  # the engine opens it once, in the benchmark
-        model, input_size, num_classes = net["model_name"], net["input_size"], net["num_classes"]
+        _, card = describe_quantized(args.int8)  # the engine opens it once, in the benchmark
+        model, input_size, num_classes = card.model_name, card.preprocessing.input_size, card.num_classes
     cfg = BenchConfig(
         model=model,
         int8=args.int8,

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
+from inceptionnet.card import ModelCard
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Tally
@@ -35,6 +36,7 @@ from inceptionnet.evaluation.views import (
     view_dataset,
     view_loader,
 )
+from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
 
 
@@ -44,6 +46,7 @@ class _Member:
 
     name: str
     model: nn.Module
+    card: ModelCard | None  # None: a module that declares no card
     pre: Preprocessing
     config_index: int  # which of the loader's view tensors this network takes
     classes: ClassMap
@@ -58,16 +61,16 @@ def _named(models: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module]) ->
     named = []
     for i, (name, m) in enumerate(items):
         if name is None:
-            name = getattr(m, "model_name", type(m).__name__)
+            card = network_card(m)
+            name = card.model_name if card is not None else type(m).__name__
             name = name if len(items) == 1 else f"{name} #{i + 1}"
         named.append((str(name), m))
     return named
 
 
-def _num_outputs(model: nn.Module, pre: Preprocessing, device: torch.device) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
+def _num_outputs(model: nn.Module, card: ModelCard | None, pre: Preprocessing, device: torch.device) -> int:
+    if card is not None:
+        return card.num_classes
     with torch.inference_mode():
         return int(model(torch.zeros(1, 3, pre.input_size, pre.input_size, device=device)).shape[-1])
 
@@ -123,7 +126,7 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 / top-5 of each network and of their ensemble on an ImageFolder (`data_dir/<class>/<image>`).
 
-    `models`: one network, a list, or a {name: network} mapping; each uses its own `preprocessing`
+    `models`: one network, a list, or a {name: network} mapping; each uses its card's `preprocessing`
     (input size, crop fraction, interpolation, mean, std), so v4 and IR-v2 can form one ensemble.
     `crops`: 1, 10, 12 or 144 views per image (docs/evaluation.md). `batch_size`: views per forward
     pass. `input_size` overrides every network's input size. `max_images` takes an evenly spaced
@@ -165,12 +168,13 @@ def evaluate(
 
 def _member_config(m: _Member) -> dict[str, object]:
     """What the JSON says of one member: its name, its preprocessing, what ran it (None: the network as given)."""
-    engine, precision = getattr(m.model, "engine", None), getattr(m.model, "precision", None)
+    engine, precision = (m.model.engine, m.model.precision) if isinstance(m.model, DescribedNetwork) else (None, None)
     return {"name": m.name, "preprocessing": dataclasses.asdict(m.pre), "engine": engine, "precision": precision}
 
 
 def _preprocessing(model: nn.Module, input_size: int | None) -> Preprocessing:
-    pre = getattr(model, "preprocessing", Preprocessing())
+    card = network_card(model)
+    pre = card.preprocessing if card is not None else Preprocessing()
     return dataclasses.replace(pre, input_size=input_size) if input_size is not None else pre
 
 
@@ -190,10 +194,12 @@ def _members(
     members = []
     for (name, m), pre, index in zip(named, pres, config_indices, strict=True):
         m.to(device)
-        names = getattr(m, "class_names", None)
-        cmap = map_classes(classes, _num_outputs(m, pre, device), model=name, class_names=names)
-        members.append(_Member(name, m, pre, index, cmap))
-        first, first_names = members[0], getattr(members[0].model, "class_names", None)
+        card = network_card(m)
+        names = card.class_names if card is not None else None
+        cmap = map_classes(classes, _num_outputs(m, card, pre, device), model=name, class_names=names)
+        members.append(_Member(name, m, card, pre, index, cmap))
+        first = members[0]
+        first_names = first.card.class_names if first.card is not None else None
         same_names = names is None or first_names is None or tuple(names) == tuple(first_names)
         same_map = (cmap.num_classes, cmap.target_index) == (first.classes.num_classes, first.classes.target_index)
         if not (same_names and same_map):

@@ -27,6 +27,7 @@ from inceptionnet.evaluation.views import (
     view_dataset,
     view_loader,
 )
+from inceptionnet.export.runtimes import network_card
 from inceptionnet.models import Preprocessing
 
 
@@ -110,7 +111,8 @@ def measure_inference(
     batch runs first and is not timed.
     """
     dev = default_device(device)
-    size = input_size or getattr(model, "preprocessing", Preprocessing()).input_size
+    card = network_card(model)
+    size = input_size or (card.preprocessing if card is not None else Preprocessing()).input_size
     total = images * crops
     x = torch.randn(min(batch_size, total), 3, size, size, device=dev)
     was_training = model.training

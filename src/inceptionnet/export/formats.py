@@ -8,10 +8,11 @@ runs it on a random batch and compares its logits with the unfolded eager networ
 above `tolerance` is an error.
 
 Each file carries what a deployment needs to use the logits (`export_metadata`): the network's
-name and build options, its class names, its preprocessing (at the exported input size), its
-weights and the package version. ONNX keeps them as `metadata_props` (strings; lists and dicts as
-JSON), TorchScript and torch.export archives as the extra file `inceptionnet.json`; `read_export_metadata`
-reads them back from any of the three.
+model card (`export_card`: `card.to_dict()`, with the preprocessing at the exported input size and
+`input_size_fixed`), the format tag, the input size and the package version. ONNX keeps them as
+`metadata_props` (one per key: strings as they are, everything else as JSON), TorchScript and
+torch.export archives as the extra file `inceptionnet.json`; `read_export_metadata` reads them back
+from any of the three, `read_export_card` the card alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from torch import nn
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
+from inceptionnet.card import ModelCard
 from inceptionnet.export.folding import fold_batchnorm
+from inceptionnet.models import InceptionNetwork
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -69,7 +72,7 @@ def default_output(model_name: str, fmt: str) -> Path:
 
 
 def export_model(
-    model: nn.Module,
+    model: InceptionNetwork,
     *,
     format: str,
     output: str | os.PathLike[str] | None = None,
@@ -87,11 +90,12 @@ def export_model(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    name = getattr(model, "model_name", "model")
+    name = model.model_name
     size = input_size or model.preprocessing.input_size
-    min_size = getattr(model, "min_input_size", 1)
-    if size < min_size:
-        raise ValueError(f"input size {size} is below the {min_size}x{min_size} minimum of {name}")
+    if size < model.min_input_size:
+        raise ValueError(
+            f"input size {size} is below the {model.min_input_size}x{model.min_input_size} minimum of {name}"
+        )
     path = Path(output) if output is not None else default_output(name, format)
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"torch.export programs are .pt2 archives; name the output {path.with_suffix('.pt2')}")
@@ -100,7 +104,7 @@ def export_model(
     metadata = export_metadata(model, input_size=size)
     eager = InferenceNetwork(model).eval()
     deployed, folded = fold_batchnorm(eager) if fold_bn else (copy.deepcopy(eager).eval(), 0)
-    in_chans = getattr(model, "in_chans", 3)
+    in_chans = model.in_chans
     gen = torch.Generator().manual_seed(0)
     trace_batch, check_batch = (2, 3) if dynamic_batch else (1, 1)
     example = torch.randn(trace_batch, in_chans, size, size, generator=gen)
@@ -130,20 +134,19 @@ def _batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
 
 
-def export_metadata(model: nn.Module, *, input_size: int) -> dict[str, Any]:
-    """What an exported file records about its network: name, options, classes, preprocessing, weights, version."""
-    pre = getattr(model, "preprocessing", None)
-    names = getattr(model, "class_names", None)
-    return {
-        "format": "inceptionnet",
-        "version": __version__,
-        "model_name": getattr(model, "model_name", type(model).__name__),
-        "model_options": dict(getattr(model, "build_options", {})),
-        "class_names": list(names) if names is not None else None,
-        "preprocessing": dataclasses.asdict(dataclasses.replace(pre, input_size=input_size)) if pre else None,
-        "weights": getattr(model, "weights_name", None),
-        "input_size": input_size,
-    }
+def export_card(model: InceptionNetwork, *, input_size: int) -> ModelCard:
+    """The card of `model` exported at `input_size`: the file takes that size only, prepared at that size."""
+    card = model.card
+    return card.replace(
+        preprocessing=dataclasses.replace(card.preprocessing, input_size=input_size), input_size_fixed=True
+    )
+
+
+def export_metadata(model: InceptionNetwork, *, input_size: int) -> dict[str, Any]:
+    """What an exported file records about its network: the format tag, the package version, the network's
+    card at the exported size (`export_card`) and that size."""
+    card = export_card(model, input_size=input_size)
+    return {"format": "inceptionnet", "version": __version__, **card.to_dict(), "input_size": input_size}
 
 
 def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -162,6 +165,11 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not extra[METADATA_FILE]:
         raise ValueError(f"{path} carries no {METADATA_FILE}; it was not exported by inceptionnet")
     return json.loads(extra[METADATA_FILE])
+
+
+def read_export_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The model card an exported file carries (`export_card`); a CardError names what is missing."""
+    return ModelCard.from_dict(read_export_metadata(path), source=str(path))
 
 
 def _as_prop(value: Any) -> str:

@@ -2,8 +2,9 @@
 
 Exporting costs time (about half a minute for Inception-v4 at 299 on two cores: tracing, folding,
 and a check of the file against the eager network), so the file is kept in a cache keyed by a hash
-of everything it depends on: the weights and buffers, the network's name and options, the input
-size and the torch and package versions. The cache is `$INCEPTIONNET_ENGINE_CACHE`, by default
+of everything it depends on: the weights and buffers, the network's card at the exported size (its
+name and options make the graph; the whole card is the file's metadata), and the torch and package
+versions. The cache is `$INCEPTIONNET_ENGINE_CACHE`, by default
 `~/.cache/inceptionnet/onnx` (about 4 bytes per parameter: 170 MB for Inception-v4).
 """
 
@@ -19,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from inceptionnet._version import __version__
-from inceptionnet.export.formats import export_model
+from inceptionnet.export.formats import export_card, export_model
+from inceptionnet.models import InceptionNetwork
 
 CACHE_ENV = "INCEPTIONNET_ENGINE_CACHE"
 
@@ -34,14 +35,15 @@ def cache_folder() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "inceptionnet" / "onnx").expanduser()
 
 
-def network_digest(model: nn.Module, *, input_size: int) -> str:
-    """A hash of everything an export depends on: weights and buffers, name, options, input size, versions."""
+def network_digest(model: InceptionNetwork, *, input_size: int) -> str:
+    """A hash of everything an export depends on: weights and buffers, the card at `input_size`, versions.
+
+    The whole card counts, not only the name and options that make the graph: the file carries the
+    card as its metadata, so a network renamed or relabelled gets a file that says so.
+    """
     h = hashlib.sha256()
     header = {
-        "model": getattr(model, "model_name", type(model).__name__),
-        "options": getattr(model, "build_options", {}),
-        "in_chans": getattr(model, "in_chans", 3),
-        "input_size": input_size,
+        "card": export_card(model, input_size=input_size).to_dict(),
         "torch": torch.__version__,
         "inceptionnet": __version__,
     }
@@ -53,19 +55,20 @@ def network_digest(model: nn.Module, *, input_size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def export_path(model: nn.Module, *, input_size: int, cache: bool | str | os.PathLike[str] | None) -> Path | None:
+def export_path(
+    model: InceptionNetwork, *, input_size: int, cache: bool | str | os.PathLike[str] | None
+) -> Path | None:
     """Where the export of `model` is cached (None: not cached, a temporary folder is used)."""
     if cache is None:
-        cache = getattr(model, "weights_name", None) is not None
+        cache = model.weights_name is not None
     if cache is False:
         return None
     folder = cache_folder() if cache is True else Path(cache)
-    name = getattr(model, "model_name", type(model).__name__)
-    return folder / f"{name}-{input_size}-{network_digest(model, input_size=input_size)}.onnx"
+    return folder / f"{model.model_name}-{input_size}-{network_digest(model, input_size=input_size)}.onnx"
 
 
 def onnx_export(
-    model: nn.Module,
+    model: InceptionNetwork,
     *,
     input_size: int,
     cache: bool | str | os.PathLike[str] | None = None,
@@ -74,7 +77,7 @@ def onnx_export(
     """The BN-folded, dynamic-batch ONNX file of `model` (from the cache when there), and the temporary
     folder holding it (None for a cached file), which the caller removes when done."""
     say = log or (lambda _msg: None)
-    name = getattr(model, "model_name", type(model).__name__)
+    name = model.model_name
     cached = export_path(model, input_size=input_size, cache=cache)
     temp = None
     if cached is None:

@@ -8,20 +8,22 @@ first sees and recompiles when it changes; `precision="bf16"` asks it to compute
 (CPUs with AVX512-BF16 or AMX); ONNX Runtime computes in the file's own types.
 
 `EngineNetwork` wraps a runner into a module that stands where a network does (predict, eval,
-bench); `inceptionnet.inference.engines.inference_network` builds one from a network.
+bench), with the network's model card; `inceptionnet.inference.engines.inference_network` builds
+one from a network.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
+from inceptionnet.card import ModelCard, Preprocessing
 from inceptionnet.models.layers import check_input_size
 
 ENGINES = ("onnxruntime", "openvino")
@@ -121,25 +123,71 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
     return run
 
 
-class DescribedNetwork(nn.Module):
-    """A module that stands for a network: it carries the network's description for predict, eval and bench.
+@runtime_checkable
+class Carded(Protocol):
+    """Anything that describes the network it is by a model card: an InceptionNetwork (fused or not), a
+    DescribedNetwork (on an engine, int8), or a module that declares `card` itself."""
 
-    The description (`describe`) is the network's model_name, preprocessing, class_names,
-    weights_name, in_chans, min_input_size, num_classes and, where the runner takes one size only,
-    input_size (None: any size from min_input_size up).
+    @property
+    def card(self) -> ModelCard: ...
+
+
+def network_card(model: nn.Module) -> ModelCard | None:
+    """The card of a network (an InceptionNetwork, fused or not, one on an engine, an int8 one); None for a
+    module that declares none (evaluation then uses the default preprocessing and leaves outputs unnamed)."""
+    return model.card if isinstance(model, Carded) else None
+
+
+class DescribedNetwork(nn.Module):
+    """A module that stands for a network: it carries the network's card for predict, eval and bench.
+
+    `model_name`, `preprocessing`, `class_names`, `num_classes`, `in_chans`, `min_input_size` and
+    `weights_name` read the card; `input_size` is the one size the runner takes where it takes one
+    (`card.input_size_fixed`: an ONNX file exported for that size), else None (any size from
+    `min_input_size` up). Subclasses say what runs it: `engine`, `precision`, `threads` (intra-op
+    threads; None where not recorded).
     """
 
-    def __init__(self, description: dict[str, Any]) -> None:
+    engine: str
+    precision: str
+    threads: int | None
+
+    def __init__(self, card: ModelCard) -> None:
         super().__init__()
-        self.model_name: str = description["model_name"]
-        self.preprocessing = description["preprocessing"]
-        self.class_names: tuple[str, ...] | None = description.get("class_names")
-        self.weights_name: str | None = description.get("weights_name")
-        self.in_chans: int = description.get("in_chans", 3)
-        self.min_input_size: int = description.get("min_input_size", 75)
-        self.num_classes: int = description["num_classes"]
-        self.input_size: int | None = description.get("input_size")
+        self.card = card
         self.training = False  # built for inference: eval mode from the start
+
+    @property
+    def model_name(self) -> str:
+        return self.card.model_name
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.card.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.card.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        return self.card.in_chans
+
+    @property
+    def min_input_size(self) -> int:
+        return self.card.min_input_size
+
+    @property
+    def weights_name(self) -> str | None:
+        return self.card.weights_name
+
+    @property
+    def input_size(self) -> int | None:
+        return self.card.preprocessing.input_size if self.card.input_size_fixed else None
 
     def check_input(self, images: torch.Tensor, engine: str) -> None:
         """Reject a batch this network cannot take, naming the fix."""
@@ -158,9 +206,9 @@ class DescribedNetwork(nn.Module):
 class EngineNetwork(DescribedNetwork):
     """A network that runs on an inference engine, usable where a network is (predict, eval, bench).
 
-    It carries the network's description (`DescribedNetwork`) and maps a float NCHW batch to float32
-    logits on the CPU. It has no parameters and cannot be trained; `engine` and `precision` say what
-    runs it, `threads` how many intra-op threads (None where not recorded).
+    It carries the network's card (`DescribedNetwork`) and maps a float NCHW batch to float32 logits
+    on the CPU. It has no parameters and cannot be trained; `engine` and `precision` say what runs it,
+    `threads` how many intra-op threads (None where not recorded).
     """
 
     def __init__(
@@ -169,14 +217,16 @@ class EngineNetwork(DescribedNetwork):
         *,
         engine: str,
         precision: str,
-        description: dict[str, Any],
+        card: ModelCard,
         threads: int | None = None,
+        onnx_file: Path | None = None,
     ) -> None:
-        super().__init__(description)
+        super().__init__(card)
         self.runner = runner
         self.engine = engine
         self.precision = precision
         self.threads = threads
+        self.onnx_file = onnx_file  # the file the runner reads, where known
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_input(images, self.engine)
@@ -185,24 +235,3 @@ class EngineNetwork(DescribedNetwork):
                 f"the {self.engine} engine runs on the CPU; the images are on {images.device} (use --device cpu)"
             )
         return torch.from_numpy(self.runner(images.detach().float().contiguous().numpy()))
-
-
-def describe(model: nn.Module, *, input_size: int | None = None) -> dict[str, Any]:
-    """What an EngineNetwork carries over from `model` (an InceptionNetwork).
-
-    `input_size`: the one input size the runner takes (an ONNX file exported for it); the
-    preprocessing then prepares images at that size.
-    """
-    pre = model.preprocessing
-    if input_size is not None:
-        pre = dataclasses.replace(pre, input_size=input_size)
-    return {
-        "model_name": getattr(model, "model_name", "model"),
-        "preprocessing": pre,
-        "class_names": getattr(model, "class_names", None),
-        "weights_name": getattr(model, "weights_name", None),
-        "in_chans": getattr(model, "in_chans", 3),
-        "min_input_size": getattr(model, "min_input_size", 75),
-        "num_classes": model.num_classes,
-        "input_size": input_size,
-    }

@@ -1,8 +1,9 @@
 """The fastest way to run a network for inference: fused on PyTorch, or on ONNX Runtime or OpenVINO.
 
 `inference_network(model, engine)` returns a module that stands where the network did (predict, eval,
-bench): a float NCHW batch in, float32 logits out, with the network's description (model_name,
-preprocessing, class_names, num_classes, ...) and `engine` / `precision` saying what runs it.
+bench): a float NCHW batch in, float32 logits out, with the network's model card (`.card`, and
+model_name, preprocessing, class_names, num_classes, ... read from it) and `engine` / `precision`
+saying what runs it.
 
 - "torch": `fuse_for_inference` (BatchNorm folded, sibling 1x1 convs merged) in channels_last,
   its weights cast once for bf16 / fp16; any device.
@@ -19,8 +20,8 @@ preprocessing, class_names, num_classes, ...) and `engine` / `precision` saying 
 
 Exporting costs time: about half a minute for Inception-v4 at 299 on two cores (tracing, folding,
 and a check of the file against the eager network), a few seconds for small networks. The ONNX
-file is therefore kept in a cache, keyed by a hash of the weights, the network's name and options,
-the input size and the torch and package versions: `$INCEPTIONNET_ENGINE_CACHE`, by default
+file is therefore kept in a cache, keyed by a hash of the weights, the network's card at the input
+size and the torch and package versions: `$INCEPTIONNET_ENGINE_CACHE`, by default
 `~/.cache/inceptionnet/onnx` (about 4 bytes per parameter: 170 MB for Inception-v4). By default
 only networks with loaded weights are cached, since the same weights come back; a randomly
 initialised one goes to a temporary folder, removed when its EngineNetwork is garbage-collected.
@@ -34,9 +35,9 @@ import weakref
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from inceptionnet.devices import default_device, dtype_named
+from inceptionnet.export.formats import export_card
 from inceptionnet.export.fuse import fuse_for_inference
 from inceptionnet.export.onnxcache import export_path, onnx_export
 from inceptionnet.export.runtimes import (
@@ -46,10 +47,10 @@ from inceptionnet.export.runtimes import (
     DescribedNetwork,
     EngineNetwork,
     check_engine,
-    describe,
     first_installed,
     onnx_runner,
 )
+from inceptionnet.models import InceptionNetwork
 
 ENGINES = ("auto", "torch", *CPU_ENGINES)
 DTYPES = ("fp32", "bf16", "fp16")
@@ -116,13 +117,14 @@ def _check_precision(engine: str, dtype: str, device: torch.device) -> None:
 class TorchNetwork(DescribedNetwork):
     """The fused network on PyTorch (channels_last, cast to `precision`): float batch in, float32 logits out.
 
-    `network` is the fused InceptionNetwork itself (with forward_features, forward_head).
+    `network` is the fused InceptionNetwork itself (with forward_features, forward_head); the card is
+    `model`'s (any input size from its minimum up).
     """
 
     engine = "torch"
 
-    def __init__(self, model: nn.Module, *, dtype: str, device: torch.device) -> None:
-        super().__init__(describe(model))
+    def __init__(self, model: InceptionNetwork, *, dtype: str, device: torch.device) -> None:
+        super().__init__(model.card)
         self.precision = dtype
         self.compute_dtype = dtype_named(dtype)
         self.threads: int | None = torch.get_num_threads() if device.type == "cpu" else None
@@ -136,7 +138,7 @@ class TorchNetwork(DescribedNetwork):
 
 
 def inference_network(
-    model: nn.Module,
+    model: InceptionNetwork | DescribedNetwork,
     engine: str = "auto",
     *,
     dtype: str | None = None,
@@ -146,7 +148,7 @@ def inference_network(
     cache: bool | str | os.PathLike[str] | None = None,
     images: int | None = None,
     log: Log | None = None,
-) -> nn.Module:
+) -> DescribedNetwork:
     """`model` (a network of `create_model`) ready for inference on `engine` in `dtype` (see the module's doc).
 
     `dtype`: "fp32" (the default), "bf16", or "fp16" (CUDA). `threads`: intra-op threads of the
@@ -160,14 +162,14 @@ def inference_network(
     (or an int8 one of `inceptionnet quantize`) is returned as it is when `engine` is "auto" or its
     own and `dtype` is None or its precision.
     """
-    name = getattr(model, "model_name", type(model).__name__)
-    if getattr(model, "engine", None) is not None:
+    if isinstance(model, DescribedNetwork):
         if engine in ("auto", model.engine) and dtype in (None, model.precision):
             return model
         raise ValueError(
-            f"{name} already runs on {model.engine} in {model.precision}; start again from the original network"
+            f"{model.model_name} already runs on {model.engine} in {model.precision}; "
+            "start again from the original network"
         )
-    if not hasattr(model, "preprocessing") or not isinstance(getattr(model, "num_classes", None), int):
+    if not isinstance(model, InceptionNetwork):
         raise ValueError(f"inference_network takes a network of inceptionnet.create_model, got {type(model).__name__}")
     dtype = dtype or "fp32"
     dev = engine_device(engine, device)
@@ -187,7 +189,7 @@ def inference_network(
 
 
 def _small_job(
-    model: nn.Module, images: int | None, *, input_size: int, cache: bool | str | os.PathLike[str] | None
+    model: InceptionNetwork, images: int | None, *, input_size: int, cache: bool | str | os.PathLike[str] | None
 ) -> bool:
     """Too few images for an export to pay, and no export cached."""
     if images is None or images >= AUTO_MIN_IMAGES:
@@ -197,7 +199,7 @@ def _small_job(
 
 
 def _on_engine(
-    model: nn.Module,
+    model: InceptionNetwork,
     engine: str,
     *,
     dtype: str,
@@ -217,20 +219,18 @@ def _on_engine(
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
         raise
-    description = describe(model, input_size=size)
-    net = EngineNetwork(runner, engine=chosen, precision=dtype, description=description, threads=threads)
-    net.onnx_file = path  # what runs: the cached file, or one in a temporary folder
+    card = export_card(model, input_size=size)  # the file's own card: it takes that size only
+    # what runs: the cached file, or one in a temporary folder
+    net = EngineNetwork(runner, engine=chosen, precision=dtype, card=card, threads=threads, onnx_file=path)
     if temp is not None:  # the engines may read the file lazily: keep it while the network lives
         weakref.finalize(net, shutil.rmtree, temp, ignore_errors=True)
     return net
 
 
-def describe_engine(net: nn.Module) -> str:
+def describe_engine(net: DescribedNetwork) -> str:
     """One line saying what runs `net`: "openvino, fp32, 2 threads (inception_v4 at 299x299)"."""
-    engine = getattr(net, "engine", None) or "torch (the network as given)"
-    parts = [engine, getattr(net, "precision", None) or "as given"]
-    threads = getattr(net, "threads", None)
-    if threads:
-        parts.append(f"{threads} threads")
-    size = getattr(net, "input_size", None) or net.preprocessing.input_size
-    return f"{', '.join(parts)} ({getattr(net, 'model_name', type(net).__name__)} at {size}x{size})"
+    parts = [net.engine, net.precision]
+    if net.threads:
+        parts.append(f"{net.threads} threads")
+    size = net.preprocessing.input_size
+    return f"{', '.join(parts)} ({net.model_name} at {size}x{size})"

@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 import torch
-from torch import nn
 
+from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import Log, inference_network
 from inceptionnet.quantization.int8folder import is_quantized
@@ -39,7 +39,7 @@ def open_for_inference(
     pretrained: bool = True,
     log: Log | None = None,
     **options: Any,
-) -> nn.Module:
+) -> DescribedNetwork:
     """The network `spec` names, on `engine` in `dtype` (`inference_network`), or the int8 folder it names.
 
     An int8 folder runs as it was quantized: on a CPU engine, at its own input size, with no other

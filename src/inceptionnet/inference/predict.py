@@ -1,6 +1,6 @@
 """Classify images: the top-k classes of each image file (or of every image in a folder), with probabilities.
 
-The classes are the network's own (`model.class_names`): a run's class folders, or the ImageNet
+The classes are the network's own (`model.card.class_names`): a run's class folders, or the ImageNet
 synsets of published weights, which are shown with their readable names from the class table
 that ships with the package (assets/imagenet_classes.txt). Images are prepared with the
 network's preprocessing, the one its weights were evaluated with. A file that cannot be read as
@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from inceptionnet._version import __version__
+from inceptionnet.card import ModelCard
 from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
+from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import engine_device, inference_network
+from inceptionnet.models import InceptionNetwork
 
 DEFAULT_TOP_K = 5
 
@@ -72,7 +74,7 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 def predict(
     paths: Sequence[str | os.PathLike[str]],
     *,
-    model: str | nn.Module = "inception_v4",
+    model: str | InceptionNetwork | DescribedNetwork = "inception_v4",
     weights: str | os.PathLike[str] | None = None,
     top_k: int | None = None,
     batch_size: int = 8,
@@ -91,8 +93,8 @@ def predict(
     with `error` set; they do not stop the others.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
-    k = _checked_top_k(net, top_k)
-    labels = class_labels(net)
+    k = _checked_top_k(net.card, top_k)
+    labels = class_labels(net.card)
     dev = engine_device(engine, device)
     results = [Prediction(p) for p in image_files(paths)]
     net = inference_network(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
@@ -117,9 +119,8 @@ def predict(
     return results
 
 
-def _checked_top_k(net: nn.Module, top_k: int | None) -> int:
-    n = getattr(net, "num_classes", 0)
-    name = getattr(net, "model_name", type(net).__name__)
+def _checked_top_k(card: ModelCard, top_k: int | None) -> int:
+    n, name = card.num_classes, card.model_name
     if not n:
         raise ValueError(f"{name} has no classifier (num_classes=0 or a feature extractor); predict needs one")
     if top_k is None:
@@ -129,11 +130,12 @@ def _checked_top_k(net: nn.Module, top_k: int | None) -> int:
     return top_k
 
 
-def class_labels(net: nn.Module) -> list[tuple[str | None, str]]:
-    """(label, readable name) of each output: the network's class names, ImageNet synsets with their names."""
-    names = getattr(net, "class_names", None)
+def class_labels(card: ModelCard) -> list[tuple[str | None, str]]:
+    """(label, readable name) of each output of the network `card` describes: its class names, ImageNet
+    synsets with their names."""
+    names = card.class_names
     if names is None:
-        return [(None, f"class {i}") for i in range(net.num_classes)]
+        return [(None, f"class {i}") for i in range(card.num_classes)]
     readable = {c.synset: c.name for c in imagenet_classes()}
     return [(label, readable.get(label, label)) for label in names]
 
@@ -149,17 +151,21 @@ def format_predictions(results: Sequence[Prediction]) -> str:
     return "\n".join(lines)
 
 
-def predictions_to_json(results: Sequence[Prediction], *, model: nn.Module, device: str) -> dict[str, Any]:
-    """Machine-readable results: the network (name, weights, preprocessing, engine), then each file's classes."""
+def predictions_to_json(results: Sequence[Prediction], *, model: DescribedNetwork, device: str) -> dict[str, Any]:
+    """Machine-readable results: the network (name, weights, preprocessing, engine), then each file's classes.
+
+    `model`: the network that ran (`inference_network`, `open_for_inference`), as its card and engine say.
+    """
+    card = model.card
     return {
         "version": __version__,
-        "model": getattr(model, "model_name", type(model).__name__),
-        "weights": getattr(model, "weights_name", None),
-        "num_classes": model.num_classes,
-        "preprocessing": asdict(model.preprocessing),
+        "model": card.model_name,
+        "weights": card.weights_name,
+        "num_classes": card.num_classes,
+        "preprocessing": card.preprocessing.to_dict(),
         "device": device,
-        "engine": getattr(model, "engine", None),
-        "precision": getattr(model, "precision", None),
+        "engine": model.engine,
+        "precision": model.precision,
         "results": [
             {
                 "path": r.path,

@@ -1,8 +1,9 @@
 """The int8 folder that `inceptionnet quantize` writes: FOLDER/model.int8.onnx and FOLDER/config.json.
 
-config.json ("format": "inceptionnet-int8") records the network, its classes, its preprocessing, the
-calibration and the quantization. This module reads a folder without opening an engine;
-inference.quantize writes one and runs it.
+config.json ("format": "inceptionnet-int8") holds the network's model card (`card.to_dict()` at the
+quantized input size, which the file takes only) beside the calibration, the quantization and the
+check against fp32. This module reads a folder without opening an engine; quantization.quantize
+writes one and runs it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from inceptionnet.card import ModelCard
 
@@ -28,8 +28,8 @@ def is_quantized(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """A quantized folder's ONNX file and its network's description, read without opening an engine."""
+def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, ModelCard]:
+    """A quantized folder's ONNX file and its network's card, read without opening an engine."""
     folder = int8_folder(path)
     if not is_quantized(folder):
         raise ValueError(
@@ -43,17 +43,7 @@ def describe_quantized(path: str | os.PathLike[str]) -> tuple[Path, dict[str, An
             f"{folder} has {CONFIG_FILE} but no {model_file.name}; copy the whole folder or quantize again"
         )
     card = ModelCard.from_dict(config, source=str(folder / CONFIG_FILE))
-    pre = card.preprocessing
-    return model_file, {
-        "model_name": config["model_name"],
-        "preprocessing": pre,
-        "class_names": card.class_names,
-        "weights_name": config.get("weights"),
-        "in_chans": config["in_chans"],
-        "min_input_size": config["min_input_size"],
-        "num_classes": config["num_classes"],
-        "input_size": pre.input_size,  # the file was exported for this size only
-    }
+    return model_file, card.replace(input_size_fixed=True)  # the file was exported for that size, whatever it says
 
 
 def int8_folder(path: str | os.PathLike[str]) -> Path:

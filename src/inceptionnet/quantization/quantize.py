@@ -3,9 +3,9 @@
 `quantize_model` exports the inference network to ONNX (BatchNorm folded, dynamic batch), prepares it
 (`quant_pre_process`), measures the range of every activation on calibration images read with the
 network's own evaluation preprocessing, and writes ONNX Runtime's `quantize_static` QDQ file: int8
-weights per output channel (symmetric; rounded by GPTQ, inference.rounding), uint8 activations per
+weights per output channel (symmetric; rounded by GPTQ, quantization.gptq), uint8 activations per
 tensor, QuantizeLinear / DequantizeLinear pairs that both engines fuse into int8 kernels. The folder
-(model.int8.onnx + config.json) records the network, its classes, preprocessing and calibration;
+(model.int8.onnx + config.json) records the network's model card, the calibration and the quantization;
 `load_quantized` runs it on OpenVINO where installed (the faster engine), else ONNX Runtime.
 docs/export.md says why and what it costs in accuracy.
 """
@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
-from inceptionnet.export.formats import export_model
+from inceptionnet.export.formats import export_card, export_model
 from inceptionnet.export.runtimes import (
     EngineNetwork,
     EngineUnavailable,
@@ -37,6 +36,7 @@ from inceptionnet.export.runtimes import (
     first_installed,
     onnx_runner,
 )
+from inceptionnet.models import InceptionNetwork
 from inceptionnet.quantization.calibration import (
     CALIBRATION_BATCH,
     DEFAULT_METHOD,
@@ -88,17 +88,18 @@ class QuantizeResult:
 
 def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
     """The int8 network of a quantized folder, run by `engine` ("auto": OpenVINO if installed, else ONNX Runtime)."""
-    model_file, description = describe_quantized(path)
+    model_file, card = describe_quantized(path)
     engine = first_installed() if engine == "auto" else engine  # onnx_runner names an unknown or missing one
     if engine is None:
         raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {_INSTALL}")
     threads = threads or torch.get_num_threads()
     runner = onnx_runner(model_file, engine, threads=threads)
-    return EngineNetwork(runner, engine=engine, precision="int8", description=description, threads=threads).eval()
+    network = EngineNetwork(runner, engine=engine, precision="int8", card=card, threads=threads, onnx_file=model_file)
+    return network.eval()
 
 
 def quantize_model(
-    model: nn.Module,
+    model: InceptionNetwork,
     calibration: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
@@ -123,7 +124,7 @@ def quantize_model(
     unknown = sorted(set(keep_fp32) - set(KEEP_FP32))
     if unknown:
         raise ValueError(f"cannot keep {unknown} in float32; choose among: {', '.join(KEEP_FP32)}")
-    if getattr(model, "in_chans", 3) != 3:
+    if model.in_chans != 3:
         raise ValueError(f"calibration reads RGB images; this network takes {model.in_chans} input channels")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("quantization runs on the CPU: pass the network on the CPU (model.cpu())")
@@ -169,7 +170,7 @@ def _output_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def _quantize(
-    model: nn.Module, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str], rounding: str
+    model: InceptionNetwork, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str], rounding: str
 ) -> tuple[bytes, tuple[str, ...]]:
     """The int8 QDQ file's bytes and the names of the nodes kept in float32."""
     import onnx
@@ -215,24 +216,23 @@ def _nodes(graph: Any, roles: Sequence[str]) -> tuple[str, ...]:
 
 
 def _config(
-    model: nn.Module, batch: torch.Tensor, *, method: str, skipped: int, fp32_nodes: tuple[str, ...], rounding: str
+    model: InceptionNetwork,
+    batch: torch.Tensor,
+    *,
+    method: str,
+    skipped: int,
+    fp32_nodes: tuple[str, ...],
+    rounding: str,
 ) -> dict[str, Any]:
+    """config.json: the format tag, the file, the card at the calibrated size, the quantization and calibration."""
     import onnxruntime
 
-    names = getattr(model, "class_names", None)
-    pre = dataclasses.replace(model.preprocessing, input_size=batch.shape[-1])
+    card = export_card(model, input_size=batch.shape[-1])
     return {
         "format": FORMAT,
         "version": __version__,
         "model_file": MODEL_FILE,
-        "model_name": getattr(model, "model_name", type(model).__name__),
-        "model_options": dict(getattr(model, "build_options", {})),
-        "class_names": list(names) if names is not None else None,
-        "preprocessing": dataclasses.asdict(pre),
-        "weights": getattr(model, "weights_name", None),
-        "num_classes": model.num_classes,
-        "in_chans": getattr(model, "in_chans", 3),
-        "min_input_size": getattr(model, "min_input_size", 75),
+        **card.to_dict(),
         "quantization": {
             "tool": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
             "weights": "int8, per output channel, symmetric",
@@ -248,7 +248,9 @@ def _write_config(folder: Path, config: dict[str, Any]) -> None:
     atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
 
 
-def check_quantized(folder: Path, model: nn.Module, images: torch.Tensor, *, engine: str = "auto") -> dict[str, Any]:
+def check_quantized(
+    folder: Path, model: InceptionNetwork, images: torch.Tensor, *, engine: str = "auto"
+) -> dict[str, Any]:
     """Top-1 agreement and max logit difference of the int8 folder against the fp32 `model` on `images`."""
     network = load_quantized(folder, engine=engine)
     was_training = model.training

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from inceptionnet.models import InceptionNetwork
+
 
 class LastFeatureProbe:
     """Measures, on armed forward passes, the share of zeros in the feature map before pooling.
@@ -20,13 +22,12 @@ class LastFeatureProbe:
     - `dead_channels`: the share of channels that are zero for every image and position of the batch.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        head = getattr(model, "head", None)
-        if not isinstance(head, nn.Module):
-            raise TypeError(f"{type(model).__name__} has no classifier `head` module to watch")
+    def __init__(self, model: InceptionNetwork) -> None:
+        if not isinstance(model, InceptionNetwork):
+            raise TypeError(f"{type(model).__name__} is not a network of create_model; no classifier `head` to watch")
         self.armed = False
         self.values = torch.zeros(2)
-        self._handle = head.register_forward_pre_hook(self._measure)
+        self._handle = model.head.register_forward_pre_hook(self._measure)
 
     def _measure(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if not self.armed:
