@@ -4,6 +4,7 @@ separate heads; the blocks themselves have one forward, the figure's."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -92,6 +93,7 @@ def test_merging_is_a_transform_that_keeps_the_keys_the_parameters_and_the_eval_
     assert all(isinstance(b, figure_class(b)) for b in blocks)
     params = list(merged.parameters())
     assert merge_heads(merged) is merged and list(merged.parameters()) == params  # idempotent, same tensors
+    assert type(pickle.loads(pickle.dumps(merged)).blocks_a[0]) is type(blocks[1])  # torch.save(model) works
     x = torch.randn(2, 3, 75, 75, dtype=torch.float64)
     with torch.no_grad():  # eval mode runs the figure forwards
         assert torch.equal(plain.eval()(x), merged.eval()(x))

@@ -172,12 +172,16 @@ def _merged_class(figure: type[nn.Module]) -> type[nn.Module]:
         "figure_class": figure,
         "plan": plan,
         "__module__": __name__,
+        "__qualname__": f"Merged{figure.__name__}",
         "__doc__": f"{figure.__name__} trained with its sibling 1x1 heads merged (models/merged.py).",
     }
     return type(f"Merged{figure.__name__}", (_KINDS[plan.combine], figure), attrs)
 
 
 _MERGED: dict[type[nn.Module], type[nn.Module]] = {cls: _merged_class(cls) for cls in HEAD_PLANS}
+# Each merged class is also a module attribute under its own name, so that a merged network pickles
+# (`torch.save(model)`) and unpickles as a plain one does.
+globals().update({merged.__name__: merged for merged in _MERGED.values()})
 
 
 def merge_heads(model: nn.Module, enable: bool = True) -> nn.Module:
