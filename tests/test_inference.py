@@ -17,9 +17,10 @@ from torch import nn
 from inceptionnet import create_model, list_models
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform, imagenet_classes, imagenet_synsets
+from inceptionnet.export.blocks import MergedHeads
 from inceptionnet.export.folding import ConvReLU, fold_batchnorm
 from inceptionnet.export.formats import ExportError, export_model, load_torchscript, read_export_metadata
-from inceptionnet.export.fuse import MergedHeads, fuse_for_inference, is_fused, top1_agreement
+from inceptionnet.export.fuse import fuse_for_inference, top1_agreement
 from inceptionnet.inference.predict import predict
 from inceptionnet.models import Preprocessing
 from inceptionnet.models.layers import ConvBN
@@ -57,7 +58,6 @@ def test_fused_matches_plain(name: str, options: dict, randomize_bn: Callable[..
             rel_err(model.forward_head(feats, pre_logits=True), fused.forward_head(fused_feats, pre_logits=True)) < 1e-4
         )
     # Nothing of the plain conv unit is left, and every block merged its 1x1 heads.
-    assert is_fused(fused)
     assert not any(isinstance(m, ConvBN | nn.BatchNorm2d) for m in fused.modules())
     n_blocks = sum(len(getattr(model, s)) for s in ("blocks_a", "blocks_b", "blocks_c"))
     assert sum(isinstance(m, MergedHeads) for m in fused.modules()) >= n_blocks + 1  # + Reduction-B
@@ -73,10 +73,10 @@ def test_fused_in_channels_last_matches_plain(randomize_bn: Callable[..., nn.Mod
 
 def test_merged_heads_of_inception_a() -> None:
     # Inception-A at width 1: branch0 96 | branch1 64 | branch2 64 | pool branch 96, in that order.
-    fused = fuse_for_inference(create_model("inception_v4", width=1.0).blocks_a[0])
-    assert fused.heads.sizes == [96, 64, 64, 96]
-    assert fused.heads.relu_channels == 96 + 64 + 64  # the pool branch's ReLU comes after its pool
-    assert fused.heads.conv.in_channels == 384
+    heads = fuse_for_inference(create_model("inception_v4", width=1.0).blocks_a[0]).branches.heads
+    assert heads.sizes == [96, 64, 64, 96]
+    assert heads.relu_channels == 96 + 64 + 64  # the pool branch's ReLU comes after its pool
+    assert heads.conv.in_channels == 384
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 """The fused Inception blocks: each block of the paper rewritten for inference, with its 1x1 heads merged.
 
 In every block, the 1x1 convolutions that read the block's input (the first layer of several
-branches) become one wider 1x1 convolution (`MergedHeads`) whose output is split per branch: the
+branches, named by the block's head plan in models/merged.py, the plan training merges by too) become
+one wider 1x1 convolution (`MergedHeads`) whose output is split per branch: the
 input is read once, and one large matrix multiply replaces three or four small ones. Every other
-ConvBN is folded (inference.folding). The concatenation order of every block is unchanged.
+ConvBN is folded (export/folding.py). The concatenation order of every block is unchanged.
 """
 
 from __future__ import annotations
@@ -15,21 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from inceptionnet.export.folding import check_eval, fold, fold_all
-from inceptionnet.models.inception_v3 import InceptionV3A, InceptionV3B, InceptionV3C, ReductionV3B
-from inceptionnet.models.inception_v4 import InceptionA, InceptionB, InceptionC, ReductionB, Stem
+from inceptionnet.models.inception_v3 import InceptionV3C
+from inceptionnet.models.inception_v4 import InceptionC, Stem
 from inceptionnet.models.layers import ConvBN, ResidualUp
-from inceptionnet.models.residual_blocks import (
-    InceptionResNetA,
-    InceptionResNetB,
-    InceptionResNetC,
-    ReductionResNetB,
-)
-
-
-def _tail(seq: nn.Sequential) -> nn.Module:
-    """The layers of a branch after its leading 1x1 conv, folded (Identity if there are none)."""
-    rest = list(seq)[1:]
-    return nn.Sequential(*[fold_all(m) for m in rest]) if rest else nn.Identity()
+from inceptionnet.models.merged import Combine, HeadPlan, split_branch
+from inceptionnet.models.residual_blocks import InceptionResNetA, InceptionResNetB, InceptionResNetC
 
 
 class MergedHeads(nn.Module):
@@ -87,26 +78,44 @@ class _PooledBranch(nn.Module):
         return F.relu_(self.pool(y))
 
 
-class FusedFourBranch(nn.Module):
-    """Fused Inception-A / Inception-B (v4, Figures 4-5) and v3's Mixed_5x / Mixed_6b-6e blocks.
+class FusedBranches(nn.Module):
+    """The branches a block's head plan names (models/merged.py), fused; their outputs in the plan's order.
 
-    Output order: branch0 | branch1 | branch2 | branch3 (pool), as in the original blocks.
+    The heads share one `MergedHeads`, which the pool branch's conv joins where the pool commutes with it;
+    every other layer is folded. Output: heads | pooled | others, as the block concatenates them.
     """
 
-    def __init__(self, block: InceptionA | InceptionB | InceptionV3A | InceptionV3B) -> None:
+    def __init__(self, block: nn.Module, plan: HeadPlan) -> None:
         super().__init__()
-        self.commute = _pool_can_commute(block.branch3)
-        heads = [block.branch0, block.branch1[0], block.branch2[0]]
-        self.heads = MergedHeads(heads, pooled=block.branch3[1] if self.commute else None)
-        self.branch1 = _tail(block.branch1)
-        self.branch2 = _tail(block.branch2)
-        self.branch3 = _PooledBranch(block.branch3[0]) if self.commute else fold_all(block.branch3)
+        split = [split_branch(getattr(block, name)) for name in plan.heads]
+        pooled = getattr(block, plan.pooled) if plan.pooled is not None else None
+        self.commute = pooled is not None and _pool_can_commute(pooled)
+        self.heads = MergedHeads([head for head, _ in split], pooled=pooled[1] if self.commute else None)
+        self.tails = nn.ModuleList([nn.Sequential(*[fold_all(m) for m in rest]) for _, rest in split])
+        self.pooled: nn.Module | None = None
+        if pooled is not None:
+            self.pooled = _PooledBranch(pooled[0]) if self.commute else fold_all(pooled)
+        self.others = nn.ModuleList([fold_all(getattr(block, name)) for name in plan.others])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        parts = self.heads(x)
+        outputs = [tail(p) for tail, p in zip(self.tails, parts, strict=False)]  # parts[-1]: a pooled conv
+        if self.pooled is not None:
+            outputs.append(self.pooled(parts[-1]) if self.commute else self.pooled(x))
+        return outputs + [other(x) for other in self.others]
+
+
+class FusedConcat(nn.Module):
+    """A fused block whose output is its branches concatenated: Inception-A / -B (v4 Figures 4-5, v3's
+    Mixed_5x and Mixed_6b-6e) and Reduction-B (v4 Figure 8, Inception-ResNet Figures 12/18, v3 Mixed_7a)."""
+
+    def __init__(self, block: nn.Module, plan: HeadPlan) -> None:
+        super().__init__()
+        self.branches = FusedBranches(block, plan)
         self.out_channels = block.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.heads(x)
-        b3 = self.branch3(parts[3]) if self.commute else self.branch3(x)
-        return torch.cat([parts[0], self.branch1(parts[1]), self.branch2(parts[2]), b3], 1)
+        return torch.cat(self.branches(x), 1)
 
 
 class FusedInceptionC(nn.Module):
@@ -115,59 +124,19 @@ class FusedInceptionC(nn.Module):
     Output order: branch0 | branch1_1x3 | branch1_3x1 | branch2_1x3 | branch2_3x1 | branch3 (pool).
     """
 
-    def __init__(self, block: InceptionC | InceptionV3C) -> None:
+    def __init__(self, block: InceptionC | InceptionV3C, plan: HeadPlan) -> None:
         super().__init__()
-        self.commute = _pool_can_commute(block.branch3)
-        heads = [block.branch0, block.branch1, block.branch2[0]]
-        self.heads = MergedHeads(heads, pooled=block.branch3[1] if self.commute else None)
+        self.branches = FusedBranches(block, plan)
         self.branch1_1x3 = fold(block.branch1_1x3)
         self.branch1_3x1 = fold(block.branch1_3x1)
-        self.branch2 = _tail(block.branch2)
         self.branch2_1x3 = fold(block.branch2_1x3)
         self.branch2_3x1 = fold(block.branch2_3x1)
-        self.branch3 = _PooledBranch(block.branch3[0]) if self.commute else fold_all(block.branch3)
         self.out_channels = block.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.heads(x)
-        x1 = parts[1]
-        x2 = self.branch2(parts[2])
-        b3 = self.branch3(parts[3]) if self.commute else self.branch3(x)
-        return torch.cat(
-            [
-                parts[0],
-                self.branch1_1x3(x1),
-                self.branch1_3x1(x1),
-                self.branch2_1x3(x2),
-                self.branch2_3x1(x2),
-                b3,
-            ],
-            1,
-        )
-
-
-class FusedReduction(nn.Module):
-    """Fused Reduction-B (v4 Figure 8, Inception-ResNet Figures 12/18, v3 Mixed_7a).
-
-    The branches that open with a 1x1 conv share one merged conv; the max pool branch comes last,
-    as in every one of these blocks.
-    """
-
-    def __init__(self, block: ReductionB | ReductionV3B | ReductionResNetB) -> None:
-        super().__init__()
-        convs = [b for b in (block.branch0, block.branch1, getattr(block, "branch2", None)) if _opens_1x1(b)]
-        self.heads = MergedHeads([b[0] for b in convs])
-        self.tails = nn.ModuleList([_tail(b) for b in convs])
-        self.pool = block.branch3 if isinstance(block, ReductionResNetB) else block.branch2
-        self.out_channels = block.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.heads(x)
-        return torch.cat([tail(p) for tail, p in zip(self.tails, parts, strict=True)] + [self.pool(x)], 1)
-
-
-def _opens_1x1(branch: nn.Module | None) -> bool:
-    return isinstance(branch, nn.Sequential) and isinstance(branch[0], ConvBN) and branch[0].conv.kernel_size == (1, 1)
+        x0, x1, x2, x3 = self.branches(x)
+        pairs = [self.branch1_1x3(x1), self.branch1_3x1(x1), self.branch2_1x3(x2), self.branch2_3x1(x2)]
+        return torch.cat([x0, *pairs, x3], 1)
 
 
 def _folded_up(up: ResidualUp) -> nn.Conv2d:
@@ -180,37 +149,28 @@ def _folded_up(up: ResidualUp) -> nn.Conv2d:
 
 
 class FusedResidual(nn.Module):
-    """Fused Inception-ResNet-A/B/C (Figures 10-11, 13, 16-17, 19): out = act(x + up(concat(branches))).
+    """Fused Inception-ResNet-A/B/C (Figures 10-11, 13, 16-17, 19): out = act(x + up(concat(branches)))."""
 
-    Output order of the concatenation: branch0 | branch1 [| branch2 for the A block].
-    """
-
-    def __init__(self, block: InceptionResNetA | InceptionResNetB | InceptionResNetC) -> None:
+    def __init__(self, block: InceptionResNetA | InceptionResNetB | InceptionResNetC, plan: HeadPlan) -> None:
         super().__init__()
-        branches = [block.branch1] + ([block.branch2] if isinstance(block, InceptionResNetA) else [])
-        self.heads = MergedHeads([block.branch0] + [b[0] for b in branches])
-        self.tails = nn.ModuleList([nn.Identity()] + [_tail(b) for b in branches])
+        self.branches = FusedBranches(block, plan)
         self.up = _folded_up(block.up)
         self.activate = isinstance(block.act, nn.ReLU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.heads(x)
-        mixed = torch.cat([tail(p) for tail, p in zip(self.tails, parts, strict=True)], 1)
-        out = self.up(mixed).add_(x)
+        out = self.up(torch.cat(self.branches(x), 1)).add_(x)
         return F.relu_(out) if self.activate else out
 
 
 class FusedStem(nn.Module):
     """Fused stem of Inception-v4 (Figure 3): Mixed_4a's two 1x1 heads merged, everything else folded."""
 
-    def __init__(self, stem: Stem) -> None:
+    def __init__(self, stem: Stem, plan: HeadPlan) -> None:
         super().__init__()
         self.conv1a, self.conv2a, self.conv2b = fold(stem.conv1a), fold(stem.conv2a), fold(stem.conv2b)
         self.mixed_3a_pool = stem.mixed_3a_pool
         self.mixed_3a_conv = fold(stem.mixed_3a_conv)
-        self.mixed_4a_heads = MergedHeads([stem.mixed_4a_branch0[0], stem.mixed_4a_branch1[0]])
-        self.mixed_4a_branch0 = _tail(stem.mixed_4a_branch0)
-        self.mixed_4a_branch1 = _tail(stem.mixed_4a_branch1)
+        self.mixed_4a = FusedBranches(stem, plan)
         self.mixed_5a_conv = fold(stem.mixed_5a_conv)
         self.mixed_5a_pool = stem.mixed_5a_pool
         self.out_channels = stem.out_channels
@@ -218,6 +178,18 @@ class FusedStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2b(self.conv2a(self.conv1a(x)))
         x = torch.cat([self.mixed_3a_pool(x), self.mixed_3a_conv(x)], 1)
-        h0, h1 = self.mixed_4a_heads(x)
-        x = torch.cat([self.mixed_4a_branch0(h0), self.mixed_4a_branch1(h1)], 1)
+        x = torch.cat(self.mixed_4a(x), 1)
         return torch.cat([self.mixed_5a_conv(x), self.mixed_5a_pool(x)], 1)
+
+
+_FUSED: dict[Combine, type[nn.Module]] = {
+    "concat": FusedConcat,
+    "pairs": FusedInceptionC,
+    "residual": FusedResidual,
+    "stem": FusedStem,
+}
+
+
+def fused_block(block: nn.Module, plan: HeadPlan) -> nn.Module:
+    """The fused replacement of a block that has a head plan (models/merged.py: `plan_of`)."""
+    return _FUSED[plan.combine](block, plan)

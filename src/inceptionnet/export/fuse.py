@@ -32,38 +32,17 @@ from torch import nn
 
 from inceptionnet.data import eval_transform, read_image
 from inceptionnet.devices import dtype_named
-from inceptionnet.export.blocks import (
-    FusedFourBranch,
-    FusedInceptionC,
-    FusedReduction,
-    FusedResidual,
-    FusedStem,
-    MergedHeads,
-)
-from inceptionnet.export.folding import ConvReLU, fold
-from inceptionnet.models.inception_v3 import InceptionV3A, InceptionV3B, InceptionV3C, ReductionV3B
-from inceptionnet.models.inception_v4 import InceptionA, InceptionB, InceptionC, ReductionB, Stem
+from inceptionnet.export.blocks import fused_block
+from inceptionnet.export.folding import fold
 from inceptionnet.models.layers import ConvBN
-from inceptionnet.models.residual_blocks import (
-    InceptionResNetA,
-    InceptionResNetB,
-    InceptionResNetC,
-    ReductionResNetB,
-)
+from inceptionnet.models.merged import plan_of
 
 
 def _fuse_module(module: nn.Module) -> nn.Module:
     """The fused replacement of one module, recursing into containers."""
-    if isinstance(module, InceptionA | InceptionB | InceptionV3A | InceptionV3B):
-        return FusedFourBranch(module)
-    if isinstance(module, InceptionC | InceptionV3C):
-        return FusedInceptionC(module)
-    if isinstance(module, ReductionB | ReductionV3B | ReductionResNetB):
-        return FusedReduction(module)
-    if isinstance(module, InceptionResNetA | InceptionResNetB | InceptionResNetC):
-        return FusedResidual(module)
-    if type(module) is Stem:
-        return FusedStem(module)
+    plan = plan_of(module)
+    if plan is not None:
+        return fused_block(module, plan)
     if isinstance(module, ConvBN):
         return fold(module)
     for name, child in module.named_children():
@@ -86,13 +65,6 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused
-
-
-def is_fused(model: nn.Module) -> bool:
-    """True when `model` is an inference network: no ConvBN left, folded units or merged heads in their place."""
-    return not any(isinstance(m, ConvBN) for m in model.modules()) and any(
-        isinstance(m, ConvReLU | MergedHeads) for m in model.modules()
-    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from torch import nn
 
 from inceptionnet.card import MIN_INPUT_SIZE, ModelCard, Preprocessing, pretrained_cfg
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
-from inceptionnet.models.merged import MergeableHeads
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,28 @@ class InceptionNetwork(nn.Module):
     thresholds: tuple[float, ...] | None = None  # multi-label: each class's decision threshold
     metrics: dict[str, Any] | None = None  # the validation numbers of the weights loaded, where recorded
 
-    def __init__(self, *, in_chans: int, build_options: dict[str, Any], preprocessing: Preprocessing | None) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_chans: int,
+        drop_rate: float,
+        aux_logits: bool,
+        width: float,
+        preprocessing: Preprocessing | None,
+        **options: Any,
+    ) -> None:
+        """Records the build options (the common ones, then the network's own `options`) and the preprocessing."""
         super().__init__()
         self.in_chans = in_chans
-        self.build_options = dict(build_options)
+        self.build_options = {
+            "num_classes": num_classes,
+            "in_chans": in_chans,
+            "drop_rate": drop_rate,
+            "aux_logits": aux_logits,
+            "width": width,
+            **options,
+        }
         self.preprocessing = preprocessing if preprocessing is not None else Preprocessing()
         self.weights_name = None
         self.class_names = None
@@ -167,22 +184,6 @@ class InceptionNetwork(nn.Module):
     @property
     def grad_checkpointing(self) -> bool:
         return any(s.grad_checkpointing for s in self.modules() if isinstance(s, BlockStage))
-
-    def set_merged_heads(self, enable: bool = True) -> None:
-        """Train each block's sibling 1x1 ConvBNs as one conv and one BatchNorm (models/merged.py); same results.
-
-        On by default; `set_merged_heads(False)` runs them one by one. Eval mode is unaffected.
-        """
-        for block in self.modules():
-            if isinstance(block, MergeableHeads):
-                block.merged_heads = enable
-
-    @property
-    def merged_heads(self) -> bool:
-        return any(b.merged_heads for b in self.modules() if isinstance(b, MergeableHeads))
-
-    def feature_channels(self) -> dict[str, int]:
-        return {f.name: f.channels for f in self.feature_info}
 
 
 def init_weights(module: nn.Module) -> None:

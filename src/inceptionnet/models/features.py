@@ -25,19 +25,12 @@ class FeatureExtractor(nn.Module):
         self.min_input_size = model.min_input_size
         self.preprocessing = model.preprocessing
         self.weights_name = model.weights_name  # the backbone's weights; a feature extractor has no classes
-        # Traced with the plain block forwards: the merged heads' extra torch.cat calls would shift the
-        # names of the traced nodes that the taps refer to (stem.cat).
-        merged = model.merged_heads
-        model.set_merged_heads(False)
-        try:
-            self.body = create_feature_extractor(
-                model,
-                return_nodes={f.node: f.name for f in self.feature_info},
-                tracer_kwargs={"autowrap_functions": [check_input_size]},
-                concrete_args={"return_aux": False},
-            )
-        finally:
-            model.set_merged_heads(merged)
+        self.body = create_feature_extractor(
+            model,
+            return_nodes={f.node: f.name for f in self.feature_info},
+            tracer_kwargs={"autowrap_functions": [check_input_size]},
+            concrete_args={"return_aux": False},
+        )
 
     @property
     def channels(self) -> list[int]:

@@ -13,8 +13,15 @@ import torch
 from torch import nn
 
 from inceptionnet.models.base import FeatureInfo, InceptionNetwork, Preprocessing, init_weights
-from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, ConvBN, max_pool_3x3_s2, scaled
-from inceptionnet.models.merged import MergeableHeads, merged_heads, pooled_head, tail
+from inceptionnet.models.layers import (
+    AuxHead,
+    BlockStage,
+    ClassifierHead,
+    ConvBN,
+    StemStart,
+    max_pool_3x3_s2,
+    scaled,
+)
 
 
 def _avg_pool(count_include_pad: bool) -> nn.AvgPool2d:
@@ -22,30 +29,39 @@ def _avg_pool(count_include_pad: bool) -> nn.AvgPool2d:
     return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=count_include_pad)
 
 
-class StemV3(nn.Module):
+class StemTo71(StemStart):
+    """The released v3 stem up to Conv2d_4a, the same layers as Figure 14's first six: 299x299x3 -> 71x71x192.
+
+    Inception-v3 (and the released Inception-ResNet-v2) then max pool; Inception-ResNet-v1 convolves.
+    """
+
+    def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
+        super().__init__(in_chans, width=width)  # conv1a, conv2a, conv2b: 147x147x64
+        c = partial(scaled, width=width)
+        self.pool3a = max_pool_3x3_s2()  # 73x73x64
+        self.conv3b = ConvBN(c(64), c(80), 1)  # 73x73x80
+        self.conv4a = ConvBN(c(80), c(192), 3, valid=True)  # 71x71x192
+
+    def to_71x71(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv4a(self.conv3b(self.pool3a(self.start(x))))
+
+
+class StemV3(StemTo71):
     """Inception-v3 stem as released (Conv2d_1a ... MaxPool_5a): 299x299x3 -> 35x35x192.
 
     Also the stem of the released Inception-ResNet-v2 (paper-spec 5.2 rows 1-7).
     """
 
     def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
-        super().__init__()
-        c = partial(scaled, width=width)
-        self.conv1a = ConvBN(in_chans, c(32), 3, stride=2, valid=True)  # 149x149x32
-        self.conv2a = ConvBN(c(32), c(32), 3, valid=True)  # 147x147x32
-        self.conv2b = ConvBN(c(32), c(64), 3)  # 147x147x64
-        self.pool3a = max_pool_3x3_s2()  # 73x73x64
-        self.conv3b = ConvBN(c(64), c(80), 1)  # 73x73x80
-        self.conv4a = ConvBN(c(80), c(192), 3, valid=True)  # 71x71x192
+        super().__init__(in_chans, width=width)  # 71x71x192
         self.pool5a = max_pool_3x3_s2()  # 35x35x192
-        self.out_channels = c(192)
+        self.out_channels = scaled(192, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool3a(self.conv2b(self.conv2a(self.conv1a(x))))
-        return self.pool5a(self.conv4a(self.conv3b(x)))
+        return self.pool5a(self.to_71x71(x))
 
 
-class InceptionV3A(MergeableHeads):
+class InceptionV3A(nn.Module):
     """v3 Figure 5 as released (Mixed_5b-5d), 35x35 grid: the released code keeps one 5x5 branch.
 
     The widths are keyword arguments because the released Inception-ResNet-v2 reuses this block
@@ -74,9 +90,6 @@ class InceptionV3A(MergeableHeads):
         self.out_channels = b0 + b1[1] + b2[2] + pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
-            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
@@ -99,7 +112,7 @@ class ReductionV3A(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionV3B(MergeableHeads):
+class InceptionV3B(nn.Module):
     """v3 Figure 6 (n = 7), Mixed_6b-6e: 17x17x768, with `c7` channels inside the 7-tap branches."""
 
     def __init__(self, in_channels: int, *, c7: int, width: float = 1.0, count_include_pad: bool = False) -> None:
@@ -122,13 +135,10 @@ class InceptionV3B(MergeableHeads):
         self.out_channels = 4 * c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
-            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class ReductionV3B(MergeableHeads):
+class ReductionV3B(nn.Module):
     """v3 Figure 10 as released (Mixed_7a): 17x17x768 -> 8x8x1280."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -148,13 +158,10 @@ class ReductionV3B(MergeableHeads):
         self.out_channels = c(320) + c(192) + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
-            h0, h1 = merged_heads(x, [self.branch0[0], self.branch1[0]])
-            return torch.cat([tail(self.branch0, h0), tail(self.branch1, h1), self.branch2(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionV3C(MergeableHeads):
+class InceptionV3C(nn.Module):
     """v3 Figure 7 (expanded filter bank), Mixed_7b-7c: 8x8 grid -> 2048 channels."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0, count_include_pad: bool = False) -> None:
@@ -171,11 +178,7 @@ class InceptionV3C(MergeableHeads):
         self.out_channels = c(320) + 4 * c(384) + c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1, self.branch2[0]])
-            x2, x3 = tail(self.branch2, x2), pooled_head(x, self.branch3)
-        else:
-            x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
+        x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
         return torch.cat(
             [
                 x0,
@@ -209,15 +212,15 @@ class InceptionV3(InceptionNetwork):
         count_include_pad: bool = False,
         preprocessing: Preprocessing | None = None,
     ) -> None:
-        options = {
-            "num_classes": num_classes,
-            "in_chans": in_chans,
-            "drop_rate": drop_rate,
-            "aux_logits": aux_logits,
-            "width": width,
-            "count_include_pad": count_include_pad,
-        }
-        super().__init__(in_chans=in_chans, build_options=options, preprocessing=preprocessing)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            aux_logits=aux_logits,
+            width=width,
+            preprocessing=preprocessing,
+            count_include_pad=count_include_pad,
+        )
         c = partial(scaled, width=width)
         pad = count_include_pad
         self.stem = StemV3(in_chans, width=width)  # 35x35x192

@@ -20,22 +20,19 @@ from inceptionnet.models.layers import (
     BlockStage,
     ClassifierHead,
     ConvBN,
+    StemStart,
     avg_pool_3x3_same,
     max_pool_3x3_s2,
     scaled,
 )
-from inceptionnet.models.merged import MergeableHeads, merged_heads, pooled_head, tail
 
 
-class Stem(MergeableHeads):
+class Stem(StemStart):
     """Figure 3: the stem of Inception-v4 and of the paper's Inception-ResNet-v2, 299x299x3 -> 35x35x384."""
 
     def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
-        super().__init__()
+        super().__init__(in_chans, width=width)  # conv1a, conv2a, conv2b: 147x147x64
         c = partial(scaled, width=width)
-        self.conv1a = ConvBN(in_chans, c(32), 3, stride=2, valid=True)  # 149x149x32
-        self.conv2a = ConvBN(c(32), c(32), 3, valid=True)  # 147x147x32
-        self.conv2b = ConvBN(c(32), c(64), 3)  # 147x147x64
         # "Mixed_3a": max pool first, then conv (the code's order) -> 73x73x160
         self.mixed_3a_pool = max_pool_3x3_s2()
         self.mixed_3a_conv = ConvBN(c(64), c(96), 3, stride=2, valid=True)
@@ -57,17 +54,19 @@ class Stem(MergeableHeads):
         self.out_channels = c(192) + c(96) + c(96)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv2b(self.conv2a(self.conv1a(x)))
-        x = torch.cat([self.mixed_3a_pool(x), self.mixed_3a_conv(x)], 1)
-        if self.merging():  # Mixed_4a's two 1x1 heads as one conv (models/merged.py)
-            h0, h1 = merged_heads(x, [self.mixed_4a_branch0[0], self.mixed_4a_branch1[0]])
-            x = torch.cat([tail(self.mixed_4a_branch0, h0), tail(self.mixed_4a_branch1, h1)], 1)
-        else:
-            x = torch.cat([self.mixed_4a_branch0(x), self.mixed_4a_branch1(x)], 1)
+        return self.mixed_5a(self.mixed_4a(self.mixed_3a(self.start(x))))
+
+    def mixed_3a(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.mixed_3a_pool(x), self.mixed_3a_conv(x)], 1)
+
+    def mixed_4a(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.mixed_4a_branch0(x), self.mixed_4a_branch1(x)], 1)
+
+    def mixed_5a(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.mixed_5a_conv(x), self.mixed_5a_pool(x)], 1)
 
 
-class InceptionA(MergeableHeads):
+class InceptionA(nn.Module):
     """Figure 4: Inception-A, 35x35 grid (384 -> 384 channels)."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -84,9 +83,6 @@ class InceptionA(MergeableHeads):
         self.out_channels = 4 * c(96)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
-            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
@@ -112,7 +108,7 @@ class ReductionA(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionB(MergeableHeads):
+class InceptionB(nn.Module):
     """Figure 5: Inception-B, 17x17 grid (1024 -> 1024 channels); kernel orders of the released code."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -135,13 +131,10 @@ class InceptionB(MergeableHeads):
         self.out_channels = c(384) + c(256) + c(256) + c(128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
-            return torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2), pooled_head(x, self.branch3)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class ReductionB(MergeableHeads):
+class ReductionB(nn.Module):
     """Figure 8: Reduction-B of Inception-v4, 17x17x1024 -> 8x8x1536."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -161,13 +154,10 @@ class ReductionB(MergeableHeads):
         self.out_channels = c(192) + c(320) + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the two 1x1 heads as one conv (models/merged.py)
-            h0, h1 = merged_heads(x, [self.branch0[0], self.branch1[0]])
-            return torch.cat([tail(self.branch0, h0), tail(self.branch1, h1), self.branch2(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
-class InceptionC(MergeableHeads):
+class InceptionC(nn.Module):
     """Figure 6: Inception-C, 8x8 grid (1536 -> 1536 channels); 3x1 before 1x3 as in the code."""
 
     def __init__(self, in_channels: int, *, width: float = 1.0) -> None:
@@ -188,11 +178,7 @@ class InceptionC(MergeableHeads):
         self.out_channels = 6 * c(256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1, self.branch2[0]])
-            x2, x3 = tail(self.branch2, x2), pooled_head(x, self.branch3)
-        else:
-            x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
+        x0, x1, x2, x3 = self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)
         return torch.cat(
             [
                 x0,
@@ -221,14 +207,14 @@ class InceptionV4(InceptionNetwork):
         width: float = 1.0,
         preprocessing: Preprocessing | None = None,
     ) -> None:
-        options = {
-            "num_classes": num_classes,
-            "in_chans": in_chans,
-            "drop_rate": drop_rate,
-            "aux_logits": aux_logits,
-            "width": width,
-        }
-        super().__init__(in_chans=in_chans, build_options=options, preprocessing=preprocessing)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            aux_logits=aux_logits,
+            width=width,
+            preprocessing=preprocessing,
+        )
         c = partial(scaled, width=width)
         self.stem = Stem(in_chans, width=width)  # 35x35x384
         ch = self.stem.out_channels

@@ -53,6 +53,22 @@ class ConvBN(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+class StemStart(nn.Module):
+    """The three convolutions every stem opens with (Figures 3 and 14, v3's Conv2d_1a-2b): 299x299x3 -> 147x147x64.
+
+    The stems build on it (`start(x)`), so these layers, and their state-dict keys, are written once.
+    """
+
+    def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
+        super().__init__()
+        self.conv1a = ConvBN(in_chans, scaled(32, width), 3, stride=2, valid=True)  # 149x149x32
+        self.conv2a = ConvBN(scaled(32, width), scaled(32, width), 3, valid=True)  # 147x147x32
+        self.conv2b = ConvBN(scaled(32, width), scaled(64, width), 3)  # 147x147x64
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2b(self.conv2a(self.conv1a(x)))
+
+
 def max_pool_3x3_s2() -> nn.MaxPool2d:
     """3x3 max pool, stride 2, valid: every grid reduction of the paper."""
     return nn.MaxPool2d(3, stride=2)
@@ -93,7 +109,7 @@ class BlockStage(nn.Sequential):
 def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Run a recomputation without changing BN running statistics: they are put back as they were after it.
 
-    (Setting the momentum to 0 instead would change which path a block with merged heads takes.)
+    (Setting the momentum to 0 instead would change which path a block with merged heads takes: models/merged.py.)
     """
     buffers = [
         b

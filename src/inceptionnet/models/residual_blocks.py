@@ -13,29 +13,21 @@ from functools import partial
 import torch
 from torch import nn
 
-from inceptionnet.models.inception_v3 import InceptionV3A, StemV3
+from inceptionnet.models.inception_v3 import InceptionV3A, StemTo71, StemV3
 from inceptionnet.models.layers import ConvBN, ResidualUp, max_pool_3x3_s2, scaled
-from inceptionnet.models.merged import MergeableHeads, merged_heads, tail
 
 
-class StemResNetV1(nn.Module):
+class StemResNetV1(StemTo71):
     """Figure 14: the stem of Inception-ResNet-v1, 299x299x3 -> 35x35x256."""
 
     def __init__(self, in_chans: int, *, width: float = 1.0) -> None:
-        super().__init__()
+        super().__init__(in_chans, width=width)  # rows 1-6: 71x71x192
         c = partial(scaled, width=width)
-        self.conv1a = ConvBN(in_chans, c(32), 3, stride=2, valid=True)  # 149x149x32
-        self.conv2a = ConvBN(c(32), c(32), 3, valid=True)  # 147x147x32
-        self.conv2b = ConvBN(c(32), c(64), 3)  # 147x147x64
-        self.pool3a = max_pool_3x3_s2()  # 73x73x64
-        self.conv3b = ConvBN(c(64), c(80), 1)  # 73x73x80
-        self.conv4a = ConvBN(c(80), c(192), 3, valid=True)  # 71x71x192
         self.conv4b = ConvBN(c(192), c(256), 3, stride=2, valid=True)  # 35x35x256
         self.out_channels = c(256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool3a(self.conv2b(self.conv2a(self.conv1a(x))))
-        return self.conv4b(self.conv4a(self.conv3b(x)))
+        return self.conv4b(self.to_71x71(x))
 
 
 class StemResNetV2Released(StemV3):
@@ -51,16 +43,7 @@ class StemResNetV2Released(StemV3):
         return self.mixed_5b(super().forward(x))
 
 
-def _two_branches(block: InceptionResNetB | InceptionResNetC, x: torch.Tensor) -> torch.Tensor:
-    """The concatenated branches of a two-branch residual block (B, C); the two 1x1 heads as one conv
-    when the block merges them (models/merged.py)."""
-    if block.merging():
-        x0, x1 = merged_heads(x, [block.branch0, block.branch1[0]])
-        return torch.cat([x0, tail(block.branch1, x1)], 1)
-    return torch.cat([block.branch0(x), block.branch1(x)], 1)
-
-
-class InceptionResNetA(MergeableHeads):
+class InceptionResNetA(nn.Module):
     """Figures 10 (v1) and 16 (v2): Inception-ResNet-A, 35x35 grid."""
 
     def __init__(
@@ -84,15 +67,11 @@ class InceptionResNetA(MergeableHeads):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            x0, x1, x2 = merged_heads(x, [self.branch0, self.branch1[0], self.branch2[0]])
-            mixed = torch.cat([x0, tail(self.branch1, x1), tail(self.branch2, x2)], 1)
-        else:
-            mixed = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
+        mixed = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
         return self.act(x + self.up(mixed))
 
 
-class InceptionResNetB(MergeableHeads):
+class InceptionResNetB(nn.Module):
     """Figures 11 (v1) and 17 (v2): Inception-ResNet-B, 17x17 grid."""
 
     def __init__(self, channels: int, *, branch0: int, branch1: tuple[int, int, int], scale: float) -> None:
@@ -107,10 +86,10 @@ class InceptionResNetB(MergeableHeads):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.up(_two_branches(self, x)))
+        return self.act(x + self.up(torch.cat([self.branch0(x), self.branch1(x)], 1)))
 
 
-class ReductionResNetB(MergeableHeads):
+class ReductionResNetB(nn.Module):
     """Figures 12 (v1) and 18 (v2): Reduction-B, 17x17 -> 8x8; max pool last, as in the code."""
 
     def __init__(
@@ -139,14 +118,10 @@ class ReductionResNetB(MergeableHeads):
         self.out_channels = branch0[1] + branch1[1] + branch2[2] + in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merging():  # the three 1x1 heads as one conv (models/merged.py)
-            h0, h1, h2 = merged_heads(x, [self.branch0[0], self.branch1[0], self.branch2[0]])
-            heads = [tail(self.branch0, h0), tail(self.branch1, h1), tail(self.branch2, h2)]
-            return torch.cat([*heads, self.branch3(x)], 1)
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
-class InceptionResNetC(MergeableHeads):
+class InceptionResNetC(nn.Module):
     """Figures 13 (v1) and 19 (v2): Inception-ResNet-C, 8x8 grid.
 
     `activate=False` (with scale 1.0) is the released code's last block: x + up, no ReLU.
@@ -172,4 +147,4 @@ class InceptionResNetC(MergeableHeads):
         self.act: nn.Module = nn.ReLU(inplace=True) if activate else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.up(_two_branches(self, x)))
+        return self.act(x + self.up(torch.cat([self.branch0(x), self.branch1(x)], 1)))

@@ -25,6 +25,7 @@ from inceptionnet.export.fuse import fuse_for_inference
 from inceptionnet.export.runtimes import onnx_runner
 from inceptionnet.factory import create_model
 from inceptionnet.inference.engines import TorchNetwork, inference_network
+from inceptionnet.models.merged import merge_heads
 from inceptionnet.models.summary import count_macs
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.measure import Step, infer_step, train_step
@@ -123,6 +124,8 @@ def _ours_on_torch(model: nn.Module, cfg: BenchConfig, device: torch.device, nam
         model = fuse_for_inference(model)
     if cast:
         notes.append(f"ours: fused network with {cfg.dtype} weights (no autocast)")
+    if cfg.mode == "train":
+        merge_heads(model)  # as training trains it
     if cfg.checkpointing:
         model.set_grad_checkpointing(True)
     model = model.to(device)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from inceptionnet.devices import DTYPES
+from inceptionnet.models.merged import merge_heads
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.finetune import adopt_network, create_network, freeze, frozen_note, network_from_weights
@@ -49,6 +50,9 @@ def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int, model: nn
     `model`: a network to train instead of the one `cfg` describes (trained in place; see `build_network`).
     """
     model, use_aux, notes = build_network(cfg, num_classes=num_classes, model=model)
+    # The sibling 1x1 heads trained as one conv (models/merged.py): same state-dict keys and parameters, so
+    # it comes before anything copies or wraps the network. SyncBatchNorm heads run one by one.
+    merge_heads(model)
     if cfg.sync_bn and ctx.distributed:
         if ctx.device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA (NCCL); on CPUs train without it")
