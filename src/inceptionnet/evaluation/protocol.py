@@ -27,14 +27,7 @@ from tqdm import tqdm
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Tally
-from inceptionnet.evaluation.views import (
-    DEFAULT_WORKERS,
-    MultiViewTransform,
-    images_per_batch,
-    view_config,
-    view_dataset,
-    view_loader,
-)
+from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
 from inceptionnet.models import Preprocessing
 
 
@@ -135,15 +128,9 @@ def evaluate(
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]
-    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
-    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
+    loading = dict(crops=crops, batch_size=batch_size, workers=workers, max_images=max_images)
+    loader, configs, classes = view_batches(data_dir, pres, **loading, pin_memory=dev.type == "cuda")
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
-    loader = view_loader(
-        dataset,
-        images_per_batch=images_per_batch(batch_size, crops),
-        workers=workers,
-        pin_memory=dev.type == "cuda",
-    )
     label = f"eval {crops} crop(s)" if progress else None
     counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
