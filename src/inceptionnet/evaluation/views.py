@@ -61,6 +61,10 @@ class ViewBatch:
     targets: torch.Tensor  # (N,) folder class indices
     skipped: int  # unreadable images dropped from this batch
 
+    def pin_memory(self) -> ViewBatch:
+        """The batch in page-locked memory, as DataLoader(pin_memory=True) asks of a batch type (`data.Batch`)."""
+        return ViewBatch(tuple(v.pin_memory() for v in self.views), self.targets.pin_memory(), self.skipped)
+
 
 def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) -> ViewBatch:
     """`collate_skipping_bad` for samples that carry one view tensor per ViewConfig."""
