@@ -9,10 +9,10 @@ goes, and the report is rewritten after every section), so a stopped section kee
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inceptionnet.perf.measure import rates
 from inceptionnet.perf.pipeline import DecodeSpeed, LoaderSpeed, Verdict
 
 
@@ -50,13 +50,11 @@ class NetworkTiming:
         return f"{self.model} {self.what}, {self.setting}, batch {self.batch}"
 
     def record(self, times: dict[str, list[float]], *, macs: dict[str, int]) -> None:
-        """Fill in interleaved rounds' step times and what follows from them (a backward pass costs about
-        twice the forward: 3 x the forward's FLOPs for a training step)."""
-        flops_per_mac = 2 * (3 if self.what == "training" else 1)
+        """Fill in interleaved rounds' step times and what follows from them (perf.measure.rates, as bench's)."""
         for key, steps in times.items():
             self.step_s[key] = steps
-            self.images_per_s[key] = self.batch / statistics.median(steps)
-            self.achieved_tflops[key] = macs[key] * flops_per_mac * self.images_per_s[key] / 1e12
+            ips, tflops = rates(steps, batch=self.batch, macs_per_image=macs[key], training=self.what == "training")
+            self.images_per_s[key], self.achieved_tflops[key] = ips, tflops
 
 
 @dataclass(frozen=True)
