@@ -41,7 +41,7 @@ class NetworkTiming:
     step_s: dict[str, list[float]] = field(default_factory=dict)  # by contender: "ours", "timm"
     images_per_s: dict[str, float] = field(default_factory=dict)  # batch / median step
     achieved_tflops: dict[str, float] = field(default_factory=dict)
-    first_call: str | None = None  # what the first call adds: "torch.compile", "TensorRT build"
+    first_call: str | None = None  # what first_call_s times: "torch.compile and first step", "TensorRT build"
     first_call_s: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # a contender left out, and why
 
@@ -93,8 +93,8 @@ class CheckResult:
     elapsed_s: float = 0.0
 
     def rows(self) -> list[Row]:
-        """One row per measurement, in the order the sections ran; the sections of one setting that time ours
-        and timm's network apart (torch.compile) share a row."""
+        """One row per measurement: the network sections' in the order they ran (the sections of one setting
+        that time ours and timm's network apart, torch.compile's, share a row), then the input pipeline's."""
         merged: dict[str, NetworkTiming] = {}
         for t in self.networks.values():
             if not t.images_per_s:
@@ -124,7 +124,7 @@ class CheckResult:
             rows.append(Row(f"{t.label}: MFU, % of the bf16 matmul ceiling", "%", share.get("ours"), share.get("timm")))
         if t.first_call_s:
             first = t.first_call_s
-            rows.append(Row(f"{t.model} {t.first_call}: first step (s)", "s", first.get("ours"), first.get("timm")))
+            rows.append(Row(f"{t.model} {t.first_call} (s)", "s", first.get("ours"), first.get("timm")))
         return rows
 
     def to_json(self) -> str:
