@@ -128,8 +128,15 @@ def evaluate(
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]
-    loading = dict(crops=crops, batch_size=batch_size, workers=workers, max_images=max_images)
-    loader, configs, classes = view_batches(data_dir, pres, **loading, pin_memory=dev.type == "cuda")
+    loader, configs, classes = view_batches(
+        data_dir,
+        pres,
+        crops=crops,
+        batch_size=batch_size,
+        workers=workers,
+        max_images=max_images,
+        pin_memory=dev.type == "cuda",  # ViewBatch.pin_memory: the copies to the GPU can overlap its work
+    )
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
     counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)

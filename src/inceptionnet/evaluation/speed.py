@@ -71,8 +71,9 @@ def measure_loading(
     pres = [preprocessing] if isinstance(preprocessing, Preprocessing) else list(preprocessing)
     if input_size is not None:
         pres = [dataclasses.replace(p, input_size=input_size) for p in pres]
-    loading = dict(crops=crops, batch_size=batch_size, workers=workers, max_images=max_images)
-    loader, _, _ = view_batches(data_dir, pres, **loading, pin_memory=False)
+    loader, _, _ = view_batches(
+        data_dir, pres, crops=crops, batch_size=batch_size, workers=workers, max_images=max_images, pin_memory=False
+    )
     images = skipped = views = 0
     start = time.perf_counter()
     for batch in loader:
