@@ -28,10 +28,13 @@ lint: install
 	$(BIN)/lint-imports
 
 # The GPU check (docs/performance.md, "GPU check"): ours against timm on one CUDA GPU, 8 minutes at most;
-# writes $(GPU_CHECK_OUT)/gpu-check.json and gpu-check.md. It installs nothing: it runs from the source
-# tree with the venv's Python, or, where there is no venv (a GPU machine with its own PyTorch,
-# torchvision and timm), with $(PYTHON). The CPU self-test: make gpu-check GPU_CHECK_ARGS=--tiny
-GPU_CHECK_OUT    ?= gpu-check
+# writes gpu-check.json, gpu-check.md and gpu-check.log into $(GPU_CHECK_OUT): $OUT/gpu-check where $OUT
+# is set (the folder a lent device returns), else ./gpu-check. It installs nothing: it runs from the
+# source tree with the venv's Python, or, where there is no venv (a GPU machine with its own PyTorch,
+# torchvision and timm), with $(PYTHON); the same as the documented line
+#   PYTHONPATH=src PYTHONUNBUFFERED=1 python3 -m inceptionnet.perf.gpucheck --out "$OUT/gpu-check"
+# The CPU self-test: make gpu-check GPU_CHECK_ARGS=--tiny
+GPU_CHECK_OUT    ?= $(if $(OUT),$(OUT)/gpu-check,gpu-check)
 GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
-	PYTHONPATH=src PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m inceptionnet.perf.gpucheck --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	PYTHONPATH=src PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m inceptionnet.perf.gpucheck --out "$(GPU_CHECK_OUT)" $(GPU_CHECK_ARGS)

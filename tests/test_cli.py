@@ -17,7 +17,7 @@ from inceptionnet.cli import build_parser, main
 # Each command and what its help must name (a positional argument with choices shows them, not its name).
 COMMANDS = {
     "summary": ("inception_resnet_v2_paper", "--input-size", "--num-classes", "--aux-logits", "--width"),
-    "eval": ("--data", "--model", "--crops", "--batch-size", "--workers", "--json", "--data-only", "--model-only"),
+    "eval": ("--data", "--model", "--crops", "--batch-size", "--workers", "--json", "--data-only"),
     "bench": ("--model", "--batch-size", "--mode", "--dtype", "--reference", "--iters", "--device", "--json"),
     "train": ("--preset", "--resume", "--data", "--model", "--epochs", "--batch-size", "--lr", "--out-dir"),
     "predict": ("IMAGE", "--model", "--weights", "--top-k", "--json"),

@@ -57,9 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also write every number (and the configuration) as JSON to PATH ('-': print only the JSON)",
     )
     p.add_argument("--per-class", action="store_true", help="also report the accuracy of each class")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--data-only", action="store_true", help="measure decoding + view cutting alone, no network")
-    mode.add_argument("--model-only", action="store_true", help="measure plain inference alone, on random input")
+    p.add_argument(
+        "--data-only",
+        action="store_true",
+        help="measure decoding + view cutting alone, no network (the network alone: `inceptionnet bench`)",
+    )
     p.set_defaults(func=run)
 
 
@@ -71,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "name at least one network with --model MODEL (docs/weights.md: a name, NAME:WEIGHTS, a run, ...)"
         )
-    if args.data is None and not args.model_only:
+    if args.data is None:
         raise ValueError("name the image folder with --data DIR")
-    if not args.model_only and not Path(args.data).is_dir():  # before building networks, which takes seconds
+    if not Path(args.data).is_dir():  # before building networks, which takes seconds
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
     int8 = any(names_int8_folder(spec) for spec in args.model)
     device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
@@ -81,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         choose_engine(args.engine, dtype=args.dtype, device=device)
     models = _networks(args, device)
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size)
-    if args.data_only or args.model_only:
-        return _measure(args, models, workers=workers, **common)
+    if args.data_only:
+        return _measure_loading(args, models, workers=workers, **common)
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
     result = ev.evaluate(models, args.data, **common, **options)
     if args.json != "-":
@@ -119,24 +121,17 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _views(args: argparse.Namespace) -> int | None:
-    """How many views the evaluation runs (the engine choice depends on it); None for a speed measurement."""
-    if args.model_only:
-        return None
+def _views(args: argparse.Namespace) -> int:
+    """How many views the evaluation runs (the engine choice depends on it)."""
     images = len(image_files([args.data]))
     return min(images, args.max_images or images) * args.crops
 
 
-def _measure(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:
-    """--data-only: the loader alone; --model-only: each network alone, on random input."""
-    if args.data_only:
-        pres = [m.preprocessing for m in models.values()] or None
-        load = dict(workers=workers, max_images=args.max_images)
-        runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
-    else:
-        images = args.max_images or 8
-        device = engine_device(args.engine, args.device)
-        runs = [ev.measure_inference(m, images=images, device=device, **common) for m in models.values()]
+def _measure_loading(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:
+    """--data-only: the evaluation's loader alone, cutting the views of every network named."""
+    pres = [m.preprocessing for m in models.values()] or None
+    load = dict(workers=workers, max_images=args.max_images)
+    runs = [ev.measure_loading(args.data, preprocessing=pres, **common, **load)]
     if args.json != "-":
         for r in runs:
             print(r.describe())

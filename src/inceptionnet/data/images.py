@@ -58,6 +58,11 @@ class Batch:
     targets: torch.Tensor
     skipped: int  # unreadable images dropped from this batch
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory: DataLoader(pin_memory=True) calls this on any batch type that has it
+        (without it a dataclass batch is passed on unpinned, and the copy to the GPU cannot overlap compute)."""
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.skipped)
+
 
 def collate_skipping_bad(samples: list[tuple[torch.Tensor, int] | None]) -> Batch:
     """Stack the readable samples of a batch; count the unreadable ones (returned as None)."""

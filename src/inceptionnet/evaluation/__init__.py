@@ -1,9 +1,9 @@
-"""The paper's evaluation protocol: 1, 10, 12 or 144 views per image, ensembles, and their speed."""
+"""The paper's evaluation protocol: 1, 10, 12 or 144 views per image, ensembles, and the speed of its loader."""
 
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.protocol import evaluate, view_probabilities
 from inceptionnet.evaluation.scores import ClassScore, EvalResult, Score
-from inceptionnet.evaluation.speed import Throughput, measure_inference, measure_loading
+from inceptionnet.evaluation.speed import Throughput, measure_loading
 from inceptionnet.evaluation.views import DEFAULT_WORKERS, MultiViewTransform, ViewBatch, ViewConfig, collate_views
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "collate_views",
     "evaluate",
     "map_classes",
-    "measure_inference",
     "measure_loading",
     "view_probabilities",
 ]

@@ -28,14 +28,7 @@ from inceptionnet.card import ModelCard
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Tally
-from inceptionnet.evaluation.views import (
-    DEFAULT_WORKERS,
-    MultiViewTransform,
-    images_per_batch,
-    view_config,
-    view_dataset,
-    view_loader,
-)
+from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
 from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
 
@@ -138,15 +131,16 @@ def evaluate(
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]
-    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
-    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
-    members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
-    loader = view_loader(
-        dataset,
-        images_per_batch=images_per_batch(batch_size, crops),
+    loader, configs, classes = view_batches(
+        data_dir,
+        pres,
+        crops=crops,
+        batch_size=batch_size,
         workers=workers,
-        pin_memory=dev.type == "cuda",
+        max_images=max_images,
+        pin_memory=dev.type == "cuda",  # ViewBatch.pin_memory: the copies to the GPU can overlap its work
     )
+    members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
     counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])

@@ -16,30 +16,34 @@ import torch
 from inceptionnet._version import __version__
 
 
-def _pct(correct: int, total: int) -> float:
-    return 100.0 * correct / total if total else math.nan
+class _Accuracies:
+    """Top-1 / top-5 accuracy in percent from the counts of a score (NaN where there are no images)."""
 
-
-@dataclass(frozen=True)
-class ClassScore:
-    """Top-1 / top-5 counts of one folder class (accuracies in percent, NaN for a class with no images)."""
-
-    name: str
     images: int
     top1_correct: int
     top5_correct: int
 
     @property
     def top1_accuracy(self) -> float:
-        return _pct(self.top1_correct, self.images)
+        return 100.0 * self.top1_correct / self.images if self.images else math.nan
 
     @property
     def top5_accuracy(self) -> float:
-        return _pct(self.top5_correct, self.images)
+        return 100.0 * self.top5_correct / self.images if self.images else math.nan
 
 
 @dataclass(frozen=True)
-class Score:
+class ClassScore(_Accuracies):
+    """Top-1 / top-5 counts of one folder class."""
+
+    name: str
+    images: int
+    top1_correct: int
+    top5_correct: int
+
+
+@dataclass(frozen=True)
+class Score(_Accuracies):
     """One row of the paper's tables. Accuracies and errors are in percent."""
 
     model: str
@@ -48,14 +52,6 @@ class Score:
     top1_correct: int
     top5_correct: int
     per_class: tuple[ClassScore, ...] = ()
-
-    @property
-    def top1_accuracy(self) -> float:
-        return _pct(self.top1_correct, self.images)
-
-    @property
-    def top5_accuracy(self) -> float:
-        return _pct(self.top5_correct, self.images)
 
     @property
     def top1_error(self) -> float:

@@ -1,7 +1,8 @@
-"""Speed of the two halves of an evaluation alone: data loading (decode + views), and plain inference.
+"""Speed of an evaluation's data side alone: decoding and cutting views with no network.
 
-They tell which half limits `evaluate`: `measure_loading` runs its loader (evaluation.views) with no
-network, `measure_inference` its networks on random input.
+It tells whether the loader limits `evaluate`: `measure_loading` runs the evaluation's own loader
+(`views.view_batches`) and nothing else. The network side alone is `inceptionnet bench`'s job (the
+network on its engine, timed step by step); an evaluation reports the wall time of its own run.
 """
 
 from __future__ import annotations
@@ -14,28 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from inceptionnet.devices import default_device, sync
 from inceptionnet.evaluation.scores import finite
-from inceptionnet.evaluation.views import (
-    DEFAULT_WORKERS,
-    MultiViewTransform,
-    images_per_batch,
-    view_config,
-    view_dataset,
-    view_loader,
-)
-from inceptionnet.export.runtimes import network_card
+from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches
 from inceptionnet.models import Preprocessing
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """How fast one half of an evaluation ran: images and views per second, unreadable images counted."""
+    """How fast the data side of an evaluation ran: images and views per second, unreadable images counted."""
 
-    what: str  # "data loading" or "inference"
+    what: str  # "data loading"
     crops: int
     images: int
     views: int
@@ -82,10 +71,8 @@ def measure_loading(
     pres = [preprocessing] if isinstance(preprocessing, Preprocessing) else list(preprocessing)
     if input_size is not None:
         pres = [dataclasses.replace(p, input_size=input_size) for p in pres]
-    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
-    dataset, _ = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
-    loader = view_loader(
-        dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=False
+    loader, _, _ = view_batches(
+        data_dir, pres, crops=crops, batch_size=batch_size, workers=workers, max_images=max_images, pin_memory=False
     )
     images = skipped = views = 0
     start = time.perf_counter()
@@ -94,41 +81,3 @@ def measure_loading(
         skipped += batch.skipped
         views += sum(v.shape[0] * v.shape[1] for v in batch.views)
     return Throughput("data loading", crops, images, views, time.perf_counter() - start, skipped)
-
-
-def measure_inference(
-    model: nn.Module,
-    *,
-    crops: int = 1,
-    images: int = 8,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    input_size: int | None = None,
-) -> Throughput:
-    """Plain inference on random inputs: `images` x `crops` views through `model`, `batch_size` at a time.
-
-    The yardstick for `evaluate`: softmax included, no data loading, no view cutting. One warm-up
-    batch runs first and is not timed.
-    """
-    dev = default_device(device)
-    card = network_card(model)
-    size = input_size or (card.preprocessing if card is not None else Preprocessing()).input_size
-    total = images * crops
-    x = torch.randn(min(batch_size, total), 3, size, size, device=dev)
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        with torch.inference_mode():
-            model(x).softmax(dim=-1)
-            sync(dev)
-            start = time.perf_counter()
-            done = 0
-            while done < total:
-                n = min(batch_size, total - done)
-                model(x[:n]).float().softmax(dim=-1)
-                done += n
-            sync(dev)
-            seconds = time.perf_counter() - start
-    finally:
-        model.train(was_training)
-    return Throughput("inference", crops, images, total, seconds)

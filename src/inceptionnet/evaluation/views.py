@@ -1,6 +1,6 @@
 """Evaluation's data side: decode each image once, cut the views of every preprocessing the networks need.
 
-`evaluate` and `measure_loading` share this loader: DataLoader workers decode an ImageFolder image,
+`evaluate` and `measure_loading` share this loader (`view_batches`): DataLoader workers decode an ImageFolder image,
 cut its 1, 10, 12 or 144 views (`inceptionnet.data.crops`) once per distinct `ViewConfig`, and hand
 them over as uint8 tensors; scaling and normalisation happen per network, just before its forward
 pass.
@@ -61,6 +61,10 @@ class ViewBatch:
     targets: torch.Tensor  # (N,) folder class indices
     skipped: int  # unreadable images dropped from this batch
 
+    def pin_memory(self) -> ViewBatch:
+        """The batch in page-locked memory, as DataLoader(pin_memory=True) asks of a batch type (`data.Batch`)."""
+        return ViewBatch(tuple(v.pin_memory() for v in self.views), self.targets.pin_memory(), self.skipped)
+
 
 def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) -> ViewBatch:
     """`collate_skipping_bad` for samples that carry one view tensor per ViewConfig."""
@@ -98,6 +102,26 @@ def view_loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_me
         collate_fn=collate_views,
         pin_memory=pin_memory,
     )
+
+
+def view_batches(
+    data_dir: str | Path,
+    pres: Sequence[Preprocessing],
+    *,
+    crops: int,
+    batch_size: int,
+    workers: int,
+    max_images: int | None,
+    pin_memory: bool,
+) -> tuple[DataLoader, list[ViewConfig], list[str]]:
+    """The loader of an evaluation of networks prepared by `pres`: its batches, the distinct view
+    configurations they carry (one view tensor each, in this order) and the folder's classes."""
+    configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
+    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
+    loader = view_loader(
+        dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=pin_memory
+    )
+    return loader, configs, classes
 
 
 def images_per_batch(batch_size: int, views: int) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -32,7 +31,14 @@ import torch
 from inceptionnet.devices import dtype_named
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.contenders import Contender, build_contenders
-from inceptionnet.perf.measure import device_name, interleaved, matmul_ceiling_tflops, peak_memory_mb, quantiles
+from inceptionnet.perf.measure import (
+    device_name,
+    interleaved,
+    matmul_ceiling_tflops,
+    peak_memory_mb,
+    quantiles,
+    rates,
+)
 from inceptionnet.perf.results import BenchResult, ModelResult, Speedup, format_result
 
 __all__ = ["BenchConfig", "format_result", "run_benchmark"]
@@ -67,7 +73,6 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] | None = None)
     cfg = cfg.resolved()
     say = log or (lambda _msg: None)
     device = torch.device(cfg.device)
-    flops_per_mac = 2 * (3 if cfg.mode == "train" else 1)  # backward costs about twice the forward
 
     dtypes = list(dict.fromkeys([cfg.dtype, cfg.reference_dtype or cfg.dtype]))
     say(f"matrix-multiply ceiling ({', '.join(dtypes)}, {device.type}) ...")
@@ -81,8 +86,7 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] | None = None)
     ceilings = {d: max(t, matmul_ceiling_tflops(device=device, dtype=dtype_named(d))) for d, t in before.items()}
 
     def result(c: Contender) -> ModelResult:
-        ips = cfg.batch_size / statistics.median(times[c.key])
-        achieved = c.macs * flops_per_mac * ips / 1e12
+        ips, achieved = rates(times[c.key], batch=cfg.batch_size, macs_per_image=c.macs, training=cfg.mode == "train")
         # the matrix-multiply speed of the contender's own dtype; int8 (no such torch.mm) against fp32's
         ceiling = ceilings.get(c.dtype, ceilings[cfg.dtype])
         mem, method = memory[c.key]

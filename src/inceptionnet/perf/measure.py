@@ -1,5 +1,6 @@
-"""Measurement primitives of the benchmark and the GPU check: the timed training and inference steps,
-interleaved rounds, quantiles, peak memory, the matmul ceiling.
+"""The one timer of the benchmark and the GPU check, and what they measure with it: the timed training
+and inference steps, interleaved rounds, images/s and FLOP/s, quantiles, peak memory, the matmul
+ceiling. (An evaluation reports the wall time of its own run instead, evaluation.scores.EvalResult.)
 
 A training step is: zero the gradients, forward (under autocast for low precision), cross-entropy,
 backward, an SGD update (momentum 0.9) on a batch already on the device. The paper's RMSpropTF is
@@ -99,6 +100,13 @@ def quantiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else [ordered[0]] * 3
     return {"median": statistics.median(ordered), "q1": q[0], "q3": q[2], "min": ordered[0], "max": ordered[-1]}
+
+
+def rates(step_s: list[float], *, batch: int, macs_per_image: int, training: bool) -> tuple[float, float]:
+    """Images/s (batch / the median step) and the TFLOP/s they achieve: 2 FLOPs per multiply-add, and a
+    training step costs about 3 forward passes (the backward about twice the forward)."""
+    images_per_s = batch / statistics.median(step_s)
+    return images_per_s, macs_per_image * 2 * (3 if training else 1) * images_per_s / 1e12
 
 
 def matmul_ceiling_tflops(*, device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 5) -> float:

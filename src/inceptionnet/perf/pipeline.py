@@ -3,10 +3,11 @@ plus the same augmentation as tensors on the device; and whether the loader keep
 
 - `make_jpegs` writes ImageNet-like photos (500 x 375, about 100 KB at quality 90: smooth colours under
   grain, so the files carry as much entropy-coded data as real photos, which sets the decoding cost);
-- `measure_loader` runs `data.train_loader` over `data.train_transform` (decode with PIL, random crop,
-  flip, colour distortion, normalisation, collation, pinning), as training does;
+- `measure_loader` runs `data.train_loader` over the transform `train` builds
+  (`training.inputs.training_transform`: decode with PIL, random crop, flip, colour distortion,
+  normalisation), with its collation and pinning, as training does;
 - `measure_device_decode` reads the files' bytes, decodes them with `torchvision.io.decode_jpeg` on the
-  device and augments the batch there (`augment_batch`);
+  device and runs the same transform there, image by image;
 - `loader_verdicts` compares the loader with each network's training rate and says what would fix it.
 """
 
@@ -16,21 +17,20 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T_v1
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from inceptionnet.data import COLOR_DISTORTIONS, ImageFolder, train_loader, train_transform
-from inceptionnet.devices import sync
-from inceptionnet.models import Preprocessing
+from inceptionnet.data import ImageFolder, train_loader
+from inceptionnet.perf.measure import timed
 
 PHOTO_SIZE = (500, 375)  # width x height of a typical ImageNet photo
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -81,22 +81,63 @@ class Repeated(Dataset):
         return self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class LoaderSpeed:
+    """The training loader in steady state (each worker's first batch, its start-up, left out)."""
+
+    images_per_s: float
+    per_worker_images_per_s: float
+    images: int
+    seconds: float
+    startup_s: float
+    workers: int
+    batch_size: int
+    files: int
+    unreadable: int
+    pinned: bool  # batches copied to page-locked memory, as training does on a CUDA machine
+
+
+@dataclass(frozen=True)
+class DecodeSpeed:
+    """JPEG decoding and the training transform on the device, and the CPU time the process spent meanwhile."""
+
+    images_per_s: float
+    images: int
+    seconds: float
+    cpu_s_per_image: float
+    batch_size: int
+    device: str
+    files: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the loader keeps up with one network's best training rate, and what would fix it."""
+
+    model: str
+    training_images_per_s: float
+    loader_images_per_s: float
+    bottleneck: bool
+    workers_needed: int
+    device_decode_share: float | None  # of the GPU's time decoding would take at the training rate
+    text: str
+
+
 def measure_loader(
     root: Path,
     *,
-    pre: Preprocessing,
-    augment: dict[str, Any],
+    transform: Callable[[Image.Image], torch.Tensor],
     batch_size: int,
     workers: int,
     seconds: float,
     max_batches: int,
-) -> dict[str, Any]:
-    """Images/s of the training loader over `root/<class>/*.jpg`, in steady state.
+) -> LoaderSpeed:
+    """Images/s of the training loader over `root/<class>/*.jpg` with `transform`, in steady state.
 
     The first batch of each worker (its start-up) is not counted; counting stops after `seconds` or
     `max_batches` counted batches.
     """
-    images = ImageFolder(root, transform=train_transform(pre, **augment))
+    images = ImageFolder(root, transform=transform)
     skip = max(1, workers)
     dataset = Repeated(images, batch_size * (skip + max_batches))
     loader, sampler, samples = train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)
@@ -122,49 +163,9 @@ def measure_loader(
     if counted == 0:
         raise RuntimeError(f"the loader delivered no batch after its {skip} start-up batches; raise max_batches")
     rate = counted / elapsed
-    return {
-        "images_per_s": rate,
-        "per_worker_images_per_s": rate / max(1, workers),
-        "images": counted,
-        "seconds": elapsed,
-        "startup_s": startup,
-        "workers": workers,
-        "batch_size": batch_size,
-        "files": len(images),
-        "unreadable": skipped,
-    }
-
-
-def augment_batch(
-    images: list[torch.Tensor], *, pre: Preprocessing, min_area: float, color_distort: str
-) -> torch.Tensor:
-    """`train_transform`'s augmentation on decoded uint8 images (C x H x W, any device), as one batch:
-    random crop of `min_area`-100% area and aspect 3/4-4/3 resized (bilinear) to the input size, flip,
-    brightness / contrast / saturation jitter (in a fixed order; hue is not applied), normalisation."""
-    size = pre.input_size
-    crops = []
-    for image in images:
-        top, left, h, w = T_v1.RandomResizedCrop.get_params(image, scale=(min_area, 1.0), ratio=(3 / 4, 4 / 3))
-        crop = image[None, :, top : top + h, left : left + w].float()
-        crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    x = torch.cat(crops).div_(255)
-    n, dev = x.shape[0], x.device
-
-    def factor(amount: float) -> torch.Tensor:  # uniform in [1 - amount, 1 + amount], one per image
-        return 1 + (torch.rand(n, 1, 1, 1, device=dev) * 2 - 1) * amount
-
-    x = torch.where(torch.rand(n, 1, 1, 1, device=dev) < 0.5, x.flip(-1), x)
-    jitter = COLOR_DISTORTIONS[color_distort]
-    if "brightness" in jitter:
-        x = x * factor(jitter["brightness"])
-    gray = (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if "contrast" in jitter:
-        level = gray.mean(dim=(2, 3), keepdim=True)
-        x = level + factor(jitter["contrast"]) * (x - level)
-    if "saturation" in jitter:
-        x = gray + factor(jitter["saturation"]) * (x - gray)
-    mean, std = (torch.tensor(v, device=dev).view(1, 3, 1, 1) for v in (pre.mean, pre.std))
-    return ((x.clamp_(0, 1) - mean) / std).contiguous(memory_format=torch.channels_last)
+    return LoaderSpeed(
+        rate, rate / skip, counted, elapsed, startup, workers, batch_size, len(images), skipped, loader.pin_memory
+    )
 
 
 @contextlib.contextmanager
@@ -180,13 +181,12 @@ def measure_device_decode(
     paths: list[Path],
     *,
     device: torch.device,
-    pre: Preprocessing,
-    augment: dict[str, Any],
+    transform: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     seconds: float,
     max_batches: int,
-) -> dict[str, Any]:
-    """Images/s of decoding the JPEGs on `device` (torchvision.io.decode_jpeg) and augmenting them there.
+) -> DecodeSpeed:
+    """Images/s of decoding the JPEGs on `device` (torchvision.io.decode_jpeg) and transforming them there.
 
     The files are read into memory first (reading bytes is a small part of the work); one batch warms
     the decoder up and is not counted. Also reports the process's CPU seconds per image meanwhile.
@@ -198,27 +198,16 @@ def measure_device_decode(
         batch = [encoded[(i * batch_size + j) % len(encoded)] for j in range(batch_size)]
         with _torchvision_io():
             decoded = decode_jpeg(batch, mode=ImageReadMode.RGB, device=device)
-        augment_batch(decoded, pre=pre, min_area=augment["min_area"], color_distort=augment["color_distort"])
+        torch.stack([transform(image) for image in decoded])
 
-    run(0)
-    sync(device)
-    cpu, start = time.process_time(), time.perf_counter()
-    done = 0
-    while done < max_batches and (done == 0 or time.perf_counter() - start < seconds):
-        run(done + 1)
-        sync(device)
+    timed(lambda: run(0), device)
+    cpu, elapsed, done = time.process_time(), 0.0, 0
+    while done < max_batches and (done == 0 or elapsed < seconds):
         done += 1
-    elapsed = time.perf_counter() - start
+        elapsed += timed(partial(run, done), device)
     images = done * batch_size
-    return {
-        "images_per_s": images / elapsed,
-        "images": images,
-        "seconds": elapsed,
-        "cpu_s_per_image": (time.process_time() - cpu) / images,
-        "batch_size": batch_size,
-        "device": str(device),
-        "files": len(paths),
-    }
+    cpu_per_image = (time.process_time() - cpu) / images
+    return DecodeSpeed(images / elapsed, images, elapsed, cpu_per_image, batch_size, str(device), len(paths))
 
 
 def _rate(images_per_s: float) -> str:
@@ -226,35 +215,26 @@ def _rate(images_per_s: float) -> str:
 
 
 def loader_verdicts(
-    loader: dict[str, Any], training: dict[str, float], *, device_decode: dict[str, Any] | None
-) -> list[dict[str, Any]]:
+    loader: LoaderSpeed, training: dict[str, float], *, device_decode: DecodeSpeed | None
+) -> list[Verdict]:
     """For each network's best training rate (images/s): does the loader keep up, and if not, what would."""
-    rate, workers = loader["images_per_s"], loader["workers"]
-    per_worker = loader["per_worker_images_per_s"]
+    rate, per_worker = loader.images_per_s, loader.per_worker_images_per_s
     verdicts = []
     for model, train in training.items():
-        slow = rate < train
-        verdict: dict[str, Any] = {
-            "model": model,
-            "training_images_per_s": train,
-            "loader_images_per_s": rate,
-            "bottleneck": slow,
-            "workers_needed": math.ceil(train / per_worker),
-        }
+        slow, need = rate < train, math.ceil(train / per_worker)
         text = (
-            f"{model}: the loader gives {_rate(rate)} images/s with {workers} worker(s), training takes "
+            f"{model}: the loader gives {_rate(rate)} images/s with {loader.workers} worker(s), training takes "
             f"{_rate(train)}: data loading {'IS' if slow else 'is not'} the bottleneck"
         )
+        share = None
         if slow:
-            need = verdict["workers_needed"]
             text += f". Fix: about {need} CPU workers at the measured {_rate(per_worker)} images/s each"
             if device_decode is not None:
-                decode = device_decode["images_per_s"]
-                verdict["device_decode_share"] = train / decode  # of the GPU's time at the training rate
+                decode = device_decode.images_per_s
+                share = train / decode
                 text += (
                     f", or decode and augment on the GPU (torchvision.io.decode_jpeg(device='cuda'): {_rate(decode)} "
-                    f"images/s, about {train / decode:.0%} of the GPU's time at the training rate)"
+                    f"images/s, about {share:.0%} of the GPU's time at the training rate)"
                 )
-        verdict["text"] = text
-        verdicts.append(verdict)
+        verdicts.append(Verdict(model, train, rate, slow, need, share, text))
     return verdicts

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from torch.utils.data import DataLoader
@@ -64,6 +65,13 @@ def training_classes(cfg: TrainConfig) -> list[str]:
     return sorted(entry.name for entry in (root / "train").iterdir() if entry.is_dir())
 
 
+def training_transform(cfg: TrainConfig, pre: Preprocessing, *, input_size: int) -> Callable[..., Any]:
+    """The augmentation a run of `cfg` applies to each training image (`data.train_transform` with the
+    recipe's crop area, colour distortion and interpolation); the GPU check times this very transform."""
+    augment = {"min_area": cfg.min_area, "color_distort": cfg.color_distort, "interpolation": cfg.train_interpolation}
+    return train_transform(pre, input_size=input_size, **augment)
+
+
 def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None = None) -> TrainingInputs:
     """The configured image folders (default: the built-in demo data), loaded for this rank.
 
@@ -72,10 +80,9 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
     """
     pre = network.preprocessing if network is not None else get_entry(cfg.model).preprocessing
     size = cfg.input_size or pre.input_size
-    augment = {"min_area": cfg.min_area, "color_distort": cfg.color_distort, "interpolation": cfg.train_interpolation}
     train_set, val_set = image_folders(
         cfg.data or DEMO_DATA,
-        train_transform=train_transform(pre, input_size=size, **augment),
+        train_transform=training_transform(cfg, pre, input_size=size),
         val_transform=eval_transform(pre, input_size=size),
         train_per_class=cfg.train_per_class,
         val_per_class=cfg.val_per_class,

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from inceptionnet.factory import create_model
 from inceptionnet.models.summary import count_macs
-from inceptionnet.perf.gpucheck.config import ESTIMATES_S, CheckConfig
+from inceptionnet.perf.gpucheck.config import DEADLINE_FACTOR, ESTIMATES_S, CheckConfig
 from inceptionnet.perf.gpucheck.report import header, write_report
+from inceptionnet.perf.gpucheck.results import NetworkTiming, Section
 from inceptionnet.perf.gpucheck.steps import describe_error, free_memory
 from inceptionnet.perf.measure import Step, interleaved
 from inceptionnet.perf.references import build_reference
 
 
 class BudgetExceeded(BaseException):
-    """The time budget ran out inside a section (a BaseException, so that no `except Exception` swallows it)."""
+    """A section ran past its deadline (a BaseException, so that no `except Exception` swallows it)."""
 
 
 class SectionSkipped(Exception):
@@ -33,15 +32,16 @@ class SectionSkipped(Exception):
 
 
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise BudgetExceeded inside the block once `seconds` have passed (SIGALRM: main thread, Unix only;
-    elsewhere the block runs without a deadline)."""
+def deadline(seconds: float, why: str = "the time budget ran out") -> Iterator[None]:
+    """Raise BudgetExceeded(`why`) inside the block once `seconds` have passed (SIGALRM: main thread, Unix
+    only; elsewhere the block runs without a deadline). The signal is handled between Python bytecodes:
+    a single native call that never returns (a hung kernel or driver call) is not interrupted."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_kill"):
         yield
         return
 
     def expire(_signum: int, _frame: object) -> None:
-        raise BudgetExceeded(f"stopped when the time budget ran out ({seconds:.0f} s after the section began)")
+        raise BudgetExceeded(f"stopped {seconds:.3g} s after the section began: {why}")
 
     # A timer thread signals the main thread itself: a process-wide timer signal may land on a native
     # thread of an inference engine or a BLAS pool, which some of them do not survive.
@@ -66,7 +66,7 @@ class Check:
         self.began = time.perf_counter()
         self.networks: dict[str, dict[str, nn.Module]] = {}
         self.longest: dict[str, float] = {}  # seconds of the longest finished section of each kind
-        self.report = header(cfg, self.device)
+        self.result = header(cfg, self.device)
 
     def remaining(self) -> float:
         return self.cfg.budget_s - (time.perf_counter() - self.began)
@@ -77,72 +77,68 @@ class Check:
 
     def skip(self, name: str, kind: str, why: str) -> None:
         """Record a section that does not run."""
-        self.report["sections"].append({"name": name, "kind": kind, "status": "skipped", "why": why, "seconds": 0.0})
+        self.result.sections.append(Section(name, kind, status="skipped", why=why))
         self.say(f"[{name}] skipped: {why}")
         self.write()
 
-    def section(self, name: str, kind: str, run: Callable[[dict[str, Any]], None]) -> None:
-        """Run `run(detail)` if the time it is expected to take fits the budget left; stop it at the budget's end.
+    def section(self, name: str, kind: str, run: Callable[[], None]) -> None:
+        """Run `run()` if the time it is expected to take fits the budget left, with a deadline of
+        DEADLINE_FACTOR times that (or the budget's end, if sooner).
 
-        Its status is ok, skipped (SectionSkipped, or no time), stopped (out of time) or failed (any
-        other error, recorded); `detail` (report["details"][name]) keeps what it measured either way.
+        Its status is ok, skipped (SectionSkipped, or no time), stopped (past its deadline) or failed
+        (any other error, recorded); what it measured stays in the report either way.
         """
         left, expected = self.remaining(), self.expected(kind)
         if left < expected:
             return self.skip(name, kind, f"needs about {expected:.0f} s, {max(left, 0):.0f} s of the budget left")
-        self.say(f"[{name}] ({left:.0f} s of the budget left) ...")
-        entry: dict[str, Any] = {"name": name, "kind": kind, "status": "ok"}
+        limit = min(left, DEADLINE_FACTOR * expected)
+        why = "the time budget ran out" if limit == left else f"{DEADLINE_FACTOR:g} x its estimate of {expected:.3g} s"
+        self.say(f"[{name}] ({left:.0f} s of the budget left, deadline {limit:.0f} s) ...")
+        entry = Section(name, kind, deadline_s=limit)
         start = time.perf_counter()
         try:
-            with deadline(left):
-                run(self.report["details"].setdefault(name, {}))
+            with deadline(limit, why):
+                run()
         except BudgetExceeded as err:
-            entry.update(status="stopped", why=str(err))
+            entry.status, entry.why = "stopped", str(err)
         except SectionSkipped as err:
-            entry.update(status="skipped", why=str(err))
+            entry.status, entry.why = "skipped", str(err)
         except Exception as err:  # recorded in the report; the other sections still run
-            entry.update(status="failed", why=describe_error(err))
+            entry.status, entry.why = "failed", describe_error(err)
             self.say(traceback.format_exc())
-        entry["seconds"] = time.perf_counter() - start
-        if entry["status"] == "ok":
-            self.longest[kind] = max(self.longest.get(kind, 0.0), entry["seconds"])
-        self.report["sections"].append(entry)
-        self.say(
-            f"[{name}] {entry['status']} in {entry['seconds']:.1f} s" + (f": {entry['why']}" if "why" in entry else "")
-        )
+        entry.seconds = time.perf_counter() - start
+        if entry.status == "ok":
+            self.longest[kind] = max(self.longest.get(kind, 0.0), entry.seconds)
+        self.result.sections.append(entry)
+        self.say(f"[{name}] {entry.status} in {entry.seconds:.1f} s" + (f": {entry.why}" if entry.why else ""))
         free_memory(self.device)
         return self.write()
 
     def write(self) -> None:
         """(Re)write the JSON and markdown report with everything measured so far."""
-        self.report["elapsed_s"] = time.perf_counter() - self.began
-        write_report(self.report, Path(self.cfg.out))
+        self.result.elapsed_s = time.perf_counter() - self.began
+        write_report(self.result, Path(self.cfg.out))
+
+    def timing(self, section: str, model: str, what: str, setting: str, dtype: str) -> NetworkTiming:
+        """The empty NetworkTiming of a network section, in the report from the start (it keeps what a
+        stopped section measured)."""
+        timing = self.result.networks[section] = NetworkTiming(model, what, setting, dtype)
+        return timing
 
     def pair(self, name: str) -> dict[str, nn.Module]:
-        """Ours and timm's network `name` on the device in channels_last, built once (timm's where timm is
-        installed), and their multiply-adds per image in report["macs_per_image"]."""
+        """Ours and timm's network `name` (timm's unless the check runs without timm) on the device in
+        channels_last, built once, and their multiply-adds per image in result.macs_per_image."""
         if name not in self.networks:
             torch.manual_seed(0)
-            nets = {"ours": create_model(name)}
-            try:
-                nets["timm"] = build_reference(name)
-            except ValueError as err:
-                self.report["notes"].append(f"{name}: measured without timm's network ({err})")
+            nets = {"ours": create_model(name), **({"timm": build_reference(name)} if self.cfg.timm else {})}
             with torch.device("meta"):  # shapes only: counting costs no arithmetic
-                shapes = {"ours": create_model(name), **({"timm": build_reference(name)} if "timm" in nets else {})}
+                shapes = {"ours": create_model(name), **({"timm": build_reference(name)} if self.cfg.timm else {})}
                 macs = {k: count_macs(m, input_size=self.cfg.input_size) for k, m in shapes.items()}
-            self.report["macs_per_image"][name] = macs
+            self.result.macs_per_image[name] = macs
             self.networks[name] = {k: m.to(self.device, memory_format=torch.channels_last) for k, m in nets.items()}
         return self.networks[name]
 
-    def timed_rounds(self, steps: dict[str, Step], detail: dict[str, Any], *, training: bool) -> None:
-        """Interleaved rounds of `steps` at detail["batch"] into `detail`: step times, images/s, TFLOP/s."""
+    def timed_rounds(self, steps: dict[str, Step], timing: NetworkTiming) -> None:
+        """Interleaved rounds of `steps` (perf.measure, as the benchmark's) at timing.batch, into `timing`."""
         times = interleaved(steps, rounds=self.cfg.iters, warmup=self.cfg.warmup, device=self.device)
-        macs = self.report["macs_per_image"][detail["model"]]
-        flops_per_mac = 2 * (3 if training else 1)  # a backward pass costs about twice the forward
-        ips = {k: detail["batch"] / statistics.median(v) for k, v in times.items()}
-        detail.update(
-            step_s=times,
-            images_per_s=ips,
-            achieved_tflops={k: macs[k] * flops_per_mac * v / 1e12 for k, v in ips.items()},
-        )
+        timing.record(times, macs=self.result.macs_per_image[timing.model])

@@ -1,5 +1,5 @@
 """What the GPU check adds to the benchmark's steps (perf.measure): random batches on the device, the
-largest batch that fits, first calls (compilation), TensorRT."""
+largest batch that fits (out-of-memory errors told apart from the others), TensorRT."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-
-from inceptionnet.perf.measure import Step, timed
 
 
 def free_memory(device: torch.device) -> None:
@@ -30,10 +28,22 @@ def random_batch(
     return x.contiguous(memory_format=torch.channels_last), y
 
 
+# How cuBLAS and cuDNN report an allocation that failed: a plain RuntimeError, not torch.OutOfMemoryError.
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` says the device ran out of memory, from the allocator or from cuBLAS / cuDNN."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in OUT_OF_MEMORY_MESSAGES)
+
+
 def largest_batch(fits: Callable[[int], None], *, start: int, device: torch.device) -> tuple[int, list[int]]:
     """The largest batch from `start` down, halving, for which `fits(batch)` runs out of no memory.
 
     `fits` runs the steps at that batch once; the memory of a failed try is freed before the next.
+    Any other error is raised as it is.
     Returns the batch and every size tried.
     """
     batch, tried = start, []
@@ -42,25 +52,12 @@ def largest_batch(fits: Callable[[int], None], *, start: int, device: torch.devi
         try:
             fits(batch)
             return batch, tried
-        except torch.OutOfMemoryError:
-            pass  # leave the except block first, so that the traceback's tensors can be freed
-        free_memory(device)
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not out_of_memory(err):
+                raise
+        free_memory(device)  # out of the except block: the traceback's tensors can be freed now
         batch //= 2
     raise RuntimeError(f"not even a batch of 1 fits in the memory of {device}; tried batches {tried}")
-
-
-def first_calls(
-    steps: dict[str, Step], *, device: torch.device, seconds: dict[str, float], errors: dict[str, str]
-) -> None:
-    """Time each step's first call (compilation included) into `seconds`; a step that raises is dropped
-    from `steps` and its error kept in `errors`, so that one failed compilation does not stop the other."""
-    for label in list(steps):
-        try:
-            seconds[label] = timed(steps[label], device)
-        except Exception as err:  # any compiler error: record it, go on without that network
-            errors[label] = describe_error(err)
-            del steps[label]
-            free_memory(device)
 
 
 def describe_error(err: BaseException, limit: int = 400) -> str:
