@@ -16,11 +16,14 @@ from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.factory import load_model
-from inceptionnet.training.artifact import run_preprocessing, save_run_model
+from inceptionnet.training.artifact import save_run_model
 from inceptionnet.training.loop import train
 from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights import CONFIG_FILE, IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_FILE, WeightsError, run_weights
 from inceptionnet.weights.checkpoint import read_checkpoint
+
+# What a run from scratch validates with: the network's default transform at the run's input size.
+RUN_PRE = Preprocessing(input_size=75)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +40,7 @@ def run(tmp_path_factory, make_image_folder, make_train_config, one_thread):
             out,
             result.averaged.module,
             class_names=read_checkpoint(out)["classes"],
-            preprocessing=run_preprocessing("inception_v3", 75),
+            preprocessing=RUN_PRE,
             record=last_epoch(out),
             averaged=True,
         )
@@ -77,7 +80,7 @@ def test_create_model_rebuilds_the_evaluated_network(run, where: str) -> None:
     model = create_model(weights=weights or out / where)
     assert model.model_name == "inception_v3" and model.num_classes == 3 and model.aux is None
     assert model.class_names == ("airplane", "automobile", "bird")
-    assert model.preprocessing == run_preprocessing("inception_v3", 75)
+    assert model.preprocessing == RUN_PRE
     assert model.build_options["width"] == 0.125
     assert torch.equal(logits(model), logits(result.averaged.module))  # the weight average, not the raw weights
 
@@ -197,7 +200,7 @@ def test_weights_of_another_network_or_class_count_are_errors(run, capsys) -> No
 
 def test_save_run_model_checks_its_inputs(run, tmp_path: Path) -> None:
     _, out, result = run
-    pre = run_preprocessing("inception_v3", 75)
+    pre = RUN_PRE
     with pytest.raises(ValueError, match="lacks"):
         save_run_model(
             tmp_path, result.model, class_names=["a", "b", "c"], preprocessing=pre, record={}, averaged=False

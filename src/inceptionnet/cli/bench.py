@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -75,25 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 is not None:
         _, card = describe_quantized(args.int8)  # the engine opens it once, in the benchmark
         model, input_size, num_classes = card.model_name, card.preprocessing.input_size, card.num_classes
+    chosen = {f.name: vars(args)[f.name] for f in dataclasses.fields(BenchConfig) if f.name in vars(args)}
     cfg = BenchConfig(
-        model=model,
-        int8=args.int8,
-        num_classes=num_classes,
-        batch_size=args.batch_size,
-        input_size=input_size,
-        mode=args.mode,
-        dtype=args.dtype,
-        channels_last=args.channels_last,
-        fused=args.fused,
-        compile=args.compile,
-        checkpointing=args.checkpointing,
-        engine=args.engine,
+        **{**chosen, "model": model, "input_size": input_size, "num_classes": num_classes},
         references=tuple(args.reference),
-        reference_dtype=args.reference_dtype,
-        iters=args.iters,
-        warmup=args.warmup,
-        device=args.device,
-        width=args.width,
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(format_result(result))

@@ -25,6 +25,10 @@ class FeatureInfo:
     stride: int
 
 
+# What a network constructor's locals() hold besides its build options.
+_NOT_OPTIONS = ("self", "__class__", "spec", "preprocessing")
+
+
 class InceptionNetwork(nn.Module):
     """Base of the five networks.
 
@@ -47,28 +51,15 @@ class InceptionNetwork(nn.Module):
     thresholds: tuple[float, ...] | None = None  # multi-label: each class's decision threshold
     metrics: dict[str, Any] | None = None  # the validation numbers of the weights loaded, where recorded
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_chans: int,
-        drop_rate: float,
-        aux_logits: bool,
-        width: float,
-        preprocessing: Preprocessing | None,
-        **options: Any,
-    ) -> None:
-        """Records the build options (the common ones, then the network's own `options`) and the preprocessing."""
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        """Records the build options and the preprocessing from `arguments`: the subclass constructor's own
+        arguments (`locals()` on its first line), so that `build_options` lists every option it takes, in
+        its signature's order, and cannot miss one. `preprocessing` is the network's, not an option."""
         super().__init__()
-        self.in_chans = in_chans
-        self.build_options = {
-            "num_classes": num_classes,
-            "in_chans": in_chans,
-            "drop_rate": drop_rate,
-            "aux_logits": aux_logits,
-            "width": width,
-            **options,
-        }
+        options = {k: v for k, v in arguments.items() if k not in _NOT_OPTIONS}
+        self.in_chans = options["in_chans"]
+        self.build_options = options
+        preprocessing = arguments["preprocessing"]
         self.preprocessing = preprocessing if preprocessing is not None else Preprocessing()
         self.weights_name = None
         self.class_names = None

@@ -191,15 +191,7 @@ class InceptionResNet(InceptionNetwork):
         scales: tuple[float, float, float] | None = None,
         preprocessing: Preprocessing | None = None,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=drop_rate,
-            aux_logits=aux_logits,
-            width=width,
-            preprocessing=preprocessing,
-            scales=scales,
-        )
+        super().__init__(locals())
         if aux_logits and not spec.has_aux:
             raise ValueError(f"{spec.name} has no auxiliary head (the paper describes none); use aux_logits=False")
         self.model_name = spec.name

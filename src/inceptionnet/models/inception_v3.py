@@ -212,15 +212,7 @@ class InceptionV3(InceptionNetwork):
         count_include_pad: bool = False,
         preprocessing: Preprocessing | None = None,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=drop_rate,
-            aux_logits=aux_logits,
-            width=width,
-            preprocessing=preprocessing,
-            count_include_pad=count_include_pad,
-        )
+        super().__init__(locals())
         c = partial(scaled, width=width)
         pad = count_include_pad
         self.stem = StemV3(in_chans, width=width)  # 35x35x192

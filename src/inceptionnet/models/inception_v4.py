@@ -207,14 +207,7 @@ class InceptionV4(InceptionNetwork):
         width: float = 1.0,
         preprocessing: Preprocessing | None = None,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=drop_rate,
-            aux_logits=aux_logits,
-            width=width,
-            preprocessing=preprocessing,
-        )
+        super().__init__(locals())
         c = partial(scaled, width=width)
         self.stem = Stem(in_chans, width=width)  # 35x35x384
         ch = self.stem.out_channels

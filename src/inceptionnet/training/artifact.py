@@ -11,26 +11,17 @@ validation numbers it scored. So the folder always holds the weights the run las
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from inceptionnet.models import Preprocessing, get_entry
+from inceptionnet.models import Preprocessing
 from inceptionnet.weights import RUN_MODEL, save_model_folder
 
 # The fields of an epoch record (runlog) that describe the weights written with it.
 METRICS = ("epoch", "step", "val_top1_error", "val_top5_error")
-
-
-def run_preprocessing(model_name: str, input_size: int) -> Preprocessing:
-    """The evaluation preprocessing of a run from scratch: the network's default transform at the run's input size.
-
-    A fine-tuned run validates with its weights' transform instead; pass the one its inputs used.
-    """
-    return dataclasses.replace(get_entry(model_name).preprocessing, input_size=input_size)
 
 
 def save_run_model(
