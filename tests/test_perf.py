@@ -57,6 +57,8 @@ def test_config_errors_name_the_fix() -> None:
         BenchConfig(model="inception_v4", width=0.25, references=("timm",)).resolved()
     with pytest.raises(ValueError, match="checkpointing"):
         BenchConfig(model="inception_v4", checkpointing=True).resolved()
+    with pytest.raises(ValueError, match="--no-merged-heads is a training setting"):
+        BenchConfig(model="inception_v4", merged_heads=False).resolved()
     with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16', 'fp16'\), got 'int8'"):
         BenchConfig(model="inception_v4", reference_dtype="int8").resolved()
     with pytest.raises(ValueError, match="--compile: only with --engine torch, not onnxruntime; drop it or use torch"):
@@ -152,8 +154,10 @@ def test_training_with_checkpointing_runs() -> None:
         checkpointing=True,
     )
     r = run_benchmark(cfg)
-    assert r.config["fused"] is False and r.config["checkpointing"] is True
-    assert r.ours.achieved_tflops > 0
+    assert r.config["fused"] is False and r.config["checkpointing"] is True and r.config["merged_heads"] is True
+    assert r.ours.achieved_tflops > 0 and not any("merged" in n for n in r.notes)
+    plain = run_benchmark(replace(cfg, merged_heads=False))  # the blocks as written, said in the notes
+    assert plain.config["merged_heads"] is False and any("--no-merged-heads" in n for n in plain.notes)
 
 
 def test_bf16_fused_inference_runs() -> None:

@@ -34,6 +34,7 @@ class BenchConfig:
     fused: bool | None = None
     compile: bool = False
     checkpointing: bool = False
+    merged_heads: bool = True  # training: each block's sibling 1x1 heads as one conv (models/merged.py), as train does
     references: tuple[str, ...] = ()
     reference_dtype: str | None = None  # None: the same dtype as ours
     iters: int = 10
@@ -61,6 +62,10 @@ class BenchConfig:
             raise ValueError("the fused network is inference-only; drop --fused for --mode train")
         if self.checkpointing and self.mode != "train":
             raise ValueError("activation checkpointing only matters for training; use it with --mode train")
+        if not self.merged_heads and self.mode != "train":
+            raise ValueError(
+                "--no-merged-heads is a training setting (inference merges after folding); use --mode train"
+            )
         if self.int8 is not None and (self.mode != "infer" or self.dtype != "fp32" or self.engine == "torch"):
             raise ValueError("an int8 network runs inference on ONNX Runtime or OpenVINO: --mode infer, --dtype fp32")
         references = self._checked_references()

@@ -124,8 +124,10 @@ def _ours_on_torch(model: nn.Module, cfg: BenchConfig, device: torch.device, nam
         model = fuse_for_inference(model)
     if cast:
         notes.append(f"ours: fused network with {cfg.dtype} weights (no autocast)")
-    if cfg.mode == "train":
+    if cfg.mode == "train" and cfg.merged_heads:
         merge_heads(model)  # as training trains it
+    elif cfg.mode == "train":
+        notes.append("ours: the blocks as written (--no-merged-heads); train merges the sibling 1x1 heads")
     if cfg.checkpointing:
         model.set_grad_checkpointing(True)
     model = model.to(device)
