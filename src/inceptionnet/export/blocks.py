@@ -87,6 +87,7 @@ class FusedBranches(nn.Module):
 
     def __init__(self, block: nn.Module, plan: HeadPlan) -> None:
         super().__init__()
+        # The plan names the branches by attribute: getattr fetches the block's child of that name.
         split = [split_branch(getattr(block, name)) for name in plan.heads]
         pooled = getattr(block, plan.pooled) if plan.pooled is not None else None
         self.commute = pooled is not None and _pool_can_commute(pooled)

@@ -108,6 +108,7 @@ class _Merged:
 
     def merged_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of the planned branches on `x` (heads | pooled | others), the heads merged."""
+        # The plan names the branches by attribute: getattr fetches this block's child of that name.
         split = [split_branch(getattr(self, name)) for name in self.plan.heads]
         outputs = []
         for (_, rest), y in zip(split, merged_heads(x, [head for head, _ in split]), strict=True):
