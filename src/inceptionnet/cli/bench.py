@@ -51,13 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile our network (slow first step)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block (train)")
-    p.add_argument(
-        "--merged-heads",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="train: run each block's sibling 1x1 heads as one convolution, as `inceptionnet train` does "
-        "(default on; --no-merged-heads times the blocks as written)",
-    )
+    merged = "train: each block's sibling 1x1 heads as one conv, as train runs them (default on; off: as written)"
+    p.add_argument("--merged-heads", action=argparse.BooleanOptionalAction, default=True, help=merged)
     p.add_argument(
         "--reference",
         nargs="+",
