@@ -59,6 +59,8 @@ def test_round_trip_through_json_gives_the_same_card() -> None:
     assert ModelCard.from_dict({**d, "unrelated": 1}) == card  # inside a larger config.json
     minimal = ModelCard.from_dict({"model_name": "inception_v4", "num_classes": 9, "preprocessing": d["preprocessing"]})
     assert (minimal.in_chans, minimal.min_input_size, minimal.label_mode) == (3, MIN_INPUT_SIZE, "single")
+    # ONNX metadata reads each value as JSON where it parses: a weights name "7" comes back a string
+    assert ModelCard.from_dict({**d, "weights_name": 7}).weights_name == "7"
 
 
 def test_inconsistent_cards_are_refused_with_the_fix() -> None:

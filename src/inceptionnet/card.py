@@ -122,7 +122,7 @@ class ModelCard:
                 preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                 min_input_size=int(d.get("min_input_size", MIN_INPUT_SIZE)),
                 input_size_fixed=bool(d.get("input_size_fixed", False)),
-                weights_name=d.get("weights_name"),
+                weights_name=str(d["weights_name"]) if d.get("weights_name") is not None else None,
                 label_mode=str(d.get("label_mode", "single")),
                 thresholds=tuple(float(t) for t in d["thresholds"]) if d.get("thresholds") is not None else None,
                 metrics=d.get("metrics"),
