@@ -19,7 +19,7 @@ from inceptionnet.data import (
     ResumableSampler,
     SeededSamples,
     eval_transform,
-    image_folders,
+    data_splits,
     imagenet_synsets,
     train_loader,
     train_transform,
@@ -48,7 +48,7 @@ SCHEMES = (1, 10, 12, 144)
 
 
 def test_demo_data_is_shipped_with_its_readme() -> None:
-    train, val = image_folders(DEMO_DATA, train_transform=None, val_transform=None)
+    train, val = data_splits(DEMO_DATA, train_transform=None, val_transform=None)
     assert len(train.classes) == 10 and train.classes == val.classes
     assert len(train) == 3000 and len(val) == 1000
     assert "Krizhevsky" in (DEMO_DATA / "README.md").read_text()
@@ -124,7 +124,7 @@ def test_resumable_sampler_continues_mid_epoch_and_shards_ranks() -> None:
 
 def test_loaders_skip_and_count_corrupt_images(tmp_path: Path, make_image_folder: Callable[..., Path]) -> None:
     root = make_image_folder(tmp_path, train=4, val=2, corrupt=1)
-    train, val = image_folders(
+    train, val = data_splits(
         root, train_transform=train_transform(PRE, input_size=75), val_transform=eval_transform(PRE, input_size=75)
     )
     loader, sampler, _ = train_loader(train, batch_size=3, num_workers=0, seed=0)
@@ -142,7 +142,7 @@ def test_train_loader_with_workers_gives_the_same_batches(
     tmp_path: Path, make_image_folder: Callable[..., Path]
 ) -> None:
     root = make_image_folder(tmp_path, train=3, val=1)
-    train, _ = image_folders(root, train_transform=train_transform(PRE, input_size=75), val_transform=None)
+    train, _ = data_splits(root, train_transform=train_transform(PRE, input_size=75), val_transform=None)
     results = []
     for workers in (0, 2):
         loader, sampler, samples = train_loader(train, batch_size=2, num_workers=workers, seed=1)
@@ -154,19 +154,19 @@ def test_train_loader_with_workers_gives_the_same_batches(
 
 def test_folder_errors_name_the_problem(tmp_path: Path, make_image_folder: Callable[..., Path]) -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        image_folders(tmp_path / "nowhere", train_transform=None, val_transform=None)
+        data_splits(tmp_path / "nowhere", train_transform=None, val_transform=None)
     (tmp_path / "train" / "cat").mkdir(parents=True)
     (tmp_path / "val" / "cat").mkdir(parents=True)
     with pytest.raises(ValueError, match="no class folders with images"):
-        image_folders(tmp_path, train_transform=None, val_transform=None)
+        data_splits(tmp_path, train_transform=None, val_transform=None)
 
     root = make_image_folder(tmp_path / "mismatch", classes=3, train=1, val=1)
     shutil.rmtree(min((root / "val").iterdir()))
-    with pytest.raises(ValueError, match=r"class folders differ .*only in train \['airplane'\]"):
-        image_folders(root, train_transform=None, val_transform=None)
+    with pytest.raises(ValueError, match=r"class lists of .* differ: only in train \['airplane'\]"):
+        data_splits(root, train_transform=None, val_transform=None)
 
     root = make_image_folder(tmp_path / "small", train=1, val=1)
-    train, _ = image_folders(root, train_transform=None, val_transform=None)
+    train, _ = data_splits(root, train_transform=None, val_transform=None)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_loader(train, batch_size=4, num_workers=0, seed=0)
 
@@ -176,13 +176,13 @@ def test_per_class_subset_and_a_test_folder_as_validation(
 ) -> None:
     root = make_image_folder(tmp_path / "d", classes=3, train=5, val=3)
     (root / "val").rename(root / "test")  # CIFAR-10's layout: train/ and test/
-    train, val = image_folders(root, train_transform=None, val_transform=None, train_per_class=2, val_per_class=1)
-    assert Path(val.root).name == "test"
-    assert [t for _, t in train.samples] == [0, 0, 1, 1, 2, 2] == train.targets
-    assert len(val) == 3 and val.imgs == val.samples
+    train, val = data_splits(root, train_transform=None, val_transform=None, train_per_class=2, val_per_class=1)
+    assert Path(val.origin).name == "test"
+    assert train.targets == [0, 0, 1, 1, 2, 2] and len(train.paths) == 6
+    assert len(val) == 3 and len(val.paths) == 3
     full = sorted(p.name for p in (root / "train" / train.classes[0]).iterdir())
-    assert [Path(p).name for p, _ in train.samples[:2]] == full[:2]  # the first files, in name order
-    everything, _ = image_folders(root, train_transform=None, val_transform=None)
+    assert [p.name for p in train.paths[:2]] == full[:2]  # the first files, in name order
+    everything, _ = data_splits(root, train_transform=None, val_transform=None)
     assert len(everything) == 15
 
 

@@ -1,18 +1,18 @@
-"""Data: image decoding, transforms, crop geometry, seeded resumable loaders and the ImageNet class table."""
+"""Data: image decoding, data sources (sources/), transforms, crop geometry, seeded resumable loaders and the
+ImageNet class table."""
 
 from inceptionnet.data.classes import ImageNetClass, imagenet_classes, imagenet_synsets
-from inceptionnet.data.images import UNREADABLE, Batch, ImageFolder, collate_skipping_bad, read_image
+from inceptionnet.data.images import UNREADABLE, Batch, collate_skipping_bad, read_image
 from inceptionnet.data.loaders import (
     DEMO_DATA,
     ResumableSampler,
     SeededSamples,
     derive_seed,
-    image_folders,
-    limit_per_class,
     sample_seed,
     train_loader,
     val_loader,
 )
+from inceptionnet.data.sources import ImageSource, SourceError, data_splits, open_split, split_classes
 from inceptionnet.data.transforms import COLOR_DISTORTIONS, INTERPOLATIONS, eval_transform, train_transform
 
 __all__ = [
@@ -21,19 +21,21 @@ __all__ = [
     "INTERPOLATIONS",
     "UNREADABLE",
     "Batch",
-    "ImageFolder",
     "ImageNetClass",
+    "ImageSource",
     "ResumableSampler",
     "SeededSamples",
+    "SourceError",
     "collate_skipping_bad",
+    "data_splits",
     "derive_seed",
     "eval_transform",
-    "image_folders",
     "imagenet_classes",
     "imagenet_synsets",
-    "limit_per_class",
+    "open_split",
     "read_image",
     "sample_seed",
+    "split_classes",
     "train_loader",
     "train_transform",
     "val_loader",

@@ -1,15 +1,12 @@
-"""Reading images: one decoder, one tuple of decode errors, and an ImageFolder where a bad image is not fatal."""
+"""Reading images: one decoder, one tuple of decode errors, and batches that drop and count the unreadable ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
-from torchvision import datasets
 
 # What PIL raises for a file that is not a readable image (corrupt, truncated, not an image, too large).
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -19,35 +16,6 @@ def read_image(path: str | Path) -> Image.Image:
     """Decode the whole file to RGB (truncated data fails here, not later in a batch); raises one of UNREADABLE."""
     with Image.open(path) as f:
         return f.convert("RGB")
-
-
-class ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder (`root/<class>/<image>`), with clear errors and no fatal images.
-
-    A missing or empty folder raises a ValueError that names the folder and the expected layout.
-    An image that cannot be decoded (corrupt, truncated, not an image) is not fatal: `__getitem__`
-    returns None for it, and `collate_skipping_bad` drops it from the batch and counts it.
-    """
-
-    def __init__(self, root: str | Path, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise ValueError(f"dataset folder {root} does not exist; expected {root}/<class name>/<image files>")
-        try:
-            super().__init__(str(root), transform=transform)
-        except FileNotFoundError as err:
-            raise ValueError(
-                f"dataset folder {root} has no class folders with images ({err}); "
-                f"expected {root}/<class name>/<image files> (.jpg, .jpeg, .png, ...)"
-            ) from None
-
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        path, target = self.samples[index]
-        try:
-            image = read_image(path)
-        except UNREADABLE:
-            return None
-        return (self.transform(image) if self.transform is not None else image), target
 
 
 @dataclass

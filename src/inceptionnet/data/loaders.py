@@ -1,10 +1,10 @@
-"""Training and validation data: the train/val folder pair checked up front, the built-in demo data, and
-seeded, resumable loaders (paper-spec section 9)."""
+"""The built-in demo data, and seeded, resumable training and validation loaders over any data source
+(`data.sources`; paper-spec section 9)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,56 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from inceptionnet.data.images import ImageFolder, collate_skipping_bad
+from inceptionnet.data.images import collate_skipping_bad
 
 # CIFAR-10 subset shipped with the package (assets/demo/README.md)
 DEMO_DATA = Path(__file__).resolve().parent.parent / "assets" / "demo"
-
-
-def image_folders(
-    root: str | Path,
-    *,
-    train_transform: Callable[[Any], Any],
-    val_transform: Callable[[Any], Any],
-    train_per_class: int = 0,
-    val_per_class: int = 0,
-) -> tuple[ImageFolder, ImageFolder]:
-    """The `root/train/<class>/*` and `root/val/<class>/*` datasets, checked before any training starts.
-
-    The validation split is `root/val`, or `root/test` when there is no `val` folder (CIFAR-10's
-    layout). `train_per_class` / `val_per_class` > 0 keep only the first N images (in file-name
-    order) of each class: a fixed, balanced subset for short experiments.
-    Raises a ValueError that names the problem when a folder is missing or empty, or when the class
-    folders of train and val differ (the class indices would silently disagree).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data folder {root} does not exist; expected {root}/train/<class>/* and {root}/val/<class>/*")
-    val_dir = root / "val" if (root / "val").is_dir() or not (root / "test").is_dir() else root / "test"
-    train = limit_per_class(ImageFolder(root / "train", transform=train_transform), train_per_class)
-    val = limit_per_class(ImageFolder(val_dir, transform=val_transform), val_per_class)
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes))
-        only_val = sorted(set(val.classes) - set(train.classes))
-        raise ValueError(
-            f"class folders differ between {root / 'train'} and {val_dir}: only in train {only_train[:10]}, "
-            f"only in val {only_val[:10]}; both must hold the same class folders"
-        )
-    return train, val
-
-
-def limit_per_class(dataset: ImageFolder, per_class: int) -> ImageFolder:
-    """Keep the first `per_class` images of every class (all of them when `per_class` is 0), in place."""
-    if per_class > 0:
-        kept: dict[int, int] = {}
-        samples = []
-        for path, target in dataset.samples:  # sorted by class, then by file name
-            if kept.get(target, 0) < per_class:
-                kept[target] = kept.get(target, 0) + 1
-                samples.append((path, target))
-        dataset.samples = dataset.imgs = samples
-        dataset.targets = [target for _, target in samples]
-    return dataset
 
 
 def derive_seed(*keys: int) -> int:

@@ -1,6 +1,6 @@
 """Evaluation's data side: decode each image once, cut the views of every preprocessing the networks need.
 
-`evaluate` and `measure_loading` share this loader (`view_batches`): DataLoader workers decode an ImageFolder image,
+`evaluate` and `measure_loading` share this loader (`view_batches`): DataLoader workers decode an image of the split,
 cut its 1, 10, 12 or 144 views (`inceptionnet.data.crops`) once per distinct `ViewConfig`, and hand
 them over as uint8 tensors; scaling and normalisation happen per network, just before its forward
 pass.
@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.data import ImageFolder, collate_skipping_bad
+from inceptionnet.data import collate_skipping_bad, open_split
 from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.models import Preprocessing
 
@@ -78,11 +78,11 @@ def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) ->
 def view_dataset(
     data_dir: str | Path, transform: MultiViewTransform, max_images: int | None
 ) -> tuple[Dataset, list[str]]:
-    """The ImageFolder at `data_dir` cut into views by `transform`, and its class folders (sorted).
+    """The split at `data_dir` (any data source) cut into views by `transform`, and its class names.
 
     `max_images` keeps an evenly spaced subset of that many images; None keeps them all.
     """
-    folder = ImageFolder(data_dir, transform=transform)
+    folder = open_split(data_dir, transform=transform)
     if max_images is None or max_images >= len(folder):
         return folder, folder.classes
     if max_images < 1:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -24,8 +23,9 @@ from inceptionnet.data import (
     DEMO_DATA,
     ResumableSampler,
     SeededSamples,
+    data_splits,
     eval_transform,
-    image_folders,
+    split_classes,
     train_loader,
     train_transform,
     val_loader,
@@ -54,15 +54,9 @@ class TrainingInputs:
 
 
 def training_classes(cfg: TrainConfig) -> list[str]:
-    """The class names of the training folder (its sorted subfolders), before any image is listed: what
-    sizes the classifier. `set_up_inputs` lists the images and checks the rest of the layout."""
-    root = Path(cfg.data) if cfg.data else DEMO_DATA
-    if not (root / "train").is_dir():
-        raise ValueError(
-            f"data folder {root} does not exist or has no train/ folder; expected {root}/train/<class>/* "
-            f"and {root}/val/<class>/*"
-        )
-    return sorted(entry.name for entry in (root / "train").iterdir() if entry.is_dir())
+    """The class names of the training split, read before its images are listed where the source allows:
+    what sizes the classifier. `set_up_inputs` opens the splits and checks the rest."""
+    return split_classes(cfg.data or DEMO_DATA, "train")
 
 
 def training_transform(cfg: TrainConfig, pre: Preprocessing, *, input_size: int) -> Callable[..., Any]:
@@ -80,7 +74,7 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
     """
     pre = network.preprocessing if network is not None else get_entry(cfg.model).preprocessing
     size = cfg.input_size or pre.input_size
-    train_set, val_set = image_folders(
+    train_set, val_set = data_splits(
         cfg.data or DEMO_DATA,
         train_transform=training_transform(cfg, pre, input_size=size),
         val_transform=eval_transform(pre, input_size=size),
@@ -95,8 +89,8 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
     }
     if network is not None and network.num_classes != len(train_set.classes):
         raise ValueError(
-            f"{len(train_set.classes)} class folders in {cfg.data or DEMO_DATA}/train but the network has "
-            f"{network.num_classes} outputs; did the folder change while the run started?"
+            f"{len(train_set.classes)} classes in {train_set.origin} but the network has "
+            f"{network.num_classes} outputs; did the data change while the run started?"
         )
     loader, sampler, samples = train_loader(train_set, seed=cfg.seed, **shard)
     steps_per_epoch = sampler.num_samples // cfg.batch_size

@@ -1,0 +1,66 @@
+"""What every data source gives the loaders: one split's images, their targets and the class names.
+
+A source lists its samples once, in a canonical order (sorted by class, then file name, for a folder;
+see each source), so that the seeded samplers (`data.loaders`) visit the same images in the same
+order wherever the data came from. A sample whose image cannot be decoded is not fatal: `__getitem__`
+returns None for it, and `collate_skipping_bad` drops it from the batch and counts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from inceptionnet.data.images import UNREADABLE
+
+Target = int | tuple[int, ...]  # a class index, or the class indices of a multi-label sample
+
+
+class SourceError(ValueError):
+    """A data source that cannot be read as asked; the message names the file, row or shard and the fix."""
+
+
+class ImageSource(Dataset):
+    """One split of a data source, map-style: sample i is (transform(image i), target i), or None when
+    image i cannot be decoded.
+
+    Subclasses set `classes` (the class names, in target order), `targets` (one per sample) and
+    `origin` (what the split was read from, for messages), and implement `load(i)` (the decoded RGB
+    image; raises one of `data.images.UNREADABLE` for a corrupt one) and `where(i)` (where sample i
+    comes from: a file, a row, a shard member).
+    """
+
+    classes: list[str]
+    targets: list[Target]
+    origin: str
+
+    def __init__(self, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.transform = transform
+
+    def load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def where(self, index: int) -> str:
+        raise NotImplementedError
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """Keep only the samples at `indices` (in that order), in place; subclasses keep their own lists too."""
+        self.targets = [self.targets[i] for i in indices]
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether some sample has several labels (a tuple target)."""
+        return any(isinstance(t, tuple) for t in self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, Target] | None:
+        try:
+            image = self.load(index)
+        except UNREADABLE:
+            return None
+        return (self.transform(image) if self.transform is not None else image), self.targets[index]
