@@ -232,7 +232,7 @@ def test_inputs_are_prepared_as_the_network_expects(source, make_train_config, t
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     torch.testing.assert_close(a * std + mean, b * 0.5 + 0.5)  # the same pixels, normalised as the network expects
     net.reset_classifier(3)
-    with pytest.raises(ValueError, match=r"2 class folders .* but the network has 3 outputs"):
+    with pytest.raises(ValueError, match=r"2 classes in .* but the network has 3 outputs"):
         set_up_inputs(cfg, ctx, network=net)
 
 
