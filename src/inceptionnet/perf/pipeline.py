@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from inceptionnet.data import ImageFolder, train_loader
+from inceptionnet.data import open_split, train_loader
 from inceptionnet.perf.measure import timed
 
 PHOTO_SIZE = (500, 375)  # width x height of a typical ImageNet photo
@@ -137,7 +137,7 @@ def measure_loader(
     The first batch of each worker (its start-up) is not counted; counting stops after `seconds` or
     `max_batches` counted batches.
     """
-    images = ImageFolder(root, transform=transform)
+    images = open_split(root, transform=transform)
     skip = max(1, workers)
     dataset = Repeated(images, batch_size * (skip + max_batches))
     loader, sampler, samples = train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)

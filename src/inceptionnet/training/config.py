@@ -43,7 +43,8 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------------------
     data: str | None = knob(
         None,
-        "ImageFolder root holding train/<class>/* and val/<class>/*; default: the built-in demo data",
+        "the data: a folder holding train/<class>/* and val/<class>/* (docs/training.md, data sources); "
+        "default: the built-in demo data",
         resume="resume_only",
     )
     out_dir: str | None = knob(
