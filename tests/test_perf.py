@@ -19,7 +19,9 @@ from inceptionnet.inference.engines import choose_engine
 from inceptionnet.models.summary import count_macs, count_params, summarize
 from inceptionnet.perf.bench import run_benchmark
 from inceptionnet.perf.config import BenchConfig
+from inceptionnet.perf.loaderbench import LoaderBenchConfig, format_loader_result, run_loader_benchmark
 from inceptionnet.perf.measure import quantiles
+from inceptionnet.perf.pipeline import make_jpegs
 from inceptionnet.perf.references import REFERENCES, build_reference, reference_name
 
 needs_engines = pytest.mark.skipif(
@@ -166,3 +168,41 @@ def test_bf16_fused_inference_runs() -> None:
     )
     r = run_benchmark(replace(cfg, engine="torch"))
     assert r.ours.images_per_s > 0 and r.ours.dtype == "bf16" and any("weights cast once" in n for n in r.notes)
+
+
+def test_loader_benchmark_times_every_loader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_jpegs(tmp_path / "jpegs", 6, size=(96, 80))
+    cfg = LoaderBenchConfig(
+        data=str(tmp_path / "jpegs"), images=6, input_size=75, batch_size=2, workers=1, seconds=0.2, rounds=1
+    )
+    result = run_loader_benchmark(cfg, log=lambda _msg: None)
+    assert [r.key for r in result.rates] == ["ours-folder", "timm", "torchvision"] and result.files == 6
+    assert all(len(r.rounds) == 1 and r.images_per_s > 0 for r in result.rates)
+    assert json.loads(result.to_json())["rates"][0]["images_per_s"] == result.rates[0].images_per_s
+    table = format_loader_result(result)
+    assert "ours (folder)" in table and "1.00x" in table and "per core" in table
+    assert (
+        main(
+            [
+                "bench",
+                "--mode",
+                "loader",
+                "--data",
+                str(tmp_path / "jpegs"),
+                "--images",
+                "6",
+                "--input-size",
+                "75",
+                "--batch-size",
+                "2",
+                "--workers",
+                "1",
+                "--seconds",
+                "0.2",
+                "--iters",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "torchvision ImageFolder" in capsys.readouterr().out

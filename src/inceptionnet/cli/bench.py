@@ -10,6 +10,7 @@ from pathlib import Path
 from inceptionnet.inference.engines import ENGINES
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
+from inceptionnet.perf.loaderbench import LoaderBenchConfig, format_loader_result, run_loader_benchmark
 from inceptionnet.perf.references import REFERENCES
 from inceptionnet.quantization.int8folder import describe_quantized
 
@@ -21,9 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Time inference or training steps of a network on the engine predict and eval run; with "
         "--reference, time timm's equivalent network (on PyTorch in NCHW or channels_last, or exported to ONNX and "
         "run on ONNX Runtime or OpenVINO) in the same process, in turn step by step, and report each speed-up's "
-        "spread over the rounds.",
+        "spread over the rounds. --mode loader times the training input pipeline instead: ours from a folder and "
+        "from shards, timm's and torchvision's loaders, images/s per core.",
     )
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--model", choices=list_models(), help="the network")
     which.add_argument(
         "--int8",
@@ -31,9 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="time the int8 network of an `inceptionnet quantize` folder as ours (its network, input size and "
         "classes; ONNX Runtime or OpenVINO as --engine picks)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 16; loader: 32)")
     p.add_argument("--input-size", type=int, default=299, help="square input size in pixels (default 299)")
-    p.add_argument("--mode", choices=["infer", "train"], default="infer", help="forward only, or a training step")
+    p.add_argument(
+        "--mode",
+        choices=["infer", "train", "loader"],
+        default="infer",
+        help="forward, training step, or input pipeline",
+    )
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision")
     p.add_argument(
         "--engine",
@@ -53,6 +60,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block (train)")
     merged = "train: each block's sibling 1x1 heads as one conv, as train runs them (default on; off: as written)"
     p.add_argument("--merged-heads", action=argparse.BooleanOptionalAction, default=True, help=merged)
+    _add_reference_options(p)
+    p.add_argument("--iters", type=int, default=None, help="timed rounds (default 10; loader: 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (no reference unless 1.0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
+    _add_loader_options(p.add_argument_group("--mode loader"))
+    p.set_defaults(func=run)
+
+
+def _add_reference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reference",
         nargs="+",
@@ -65,15 +83,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "or none (the default)",
     )
     p.add_argument("--reference-dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: --dtype")
-    p.add_argument("--iters", type=int, default=10, help="timed rounds (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (no reference unless 1.0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
-    p.set_defaults(func=run)
+
+
+def _add_loader_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--data", default=None, help="JPEGs (a folder, any depth) for the loaders; default: ../shared's ImageNet sample"
+    )
+    g.add_argument("--images", type=int, default=1000, help="how many of them (default 1000)")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: one per core)")
+    g.add_argument("--seconds", type=float, default=10.0, help="counted seconds per loader per round (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mode == "loader":
+        return run_loader(args)
+    if args.model is None and args.int8 is None:
+        raise ValueError("name the network: --model NAME or --int8 FOLDER (or --mode loader)")
+    args.iters = 10 if args.iters is None else args.iters
+    args.batch_size = 16 if args.batch_size is None else args.batch_size
     model, input_size, num_classes = args.model, args.input_size, 1000
     if args.int8 is not None:
         _, card = describe_quantized(args.int8)  # the engine opens it once, in the benchmark
@@ -85,6 +112,25 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(format_result(result))
+    if args.json is not None:
+        args.json.write_text(result.to_json() + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_loader(args: argparse.Namespace) -> int:
+    """`bench --mode loader`: the training input pipelines side by side (perf/loaderbench.py)."""
+    cfg = LoaderBenchConfig(
+        data=args.data,
+        images=args.images,
+        input_size=args.input_size,
+        batch_size=32 if args.batch_size is None else args.batch_size,
+        workers=args.workers,
+        seconds=args.seconds,
+        rounds=3 if args.iters is None else args.iters,
+    )
+    result = run_loader_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_loader_result(result))
     if args.json is not None:
         args.json.write_text(result.to_json() + "\n")
         print(f"wrote {args.json}")
