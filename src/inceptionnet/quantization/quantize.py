@@ -113,11 +113,10 @@ def quantize_model(
     """Quantize `model` to int8 with `images` calibration images; write the folder `output`; check it.
 
     `calibration` is a split of a data source (e.g. a metadata folder), a folder of images (any layout,
-    searched recursively) or a list of image files; unreadable images are skipped and counted. `method`
-    is the calibration method (METHODS), `keep_fp32` names nodes left in float32 (KEEP_FP32),
-    `rounding` how the int8 weights are rounded (ROUNDINGS). The folder is then loaded on
-    `engine_check` ("auto", "openvino", "onnxruntime"; None: no check) and compared with the fp32
-    network on the first CHECK_IMAGES calibration images.
+    searched recursively) or a list of image files; unreadable images are skipped and counted. `method` is
+    the calibration method (METHODS), `keep_fp32` names nodes left in float32 (KEEP_FP32), `rounding` how
+    the int8 weights are rounded (ROUNDINGS). The folder is then loaded on `engine_check` ("auto",
+    "openvino", "onnxruntime"; None: no check) and compared with the fp32 network on CHECK_IMAGES images.
     """
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
