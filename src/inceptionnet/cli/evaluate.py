@@ -25,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax "
         "averaged over the views of each image and over the ensemble's members (docs/evaluation.md).",
     )
-    p.add_argument("--data", help="image folder, DIR/<class>/<image>; ImageNet synset folders map to 1000 classes")
+    p.add_argument(
+        "--data",
+        help="one split: an image folder DIR/<class>/<image> (ImageNet synset folders map to 1000 classes), or a "
+        "folder with a metadata.csv or metadata.jsonl (docs/training.md, Data sources)",
+    )
     p.add_argument(
         "--model",
         action="append",

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         required=True,
         metavar="DIR",
-        help="folder of images like those the network will see (any layout, e.g. the training folder)",
+        help="images like those the network will see: a folder of images (any layout, e.g. the training folder) "
+        "or a split of another data source, such as a folder with a metadata.csv (docs/training.md, Data sources)",
     )
     p.add_argument("--output", metavar="FOLDER", help="output folder (default: NETWORK-int8)")
     p.add_argument(

@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("kind", choices=["residual", "scaling"])
     p.add_argument(
         "--data",
-        help="ImageFolder root with train/ and val/ (or test/); default: ../shared/data/cifar10 when present, "
+        help="data root with train/ and val/ (or test/), image folders or metadata folders (as train --data); "
+        "default: ../shared/data/cifar10 when present, "
         "else the built-in demo data",
     )
     p.add_argument("--out-dir", help="study folder (default: runs/study-KIND, or runs/study-KIND-quick)")

@@ -117,7 +117,8 @@ def evaluate(
     max_images: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Top-1 / top-5 of each network and of their ensemble on an ImageFolder (`data_dir/<class>/<image>`).
+    """Top-1 / top-5 of each network and of their ensemble on one split of a data source (`open_split(data_dir)`:
+    an image folder `data_dir/<class>/<image>`, or a folder with a metadata.csv / metadata.jsonl).
 
     `models`: one network, a list, or a {name: network} mapping; each uses its card's `preprocessing`
     (input size, crop fraction, interpolation, mean, std), so v4 and IR-v2 can form one ensemble.

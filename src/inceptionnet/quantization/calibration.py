@@ -1,10 +1,11 @@
-"""Calibration images for int8 quantization: which files, read with the network's own evaluation preprocessing.
+"""Calibration images for int8 quantization: which images, read with the network's own evaluation preprocessing.
 
-A calibration set is a folder of images in any layout (searched recursively; a training folder
-`train/<class>/*` is typical) or a list of image files. `read_calibration` draws up to N readable
-images in a seeded random order, so that a class-sorted folder gives a sample of every class, and
-skips (and counts) the files that cannot be decoded. `CalibrationBatches` hands them to ONNX
-Runtime's calibrator a few at a time.
+A calibration set is a split of any data source `open_split` reads (a metadata folder, ...), a folder
+of images in any layout (searched recursively; a training folder `train/<class>/*` is typical, class
+folders are not needed), or a list of image files. `read_calibration` draws up to N readable images
+in a seeded random order, so that a class-sorted split gives a sample of every class, and skips (and
+counts) the images that cannot be decoded. `CalibrationBatches` hands them to ONNX Runtime's
+calibrator a few at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from inceptionnet.data.images import UNREADABLE, read_image
+from inceptionnet.data.sources import ImageSource, open_split, source_kind
 from inceptionnet.data.transforms import eval_transform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -29,6 +31,17 @@ CALIBRATION_BATCH = 8
 # CalibMovingAverage); "minmax": the extremes over all images; "entropy" and "percentile" (99.999%): histograms.
 METHODS = ("average", "minmax", "entropy", "percentile")
 DEFAULT_METHOD = "average"
+
+
+CalibrationSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def calibration_set(source: CalibrationSource) -> ImageSource | list[Path]:
+    """The calibration images `source` names: the split of a data source (its own images, labels unused), or the
+    image files of a plain folder (any layout) or list, in a fixed order."""
+    if isinstance(source, (str, os.PathLike)) and source_kind(source) != "folder":
+        return open_split(source)
+    return calibration_files(source)
 
 
 def calibration_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -51,22 +64,27 @@ def calibration_files(source: str | os.PathLike[str] | Sequence[str | os.PathLik
 
 
 def read_calibration(
-    files: Sequence[Path], model: nn.Module, *, images: int, input_size: int | None = None, seed: int = 0
+    files: ImageSource | Sequence[Path],
+    model: nn.Module,
+    *,
+    images: int,
+    input_size: int | None = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, int]:
-    """Up to `images` readable images of `files`, drawn in a seeded random order, with the network's evaluation
-    preprocessing, as one (N, 3, H, W) batch; and how many unreadable files were skipped on the way."""
+    """Up to `images` readable images of `files` (a `calibration_set`), drawn in a seeded random order, with the
+    network's evaluation preprocessing, as one (N, 3, H, W) batch; and how many unreadable ones were skipped."""
     if images < 1:
         raise ValueError(f"--images must be at least 1, got {images}")
     transform = eval_transform(model.preprocessing, input_size=input_size)
-    order = list(files)
+    order = list(range(len(files)))
     random.Random(seed).shuffle(order)  # a sample of every class of a class-sorted folder
     kept: list[torch.Tensor] = []
     skipped = 0
-    for path in order:
+    for i in order:
         if len(kept) == images:
             break
         try:
-            kept.append(transform(read_image(path)))
+            kept.append(transform(files.load(i) if isinstance(files, ImageSource) else read_image(files[i])))
         except UNREADABLE:
             skipped += 1
     if not kept:

@@ -42,7 +42,8 @@ from inceptionnet.quantization.calibration import (
     DEFAULT_METHOD,
     METHODS,
     CalibrationBatches,
-    calibration_files,
+    CalibrationSource,
+    calibration_set,
     ort_calibration,
     read_calibration,
 )
@@ -100,7 +101,7 @@ def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", thread
 
 def quantize_model(
     model: InceptionNetwork,
-    calibration: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    calibration: CalibrationSource,
     output: str | os.PathLike[str],
     *,
     images: int = DEFAULT_IMAGES,
@@ -111,11 +112,11 @@ def quantize_model(
 ) -> QuantizeResult:
     """Quantize `model` to int8 with `images` calibration images; write the folder `output`; check it.
 
-    `calibration` is a folder of images (any layout, searched recursively) or a list of image files;
-    unreadable images are skipped and counted. `method` is the calibration method (METHODS),
-    `keep_fp32` names nodes left in float32 (KEEP_FP32), `rounding` how the int8 weights are rounded
-    (ROUNDINGS). The folder is then loaded on `engine_check` ("auto", "openvino", "onnxruntime";
-    None: no check) and compared with the fp32 network on the first CHECK_IMAGES calibration images.
+    `calibration` is a split of a data source (e.g. a metadata folder), a folder of images (any layout,
+    searched recursively) or a list of image files; unreadable images are skipped and counted. `method` is
+    the calibration method (METHODS), `keep_fp32` names nodes left in float32 (KEEP_FP32), `rounding` how
+    the int8 weights are rounded (ROUNDINGS). The folder is then loaded on `engine_check` ("auto",
+    "openvino", "onnxruntime"; None: no check) and compared with the fp32 network on CHECK_IMAGES images.
     """
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -131,7 +132,7 @@ def quantize_model(
     if not engine_installed("onnxruntime"):
         raise EngineUnavailable(f"quantizing needs ONNX Runtime: {_INSTALL}")
     folder = _output_folder(output)
-    batch, skipped = read_calibration(calibration_files(calibration), model, images=images)
+    batch, skipped = read_calibration(calibration_set(calibration), model, images=images)
     start = time.perf_counter()
     was_training = model.training
     try:

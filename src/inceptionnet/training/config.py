@@ -43,8 +43,9 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------------------
     data: str | None = knob(
         None,
-        "the data: a folder holding train/<class>/* and val/<class>/* (docs/training.md, data sources); "
-        "default: the built-in demo data",
+        "data root holding the train/ and val/ splits, each an image folder (<class>/<images>) or a folder of "
+        "images with a metadata.csv or metadata.jsonl (docs/training.md, Data sources); default: the built-in "
+        "demo data",
         resume="resume_only",
     )
     out_dir: str | None = knob(

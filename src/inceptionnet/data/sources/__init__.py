@@ -4,7 +4,9 @@
 `split=None`, `data` as one split: what `eval --data` takes). Which source a location is, is read
 from what it holds (`source_kind`):
 
-- an image folder: `SPLIT/<class>/<image>` (folder.py).
+- an image folder: `SPLIT/<class>/<image>` (folder.py);
+- a metadata folder: `SPLIT/metadata.csv` or `SPLIT/metadata.jsonl` listing the images of SPLIT and their
+  labels, the Hugging Face `imagefolder` convention (metadata.py).
 
 `data_splits` opens the train/val pair a run trains on and checks that their class lists agree.
 """
@@ -17,13 +19,16 @@ from typing import Any
 
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 from inceptionnet.data.sources.folder import FolderSource
+from inceptionnet.data.sources.metadata import MetadataSource, is_metadata_folder
 
 SPLITS = ("train", "val")
 _VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ (CIFAR-10's layout)
 
 
 def source_kind(location: str | Path) -> str:
-    """Which source `location` (one split) is: "folder"."""
+    """Which source `location` (one split) is: "metadata" (it holds a metadata file), else "folder"."""
+    if is_metadata_folder(location):
+        return "metadata"
     return "folder"
 
 
@@ -45,6 +50,8 @@ def open_split(
     kind = source_kind(location)
     if kind == "folder":
         return FolderSource(location, transform=transform)
+    if kind == "metadata":
+        return MetadataSource(location, transform=transform)
     raise SourceError(f"{location}: no reader for a {kind} source")
 
 
@@ -117,6 +124,7 @@ __all__ = [
     "SPLITS",
     "FolderSource",
     "ImageSource",
+    "MetadataSource",
     "SourceError",
     "Target",
     "data_splits",
