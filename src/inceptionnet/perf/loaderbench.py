@@ -13,8 +13,9 @@ there are cores, and is timed in turn, round by round, in one process:
 - "torchvision": `torchvision.datasets.ImageFolder` with the transform of torchvision's classification
   reference (v2 RandomResizedCrop, horizontal flip, to float, normalise).
 
-A loader's rate is counted after each worker's first batch (its start-up) for `seconds`; the median over
-the rounds is reported, and divided by the number of workers (one per core) for the per-core rate.
+Every file is read once before any timing (page cache warm for all alike). A loader's rate is counted
+after each worker's first batch (its start-up) for `seconds`; the median over the rounds is reported,
+and divided by the number of workers (one per core) for the per-core rate.
 """
 
 from __future__ import annotations
@@ -132,6 +133,15 @@ def prepare_folder(cfg: LoaderBenchConfig, tmp: Path) -> tuple[Path, str]:
     return root, f"{cfg.images} generated 500x375 photos"
 
 
+def warm_page_cache(folder: Path) -> int:
+    """Read every file under `folder` once, so that no loader pays for the first read from disk (the first
+    one timed would otherwise); returns how many files there are."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    for path in files:
+        path.read_bytes()
+    return len(files)
+
+
 def _long(dataset: Any, cfg: LoaderBenchConfig) -> Repeated:
     """`dataset` read round and round: an epoch longer than any round, so no round waits for new workers."""
     return Repeated(dataset, cfg.batch_size * cfg.workers * 10_000)
@@ -216,6 +226,7 @@ def run_loader_benchmark(
     cfg = cfg.resolved()
     with tempfile.TemporaryDirectory() as tmp:
         folder, origin = prepare_folder(cfg, Path(tmp))
+        files = warm_page_cache(folder)
         found, notes = contenders(folder, cfg)
         rates = {key: LoaderRate(key, label) for key, (label, _) in found.items()}
         for i in range(cfg.rounds):
@@ -223,7 +234,6 @@ def run_loader_benchmark(
                 batches, count = build()
                 rates[key].rounds.append(steady_rate(batches, count, skip=cfg.workers, seconds=cfg.seconds))
                 log(f"round {i + 1}/{cfg.rounds}: {label} {rates[key].rounds[-1]:.1f} images/s")
-        files = len(open_split(folder).targets)
     return LoaderBenchResult(
         config={**asdict(cfg), "source": origin, "notes": notes},
         machine=_cpu_name(),
