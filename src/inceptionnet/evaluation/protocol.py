@@ -116,8 +116,11 @@ def evaluate(
     input_size: int | None = None,
     max_images: int | None = None,
     progress: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> EvalResult:
-    """Top-1 / top-5 of each network and of their ensemble on an ImageFolder (`data_dir/<class>/<image>`).
+    """Top-1 / top-5 of each network and of their ensemble on a split of any data source (`data.open_split`:
+    an ImageFolder `data_dir/<class>/<image>`, a Hugging Face dataset with its `image_column` / `label_column`).
 
     `models`: one network, a list, or a {name: network} mapping; each uses its card's `preprocessing`
     (input size, crop fraction, interpolation, mean, std), so v4 and IR-v2 can form one ensemble.
@@ -139,6 +142,8 @@ def evaluate(
         workers=workers,
         max_images=max_images,
         pin_memory=dev.type == "cuda",  # ViewBatch.pin_memory: the copies to the GPU can overlap its work
+        image_column=image_column,
+        label_column=label_column,
     )
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
@@ -147,6 +152,8 @@ def evaluate(
     scores = tuple(t.score(n, crops, classes) for t, n in zip(counted.tallies, names, strict=True))
     config = {
         "data_dir": str(data_dir),
+        "image_column": image_column,
+        "label_column": label_column,
         "crops": crops,
         "batch_size": batch_size,
         "workers": workers,

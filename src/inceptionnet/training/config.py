@@ -43,8 +43,17 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------------------
     data: str | None = knob(
         None,
-        "ImageFolder root holding train/<class>/* and val/<class>/*; default: the built-in demo data",
+        "ImageFolder root holding train/<class>/* and val/<class>/*, or a Hugging Face dataset: hf:ORG/NAME, "
+        "a save_to_disk folder or parquet files (docs/training.md, Data sources); default: the built-in demo data",
         resume="resume_only",
+    )
+    image_column: str | None = knob(
+        None, "image column of a Hugging Face dataset; default: its one column of type Image", resume="kept"
+    )
+    label_column: str | None = knob(
+        None,
+        "label column of a Hugging Face dataset; default: its one ClassLabel column, else label",
+        resume="kept",
     )
     out_dir: str | None = knob(
         None,
