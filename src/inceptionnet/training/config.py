@@ -25,8 +25,9 @@ ColorDistort = Literal["none", "fast", "full"]
 #   the same steps run (each image's augmentation is seeded by the image, not by the loader worker), and
 #   what is logged and saved;
 # - "resume_only": another value continues the run only with `--resume`, which prints the change;
-# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head) or
-#   its optimiser state (its kind, its parameter groups) was built with it.
+# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head, the
+#   classes of its classifier: a dataset's label column) or its optimiser state (its kind, its parameter
+#   groups) was built with it.
 Resume = Literal["may_change", "resume_only", "kept"]
 RESUME_RULES: tuple[Resume, ...] = typing.get_args(Resume)
 
