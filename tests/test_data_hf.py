@@ -5,6 +5,7 @@ through `datasets.load_dataset` (without the network)."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from torchvision.transforms.v2 import functional as F
 
 datasets = pytest.importorskip("datasets")
 
+from inceptionnet.cli import main  # noqa: E402
 from inceptionnet.data import SourceError, collate_skipping_bad, data_splits, open_split  # noqa: E402
 from inceptionnet.data.images import read_image  # noqa: E402
 from inceptionnet.data.sources import FolderSource, source_kind, split_classes  # noqa: E402
@@ -156,3 +158,16 @@ def test_hub_names_go_to_load_dataset(folder: Path, monkeypatch: pytest.MonkeyPa
     assert calls == ["org/name", "org/name"]
     assert val.origin == "hf:org/name [val]" and val.targets == FolderSource(folder / "val").targets
     assert train.classes == FolderSource(folder / "train").classes
+
+
+def test_eval_reads_a_dataset_and_its_chosen_label_column(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["zebra" if t else "ant" for t in FolderSource(folder / "val").targets]
+    data = _save(datasets.DatasetDict(validation=_split(folder / "val", animal=names)), tmp_path / "eval")
+    args = ["eval", "--data", str(data), "--label-column", "animal", "--workers", "0", "--engine", "torch"]
+    args += ["--model", "inception_v3", "--width", "0.125", "--num-classes", "2", "--input-size", "75"]
+    assert main([*args, "--json", "-", "--per-class"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 4 and result["config"]["label_column"] == "animal"
+    assert [row["class"] for row in result["results"][0]["per_class"]] == ["ant", "zebra"]

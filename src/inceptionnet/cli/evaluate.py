@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from inceptionnet import evaluation as ev
 from inceptionnet.cli.options import add_engine_options, say, write_json
 from inceptionnet.data import open_split
+from inceptionnet.data.sources import source_kind
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
@@ -82,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.data is None:
         raise ValueError("name the image folder with --data DIR")
+    if source_kind(args.data) == "folder" and not Path(args.data).is_dir():  # before building networks (seconds)
+        raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
     columns = {"image_column": args.image_column, "label_column": args.label_column}
-    images = len(open_split(args.data, **columns))  # the data is checked before the networks are built (seconds)
     int8 = any(names_int8_folder(spec) for spec in args.model)
     device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
     if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
         choose_engine(args.engine, dtype=args.dtype, device=device)
-    models = _networks(args, device, views=min(images, args.max_images or images) * args.crops)
+    models = _networks(args, device)
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
@@ -104,10 +107,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _networks(args: argparse.Namespace, device: torch.device, *, views: int) -> dict[str, nn.Module]:
+def _networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Module]:
     """{--model spec: network}, each built from its specification (the weights bring their options and classes)
-    and, unless only the data is measured, made ready on the engine asked for (which may depend on how many
-    `views` the evaluation runs)."""
+    and, unless only the data is measured, made ready on the engine asked for."""
     models = {}
     for spec in args.model:
         int8 = names_int8_folder(spec)
@@ -119,7 +121,7 @@ def _networks(args: argparse.Namespace, device: torch.device, *, views: int) -> 
             model = open_for_inference(spec, pretrained=False) if int8 else load_model(spec, **_given(options))
         else:
             run = dict(engine=args.engine, dtype=args.dtype, input_size=args.input_size, device=device, log=say)
-            model = open_for_inference(spec, pretrained=False, images=views, **run, **_given(options))
+            model = open_for_inference(spec, pretrained=False, images=_views(args), **run, **_given(options))
             say(f"engine: {describe_engine(model)}")
         models[spec] = model
     return models
@@ -127,6 +129,12 @@ def _networks(args: argparse.Namespace, device: torch.device, *, views: int) -> 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _views(args: argparse.Namespace) -> int:
+    """How many views the evaluation runs (the engine choice depends on it)."""
+    images = len(open_split(args.data, image_column=args.image_column, label_column=args.label_column))
+    return min(images, args.max_images or images) * args.crops
 
 
 def _measure_loading(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:
