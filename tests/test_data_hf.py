@@ -108,7 +108,11 @@ def test_bad_datasets_are_refused_by_name(folder: Path, tmp_path: Path) -> None:
         (train, {"label_column": "nope"}, r"has no column 'nope'; its columns: image \(Image\), label"),
         (train, {"image_column": "label"}, r"column 'label' is ClassLabel.*not an image; cast it"),
         (_split(folder / "train", count=[1] * 6).remove_columns("label"), {"label_column": "count"}, r"make it a"),
-        (train.add_column("other", train["label"], feature=train.features["label"]), {}, r"several ClassLabel"),
+        (
+            train.add_column("other", train["label"], feature=train.features["label"]),
+            {},
+            r"several ClassLabel columns \(label, other\); choose the label column with --label-column",
+        ),
         (
             train.map(lambda row, i: {"label": -1 if i == 4 else row["label"]}, with_indices=True),
             {},

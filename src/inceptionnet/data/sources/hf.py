@@ -27,18 +27,22 @@ from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 
 HUB_PREFIX = "hf:"
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "test")}  # ours -> the dataset's, first found
-_COLUMN_FIX = "name it with --image-column / --label-column (image_column= / label_column=)"
+_IMAGE_FIX = "choose the image column with --image-column NAME (image_column=)"
+_LABEL_FIX = "choose the label column with --label-column NAME (label_column=)"
 
 
 def is_hf_dataset(data: str | Path) -> bool:
-    """Whether `data` names a Hugging Face dataset: `hf:ORG/NAME`, a folder written by `save_to_disk`
-    (a DatasetDict's dataset_dict.json, or one Dataset's state.json), or a folder of parquet files."""
+    """Whether `data` names a Hugging Face dataset: `hf:ORG/NAME`, a folder written by `save_to_disk`, or a
+    folder of parquet files (DATA/*.parquet, DATA/<split>/*.parquet)."""
     if str(data).startswith(HUB_PREFIX):
         return True
     root = Path(data)
-    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
-        return True
-    return root.is_dir() and (any(root.glob("*.parquet")) or any(root.glob("*/*.parquet")))
+    return _saved(root) or any(root.glob("*.parquet")) or any(root.glob("*/*.parquet"))
+
+
+def _saved(root: Path) -> bool:
+    """Whether `root` was written by `save_to_disk`: a DatasetDict (dataset_dict.json) or one Dataset (state.json)."""
+    return (root / "dataset_dict.json").is_file() or (root / "state.json").is_file()
 
 
 class HFSource(ImageSource):
@@ -111,7 +115,7 @@ def _load(data: str | Path) -> Any:
     try:
         if text.startswith(HUB_PREFIX):
             return datasets.load_dataset(text[len(HUB_PREFIX) :])
-        if (Path(text) / "dataset_dict.json").is_file() or (Path(text) / "state.json").is_file():
+        if _saved(Path(text)):
             return datasets.load_from_disk(text)
         return datasets.load_dataset(text)
     except (OSError, ValueError) as err:  # not found, no network, files datasets cannot read
@@ -161,7 +165,7 @@ def _image_column(features: Any, chosen: str | None, origin: str) -> str:
     found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
     if len(found) != 1:
         what = f"several image columns ({', '.join(found)})" if found else "no column of type Image"
-        raise SourceError(f"{origin} has {what}; its columns: {_describe(features)}; {_COLUMN_FIX}")
+        raise SourceError(f"{origin} has {what}; its columns: {_describe(features)}; {_IMAGE_FIX}")
     return found[0]
 
 
@@ -174,10 +178,10 @@ def _label_column(features: Any, chosen: str | None, origin: str) -> str:
         return chosen
     labels = [name for name, feature in features.items() if isinstance(_label_kind(feature), datasets.ClassLabel)]
     if len(labels) > 1:
-        raise SourceError(f"{origin} has several ClassLabel columns ({', '.join(labels)}); {_COLUMN_FIX}")
+        raise SourceError(f"{origin} has several ClassLabel columns ({', '.join(labels)}); {_LABEL_FIX}")
     found = labels or [name for name in ("label", "labels") if name in features]
     if not found:
-        raise SourceError(f"{origin} has no ClassLabel column; its columns: {_describe(features)}; {_COLUMN_FIX}")
+        raise SourceError(f"{origin} has no ClassLabel column; its columns: {_describe(features)}; {_LABEL_FIX}")
     return found[0]
 
 
