@@ -12,10 +12,11 @@ from torch import nn
 
 from inceptionnet import evaluation as ev
 from inceptionnet.cli.options import add_engine_options, say, write_json
+from inceptionnet.data import open_split
+from inceptionnet.data.sources import source_kind
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
-from inceptionnet.inference.predict import image_files
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data",
-        help="one split: an image folder DIR/<class>/<image> (ImageNet synset folders map to 1000 classes), or a "
-        "folder with a metadata.csv or metadata.jsonl (docs/training.md, Data sources)",
+        help="one split: an image folder DIR/<class>/<image> (ImageNet synset folders map to 1000 classes), a "
+        "folder with a metadata.csv or metadata.jsonl, or a Hugging Face dataset (its validation split): "
+        "hf:ORG/NAME, a save_to_disk folder or parquet files (docs/training.md, Data sources)",
+    )
+    p.add_argument("--image-column", help="image column of a Hugging Face dataset; default: its one Image column")
+    p.add_argument(
+        "--label-column", help="label column of a Hugging Face dataset; default: its one ClassLabel column, else label"
     )
     p.add_argument(
         "--model",
@@ -79,14 +85,15 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.data is None:
         raise ValueError("name the image folder with --data DIR")
-    if not Path(args.data).is_dir():  # before building networks, which takes seconds
+    if source_kind(args.data) == "folder" and not Path(args.data).is_dir():  # before building networks (seconds)
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
+    columns = {"image_column": args.image_column, "label_column": args.label_column}
     int8 = any(names_int8_folder(spec) for spec in args.model)
     device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
     if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
         choose_engine(args.engine, dtype=args.dtype, device=device)
     models = _networks(args, device)
-    common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size)
+    common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
@@ -127,7 +134,7 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 def _views(args: argparse.Namespace) -> int:
     """How many views the evaluation runs (the engine choice depends on it)."""
-    images = len(image_files([args.data]))
+    images = len(open_split(args.data, image_column=args.image_column, label_column=args.label_column))
     return min(images, args.max_images or images) * args.crops
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from PIL import Image
@@ -12,10 +14,15 @@ from PIL import Image
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: str | Path) -> Image.Image:
+def read_image(path: str | Path | BinaryIO) -> Image.Image:
     """Decode the whole file to RGB (truncated data fails here, not later in a batch); raises one of UNREADABLE."""
     with Image.open(path) as f:
         return f.convert("RGB")
+
+
+def read_image_bytes(data: bytes) -> Image.Image:
+    """`read_image` of an encoded image held in memory (a dataset row, a shard member): the same decoding."""
+    return read_image(io.BytesIO(data))
 
 
 @dataclass

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,9 +117,12 @@ def evaluate(
     input_size: int | None = None,
     max_images: int | None = None,
     progress: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> EvalResult:
-    """Top-1 / top-5 of each network and of their ensemble on one split of a data source (`open_split(data_dir)`:
-    an image folder `data_dir/<class>/<image>`, or a folder with a metadata.csv / metadata.jsonl).
+    """Top-1 / top-5 of each network and of their ensemble on one split of a data source (`data.open_split`: an
+    image folder `data_dir/<class>/<image>`, a folder with a metadata.csv / metadata.jsonl, or a Hugging Face
+    dataset with its `image_column` / `label_column`).
 
     `models`: one network, a list, or a {name: network} mapping; each uses its card's `preprocessing`
     (input size, crop fraction, interpolation, mean, std), so v4 and IR-v2 can form one ensemble.
@@ -132,6 +136,8 @@ def evaluate(
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]
+    columns = {"image_column": image_column, "label_column": label_column}
+    pin = dev.type == "cuda"  # ViewBatch.pin_memory: the copies to the GPU can overlap its work
     loader, configs, classes = view_batches(
         data_dir,
         pres,
@@ -139,25 +145,16 @@ def evaluate(
         batch_size=batch_size,
         workers=workers,
         max_images=max_images,
-        pin_memory=dev.type == "cuda",  # ViewBatch.pin_memory: the copies to the GPU can overlap its work
+        pin_memory=pin,
+        **columns,
     )
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
     counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
     scores = tuple(t.score(n, crops, classes) for t, n in zip(counted.tallies, names, strict=True))
-    config = {
-        "data_dir": str(data_dir),
-        "crops": crops,
-        "batch_size": batch_size,
-        "workers": workers,
-        "device": str(dev),
-        "cpu_threads": torch.get_num_threads(),
-        "max_images": max_images,
-        "class_mapping": members[0].classes.rule,
-        "background_class_dropped": [m.classes.offset == 1 for m in members],
-        "members": [_member_config(m) for m in members],
-    }
+    settings = {"data_dir": str(data_dir), **columns, "crops": crops, "batch_size": batch_size, "workers": workers}
+    config = {**settings, **_run_config(members, dev, max_images)}
     return EvalResult(scores, crops, scores[0].images, counted.skipped, counted.seconds, counted.model_seconds, config)
 
 
@@ -255,3 +252,15 @@ def _count(
             m.model.train(was_training)
     counts.seconds = time.perf_counter() - start
     return counts
+
+
+def _run_config(members: Sequence[Any], dev: torch.device, max_images: int | None) -> dict[str, Any]:
+    """What an evaluation records beside its settings: where it ran and how each network's outputs were read."""
+    return {
+        "device": str(dev),
+        "cpu_threads": torch.get_num_threads(),
+        "max_images": max_images,
+        "class_mapping": members[0].classes.rule,
+        "background_class_dropped": [m.classes.offset == 1 for m in members],
+        "members": [_member_config(m) for m in members],
+    }

@@ -61,19 +61,22 @@ def measure_loading(
     workers: int = DEFAULT_WORKERS,
     input_size: int | None = None,
     max_images: int | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> Throughput:
     """Decode and cut views exactly as `evaluate` does, with no network: is the loader fast enough?
 
     The time runs from asking for the first batch (worker start-up included) to the last batch.
+    `image_column` / `label_column` choose a Hugging Face dataset's columns.
     """
     if preprocessing is None:
         preprocessing = Preprocessing()
     pres = [preprocessing] if isinstance(preprocessing, Preprocessing) else list(preprocessing)
     if input_size is not None:
         pres = [dataclasses.replace(p, input_size=input_size) for p in pres]
-    loader, _, _ = view_batches(
-        data_dir, pres, crops=crops, batch_size=batch_size, workers=workers, max_images=max_images, pin_memory=False
-    )
+    columns = {"image_column": image_column, "label_column": label_column}
+    load = {"batch_size": batch_size, "workers": workers, "max_images": max_images, "pin_memory": False}
+    loader, _, _ = view_batches(data_dir, pres, crops=crops, **load, **columns)
     images = skipped = views = 0
     start = time.perf_counter()
     for batch in loader:

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
 
-from inceptionnet.data import collate_skipping_bad, open_split
+from inceptionnet.data import SourceError, collate_skipping_bad, open_split
 from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.models import Preprocessing
 
@@ -76,13 +76,24 @@ def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) ->
 
 
 def view_dataset(
-    data_dir: str | Path, transform: MultiViewTransform, max_images: int | None
+    data_dir: str | Path,
+    transform: MultiViewTransform,
+    max_images: int | None,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> tuple[Dataset, list[str]]:
     """The split at `data_dir` (any data source) cut into views by `transform`, and its class names.
 
     `max_images` keeps an evenly spaced subset of that many images; None keeps them all.
+    `image_column` / `label_column` choose a Hugging Face dataset's columns (`data.open_split`).
     """
-    folder = open_split(data_dir, transform=transform)
+    folder = open_split(data_dir, transform=transform, image_column=image_column, label_column=label_column)
+    if folder.multi_label:
+        raise SourceError(
+            f"{folder.origin} has several labels per image; top-1 / top-5 take one label per image: "
+            "choose a single-label column (--label-column)"
+        )
     if max_images is None or max_images >= len(folder):
         return folder, folder.classes
     if max_images < 1:
@@ -113,11 +124,14 @@ def view_batches(
     workers: int,
     max_images: int | None,
     pin_memory: bool,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> tuple[DataLoader, list[ViewConfig], list[str]]:
     """The loader of an evaluation of networks prepared by `pres`: its batches, the distinct view
     configurations they carry (one view tensor each, in this order) and the folder's classes."""
     configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
-    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images)
+    columns = {"image_column": image_column, "label_column": label_column}
+    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images, **columns)
     loader = view_loader(
         dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=pin_memory
     )

@@ -25,8 +25,9 @@ ColorDistort = Literal["none", "fast", "full"]
 #   the same steps run (each image's augmentation is seeded by the image, not by the loader worker), and
 #   what is logged and saved;
 # - "resume_only": another value continues the run only with `--resume`, which prints the change;
-# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head) or
-#   its optimiser state (its kind, its parameter groups) was built with it.
+# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head, the
+#   classes of its classifier: a dataset's label column) or its optimiser state (its kind, its parameter
+#   groups) was built with it.
 Resume = Literal["may_change", "resume_only", "kept"]
 RESUME_RULES: tuple[Resume, ...] = typing.get_args(Resume)
 
@@ -44,9 +45,17 @@ class TrainConfig:
     data: str | None = knob(
         None,
         "data root holding the train/ and val/ splits, each an image folder (<class>/<images>) or a folder of "
-        "images with a metadata.csv or metadata.jsonl (docs/training.md, Data sources); default: the built-in "
-        "demo data",
+        "images with a metadata.csv or metadata.jsonl, or a Hugging Face dataset: hf:ORG/NAME, a save_to_disk "
+        "folder or parquet files (docs/training.md, Data sources); default: the built-in demo data",
         resume="resume_only",
+    )
+    image_column: str | None = knob(
+        None, "image column of a Hugging Face dataset; default: its one column of type Image", resume="kept"
+    )
+    label_column: str | None = knob(
+        None,
+        "label column of a Hugging Face dataset; default: its one ClassLabel column, else label",
+        resume="kept",
     )
     out_dir: str | None = knob(
         None,

@@ -56,7 +56,7 @@ class TrainingInputs:
 def training_classes(cfg: TrainConfig) -> list[str]:
     """The class names of the training split, read before its images are listed where the source allows:
     what sizes the classifier. `set_up_inputs` opens the splits and checks the rest."""
-    return split_classes(cfg.data or DEMO_DATA, "train")
+    return split_classes(cfg.data or DEMO_DATA, "train", image_column=cfg.image_column, label_column=cfg.label_column)
 
 
 def training_transform(cfg: TrainConfig, pre: Preprocessing, *, input_size: int) -> Callable[..., Any]:
@@ -80,6 +80,8 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
         val_transform=eval_transform(pre, input_size=size),
         train_per_class=cfg.train_per_class,
         val_per_class=cfg.val_per_class,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
     )
     shard = {
         "batch_size": cfg.batch_size,

@@ -6,7 +6,9 @@ from what it holds (`source_kind`):
 
 - an image folder: `SPLIT/<class>/<image>` (folder.py);
 - a metadata folder: `SPLIT/metadata.csv` or `SPLIT/metadata.jsonl` listing the images of SPLIT and their
-  labels, the Hugging Face `imagefolder` convention (metadata.py).
+  labels, the Hugging Face `imagefolder` convention (metadata.py);
+- a Hugging Face dataset, as a whole (its splits inside): `hf:ORG/NAME`, a `save_to_disk` folder or a folder
+  of parquet files (hf.py); `image_column` / `label_column` choose its columns.
 
 `data_splits` opens the train/val pair a run trains on and checks that their class lists agree.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 from inceptionnet.data.sources.folder import FolderSource
+from inceptionnet.data.sources.hf import HFSource, is_hf_dataset, open_hf_split
 from inceptionnet.data.sources.metadata import MetadataSource, is_metadata_folder
 
 SPLITS = ("train", "val")
@@ -26,7 +29,10 @@ _VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ 
 
 
 def source_kind(location: str | Path) -> str:
-    """Which source `location` (one split) is: "metadata" (it holds a metadata file), else "folder"."""
+    """Which source `location` (one split, or a Hugging Face dataset with its splits) is: "hf", "metadata" (a
+    split holding a metadata file), else "folder"."""
+    if is_hf_dataset(location):
+        return "hf"
     if is_metadata_folder(location):
         return "metadata"
     return "folder"
@@ -43,9 +49,22 @@ def split_location(data: str | Path, split: str) -> Path:
 
 
 def open_split(
-    data: str | Path, split: str | None = None, *, transform: Callable[[Any], Any] | None = None
+    data: str | Path,
+    split: str | None = None,
+    *,
+    transform: Callable[[Any], Any] | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ImageSource:
-    """Split `split` of `data` (or `data` itself as one split when `split` is None), as an ImageSource."""
+    """Split `split` of `data` (or `data` itself as one split when `split` is None), as an ImageSource.
+
+    `image_column` / `label_column` choose the columns of a source that has them (a Hugging Face dataset).
+    """
+    columns = {"image_column": image_column, "label_column": label_column}
+    if source_kind(data) == "hf":
+        return open_hf_split(data, split, transform=transform, **columns)
+    if image_column is not None or label_column is not None:
+        raise SourceError(f"{data} has no columns to choose: image and label columns apply to Hugging Face datasets")
     location = Path(data) if split is None else split_location(data, split)
     kind = source_kind(location)
     if kind == "folder":
@@ -55,9 +74,13 @@ def open_split(
     raise SourceError(f"{location}: no reader for a {kind} source")
 
 
-def split_classes(data: str | Path, split: str = "train") -> list[str]:
+def split_classes(
+    data: str | Path, split: str = "train", *, image_column: str | None = None, label_column: str | None = None
+) -> list[str]:
     """The class names of a split, read without listing its images where the source allows (a folder's
     sorted subfolders): what sizes a classifier before the images are opened."""
+    if source_kind(data) == "hf":
+        return open_split(data, split, image_column=image_column, label_column=label_column).classes
     location = split_location(data, split)
     if source_kind(location) == "folder":
         if not location.is_dir():
@@ -76,6 +99,8 @@ def data_splits(
     val_transform: Callable[[Any], Any],
     train_per_class: int = 0,
     val_per_class: int = 0,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> tuple[ImageSource, ImageSource]:
     """The train and val splits of `data`, checked before any training starts.
 
@@ -83,14 +108,16 @@ def data_splits(
     each class: a fixed, balanced subset for short experiments. Raises a SourceError that names the
     problem when a split is missing or empty, when the two splits' class lists differ (the class
     indices would silently disagree), or when a split has several labels per image (not trained yet).
+    `image_column` / `label_column`: as `open_split`.
     """
+    columns = {"image_column": image_column, "label_column": label_column}
     root = Path(data)
     if not str(data).startswith("hf:") and not root.is_dir():
         raise SourceError(
             f"data folder {root} does not exist; expected {root}/train/<class>/* and {root}/val/<class>/*"
         )
-    train = limit_per_class(open_split(data, "train", transform=train_transform), train_per_class)
-    val = limit_per_class(open_split(data, "val", transform=val_transform), val_per_class)
+    train = limit_per_class(open_split(data, "train", transform=train_transform, **columns), train_per_class)
+    val = limit_per_class(open_split(data, "val", transform=val_transform, **columns), val_per_class)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
@@ -123,6 +150,7 @@ def limit_per_class(source: ImageSource, per_class: int) -> ImageSource:
 __all__ = [
     "SPLITS",
     "FolderSource",
+    "HFSource",
     "ImageSource",
     "MetadataSource",
     "SourceError",
