@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from PIL import Image
@@ -12,8 +13,9 @@ from PIL import Image
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode the whole file to RGB (truncated data fails here, not later in a batch); raises one of UNREADABLE."""
+def read_image(path: str | Path | BinaryIO) -> Image.Image:
+    """Decode the whole file (a path, or an open binary file such as a shard member's bytes) to RGB: truncated
+    data fails here, not later in a batch; raises one of UNREADABLE."""
     with Image.open(path) as f:
         return f.convert("RGB")
 

@@ -4,6 +4,7 @@
 `split=None`, `data` as one split: what `eval --data` takes). Which source a location is, is read
 from what it holds (`source_kind`):
 
+- WebDataset tar shards: `SPLIT/*.tar` and `SPLIT/_info.json` (shards.py);
 - an image folder: `SPLIT/<class>/<image>` (folder.py).
 
 `data_splits` opens the train/val pair a run trains on and checks that their class lists agree.
@@ -17,13 +18,16 @@ from typing import Any
 
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 from inceptionnet.data.sources.folder import FolderSource
+from inceptionnet.data.sources.shards import ShardSource, is_shard_split
 
 SPLITS = ("train", "val")
 _VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ (CIFAR-10's layout)
 
 
 def source_kind(location: str | Path) -> str:
-    """Which source `location` (one split) is: "folder"."""
+    """Which source `location` (one split) is: "shards" or "folder"."""
+    if is_shard_split(Path(location)):
+        return "shards"
     return "folder"
 
 
@@ -45,6 +49,8 @@ def open_split(
     kind = source_kind(location)
     if kind == "folder":
         return FolderSource(location, transform=transform)
+    if kind == "shards":
+        return ShardSource(location, transform=transform)
     raise SourceError(f"{location}: no reader for a {kind} source")
 
 
@@ -117,6 +123,7 @@ __all__ = [
     "SPLITS",
     "FolderSource",
     "ImageSource",
+    "ShardSource",
     "SourceError",
     "Target",
     "data_splits",
