@@ -79,6 +79,10 @@ def test_an_existing_destination_is_refused_and_a_failed_write_leaves_nothing(fo
 def test_shard_order_deals_every_sample_once_and_is_a_pure_function_of_seed_and_epoch() -> None:
     shards = [list(range(s, s + 4)) for s in range(0, 24, 4)]  # 6 shards of 4
     orders = shard_orders(shards, seed=3, epoch=1, world_size=2)
+    ranks = [ShardSampler(shards, num_replicas=2, rank=rank, seed=3) for rank in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(1)
+    assert [list(sampler) for sampler in ranks] == orders
     assert sorted(orders[0] + orders[1]) == list(range(24))
     for order in orders:  # each rank reads whole shards, one after the other
         assert [i // 4 for i in order] == [s for s in dict.fromkeys(i // 4 for i in order) for _ in range(4)]
