@@ -106,10 +106,11 @@ def shard_orders(shards: Sequence[Sequence[int]], *, seed: int, epoch: int, worl
     repeats = itertools.cycle([i for order in ranks for i in order])
     balanced = []
     for order in ranks:
-        order = order[:quota]
-        given, surplus = surplus[: quota - len(order)], surplus[quota - len(order) :]
-        order += given
-        balanced.append(order + list(itertools.islice(repeats, quota - len(order))))
+        kept = order[:quota]
+        need = quota - len(kept)
+        kept += surplus[:need]
+        surplus = surplus[need:]
+        balanced.append(kept + list(itertools.islice(repeats, quota - len(kept))))
     return balanced
 
 
