@@ -3,6 +3,7 @@ ranks shard by shard, resumed exactly (also after SIGKILL), and bad shards refus
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from inceptionnet.cli import main
 from inceptionnet.data import ShardSampler, open_split, val_loader
@@ -54,7 +56,7 @@ def test_the_shards_hold_the_folders_samples_bytes_and_targets(folder, shards, c
         keys = [_key(written, i) for i in range(len(written))]
         assert sorted(keys) == list(range(len(original)))
         for i, key in enumerate(keys):
-            assert written.encoded(i) == original.encoded(key)  # copied, not re-encoded
+            assert written.encoded(i) == original.encoded(key)  # copied, not re-encoded (the demo's are .jpg)
             assert written.targets[i] == original.targets[key]
     assert keys == sorted(keys)  # val keeps the source's order; train is shuffled
     info = json.loads((shards / "train" / "_info.json").read_text())
@@ -62,6 +64,21 @@ def test_the_shards_hold_the_folders_samples_bytes_and_targets(folder, shards, c
     timm = json.loads((shards / "_info.json").read_text())["splits"]
     assert timm["val"]["filenames"] == ["val/val-000000.tar", "val/val-000001.tar"]
     assert [p.name for p in shards.parent.iterdir()] == ["shards"]  # no temporary folder left
+
+
+def test_images_are_copied_and_other_formats_written_as_png(make_image_folder, tmp_path) -> None:
+    data = make_image_folder(tmp_path / "data", train=2, val=1)
+    first, second = sorted((data / "train").iterdir())
+    jpeg = next(first.iterdir()).rename(first / "a.JPEG")
+    Image.open(jpeg).save(second / "b.bmp")
+    write_shards(data, tmp_path / "shards")
+    source = open_split(tmp_path / "shards", "train")
+    members = {_key(source, i): source.encoded(i) for i in range(len(source))}
+    original = open_split(data, "train")
+    copied = original.paths.index(jpeg)
+    assert members[copied] == (jpeg.read_bytes(), "jpg")  # the same bytes, timm's extension
+    bmp = members[original.paths.index(second / "b.bmp")]
+    assert bmp[1] == "png" and Image.open(io.BytesIO(bmp[0])).tobytes() == Image.open(second / "b.bmp").tobytes()
 
 
 def test_an_existing_destination_is_refused_and_a_failed_write_leaves_nothing(folder, shards, tmp_path) -> None:

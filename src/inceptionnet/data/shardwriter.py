@@ -7,10 +7,11 @@ DST), so that timm's wds reader takes the same folder. A sample is `KEY.<ext>` (
 `KEY.cls` (its class index), or `KEY.json` (`{"labels": [...]}`) for several labels; KEY is the
 sample's index in the source (8 digits), which names the image it came from (`ImageSource.where`).
 
-Images are copied as the source stores them (JPEG, PNG and WebP files: no decoding, no quality lost);
-anything else (a BMP, a TIFF, a decoded image) is written as PNG, lossless. The training split is
-written in a seeded shuffled order: the shard sampler shuffles shards and samples within a shard,
-never across shards, so a shard must already hold a mix of classes. The validation split keeps the
+Images are copied as the source stores them (JPEG, PNG and WebP files: no decoding, no quality lost;
+a .jpeg or .JPEG file becomes a .jpg member, the extension timm's reader looks for); anything else
+(a BMP, a TIFF, a decoded image) is written as PNG, lossless. The training split is written in a
+seeded shuffled order: the shard sampler shuffles shards and samples within a shard, never across
+shards, so a shard must already hold a mix of classes. The validation split keeps the
 source's order. Everything is written to a temporary folder beside DST, renamed to DST at the end:
 an interrupted run leaves no half-written dataset.
 """
@@ -51,6 +52,7 @@ def _sample(source: ImageSource, index: int) -> tuple[dict[str, Any], bool] | No
     stored = source.encoded(index)
     if stored is not None and stored[1] in IMAGE_EXTENSIONS:
         (image, ext), encoded_here = stored, False
+        ext = "jpg" if ext == "jpeg" else ext  # the same bytes; timm's reader looks for jpg, png and webp only
     else:
         try:
             decoded = source.load(index)
