@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("inception_resnet_v2_paper", "--weights", "--format", "--dynamic-batch", "--output", "--input-size"),
     "study": ("residual", "scaling", "--data", "--out-dir", "--seeds", "--quick", "--threads", "--warmup-epochs"),
     "quantize": ("MODEL", "--calibration", "--output", "--images", "--method"),
+    "shards": ("SRC", "DST", "--shard-size", "--seed"),
 }
 
 
@@ -94,6 +95,8 @@ def test_bad_input_is_an_error_line_without_traceback(tmp_path: Path, capsys: py
         (["eval", "--data", str(tmp_path), "--model", "inception_v4:"], "names no weights"),
         (["study", "residual", "--model", "inception_resnet_v1"], "--model applies to the scaling study"),
         (["study", "scaling", "--seeds", "0"], "at least one seed"),
+        (["shards", str(tmp_path / "missing"), str(tmp_path / "out")], "does not exist"),
+        (["shards", str(tmp_path), str(tmp_path / "out"), "--shard-size", "0"], "at least 1 sample per shard"),
     ]
     for argv, message in cases:
         status, out, err = run_main(argv, capsys)

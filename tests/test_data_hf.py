@@ -175,3 +175,13 @@ def test_eval_reads_a_dataset_and_its_chosen_label_column(
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 4 and result["config"]["label_column"] == "animal"
     assert [row["class"] for row in result["results"][0]["per_class"]] == ["ant", "zebra"]
+
+
+def test_a_saved_dataset_becomes_shards_with_its_image_bytes_as_stored(folder: Path, saved: Path, tmp_path) -> None:
+    pytest.importorskip("webdataset")
+    assert main(["shards", str(saved), str(tmp_path / "wds"), "--shard-size", "4"]) == 0
+    for split in ("train", "val"):
+        expected, shards = FolderSource(folder / split), open_split(tmp_path / "wds", split)
+        assert shards.classes == expected.classes
+        stored = sorted(zip([shards.encoded(i) for i in range(len(shards))], shards.targets, strict=True))
+        assert stored == sorted(zip([expected.encoded(i) for i in range(len(expected))], expected.targets, strict=True))

@@ -15,11 +15,13 @@ import torch
 
 from inceptionnet.cli import main
 from inceptionnet.data import collate_skipping_bad, data_splits, eval_transform, open_split
+from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.data.sources import FolderSource, MetadataSource, SourceError, source_kind, split_classes
 from inceptionnet.evaluation import evaluate
 from inceptionnet.models import Preprocessing
 from inceptionnet.quantization.calibration import calibration_files, calibration_set, read_calibration
 from inceptionnet.training.loop import train
+from inceptionnet.weights.checkpoint import read_checkpoint
 
 SPLITS = ("train", "val")
 
@@ -189,3 +191,25 @@ def test_a_folder_with_both_metadata_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "metadata.jsonl").write_text("")
     with pytest.raises(SourceError, match=r"holds both metadata\.csv and metadata\.jsonl; keep one of them"):
         open_split(tmp_path)
+
+
+def test_every_source_of_the_same_images_trains_to_the_same_class_list(
+    datasets: dict[str, Path], runs: dict[str, object], make_train_config: Callable[..., object], tmp_path: Path
+) -> None:
+    hf = pytest.importorskip("datasets")
+    pytest.importorskip("webdataset")
+    folder = datasets["folder"]
+    write_shards(folder, tmp_path / "shards")
+    splits = {}
+    for split, name in (("train", "train"), ("val", "validation")):
+        source = FolderSource(folder / split)
+        features = hf.Features({"image": hf.Image(), "label": hf.ClassLabel(names=source.classes)})
+        rows = {"image": [{"bytes": p.read_bytes(), "path": None} for p in source.paths], "label": source.targets}
+        splits[name] = hf.Dataset.from_dict(rows, features=features)
+    hf.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
+    classes = {kind: read_checkpoint(run.out_dir)["classes"] for kind, run in runs.items()}  # folder, csv
+    for kind in ("shards", "saved"):
+        classes[kind] = read_checkpoint(train(make_train_config(tmp_path / kind, tmp_path / f"run-{kind}")).out_dir)[
+            "classes"
+        ]
+    assert classes["folder"] == ["airplane", "automobile"] and all(c == classes["folder"] for c in classes.values())

@@ -15,7 +15,8 @@ UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_image(path: str | Path | BinaryIO) -> Image.Image:
-    """Decode the whole file to RGB (truncated data fails here, not later in a batch); raises one of UNREADABLE."""
+    """Decode the whole file (a path, or an open binary file such as a shard member's bytes) to RGB: truncated
+    data fails here, not later in a batch; raises one of UNREADABLE."""
     with Image.open(path) as f:
         return f.convert("RGB")
 

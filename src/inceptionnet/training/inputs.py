@@ -4,9 +4,10 @@ The images are prepared as the network expects (its `preprocessing`: mean, std, 
 interpolation, the input size when `--input-size` is not given), so a network fine-tuned from
 published weights sees its inputs as those weights did.
 
-Each rank reads its own share of the training images (`ResumableSampler`), in an order that is a
-pure function of (seed, epoch), and augments each image with a seed of (seed, epoch, index)
-(`SeededSamples`), so the batches of a resumed run are those of an uninterrupted one.
+Each rank reads its own share of the training images (`ResumableSampler`; its own shards of a
+sharded split, `ShardSampler`), in an order that is a pure function of (seed, epoch), and augments
+each image with a seed of (seed, epoch, index) (`SeededSamples`), so the batches of a resumed run
+are those of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from inceptionnet.data import (
     DEMO_DATA,
     ResumableSampler,
     SeededSamples,
+    ShardSampler,
     data_splits,
     eval_transform,
     split_classes,
@@ -46,7 +48,7 @@ class TrainingInputs:
     input_size: int  # pixels, square
     preprocessing: Preprocessing  # how the images are prepared (the network's), at input_size
     loader: DataLoader  # this rank's training batches of the epoch set by `sampler` and `samples`
-    sampler: ResumableSampler
+    sampler: ResumableSampler | ShardSampler
     samples: SeededSamples
     val_batches: DataLoader  # this rank's share of the validation set
     steps_per_epoch: int

@@ -4,6 +4,7 @@
 `split=None`, `data` as one split: what `eval --data` takes). Which source a location is, is read
 from what it holds (`source_kind`):
 
+- WebDataset tar shards: `SPLIT/*.tar` and `SPLIT/_info.json` (shards.py);
 - an image folder: `SPLIT/<class>/<image>` (folder.py);
 - a metadata folder: `SPLIT/metadata.csv` or `SPLIT/metadata.jsonl` listing the images of SPLIT and their
   labels, the Hugging Face `imagefolder` convention (metadata.py);
@@ -23,16 +24,19 @@ from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 from inceptionnet.data.sources.folder import FolderSource
 from inceptionnet.data.sources.hf import HFSource, is_hf_dataset, open_hf_split
 from inceptionnet.data.sources.metadata import MetadataSource, is_metadata_folder
+from inceptionnet.data.sources.shards import ShardSource, is_shard_split
 
 SPLITS = ("train", "val")
 _VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ (CIFAR-10's layout)
 
 
 def source_kind(location: str | Path) -> str:
-    """Which source `location` (one split, or a Hugging Face dataset with its splits) is: "hf", "metadata" (a
-    split holding a metadata file), else "folder"."""
+    """Which source `location` (one split, or a Hugging Face dataset with its splits) is: "hf", "shards" (a
+    split of tar shards), "metadata" (a split holding a metadata file), else "folder"."""
     if is_hf_dataset(location):
         return "hf"
+    if is_shard_split(Path(location)):
+        return "shards"
     if is_metadata_folder(location):
         return "metadata"
     return "folder"
@@ -71,6 +75,8 @@ def open_split(
         return FolderSource(location, transform=transform)
     if kind == "metadata":
         return MetadataSource(location, transform=transform)
+    if kind == "shards":
+        return ShardSource(location, transform=transform)
     raise SourceError(f"{location}: no reader for a {kind} source")
 
 
@@ -153,6 +159,7 @@ __all__ = [
     "HFSource",
     "ImageSource",
     "MetadataSource",
+    "ShardSource",
     "SourceError",
     "Target",
     "data_splits",

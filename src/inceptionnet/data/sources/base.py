@@ -46,6 +46,11 @@ class ImageSource(Dataset):
     def where(self, index: int) -> str:
         raise NotImplementedError
 
+    def encoded(self, index: int) -> tuple[bytes, str] | None:
+        """Image i as stored (its encoded bytes and file extension, e.g. "jpg"), or None where the source holds
+        no encoded file: what lets `inceptionnet shards` copy images without decoding and re-encoding them."""
+        return None
+
     def keep(self, indices: Sequence[int]) -> None:
         """Keep only the samples at `indices` (in that order), in place; subclasses keep their own lists too."""
         self.targets = [self.targets[i] for i in indices]

@@ -37,6 +37,10 @@ class FolderSource(ImageSource):
     def load(self, index: int) -> Image.Image:
         return read_image(self.paths[index])
 
+    def encoded(self, index: int) -> tuple[bytes, str]:
+        path = self.paths[index]
+        return path.read_bytes(), path.suffix[1:].lower()
+
     def where(self, index: int) -> str:
         return str(self.paths[index])
 

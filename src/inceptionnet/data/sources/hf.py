@@ -16,16 +16,18 @@ imported when such a dataset is opened.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from inceptionnet.data.images import read_image, read_image_bytes
+from inceptionnet.data.images import UNREADABLE, read_image, read_image_bytes
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 
 HUB_PREFIX = "hf:"
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats a shard keeps as they are (PIL names)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "test")}  # ours -> the dataset's, first found
 _IMAGE_FIX = "choose the image column with --image-column NAME (image_column=)"
 _LABEL_FIX = "choose the label column with --label-column NAME (label_column=)"
@@ -77,6 +79,22 @@ class HFSource(ImageSource):
         if cell is not None and cell.get("path"):
             return read_image(cell["path"])
         raise ValueError(f"{self.where(index)} has no image")  # one of UNREADABLE: skipped and counted
+
+    def encoded(self, index: int) -> tuple[bytes, str] | None:
+        """The row's image bytes as stored, with the extension of the format they hold (None: not JPEG, PNG or
+        WebP, or unreadable: `inceptionnet shards` then decodes and re-encodes it, or skips it)."""
+        cell = self.images[self.rows[index]][self.image_column]
+        if cell is not None and cell.get("path") and not cell.get("bytes"):
+            path = Path(cell["path"])
+            return path.read_bytes(), path.suffix[1:].lower()
+        if cell is None or cell.get("bytes") is None:
+            return None
+        try:
+            with Image.open(io.BytesIO(cell["bytes"])) as image:  # reads the header only
+                ext = _EXTENSIONS.get(image.format or "")
+        except UNREADABLE:
+            return None
+        return (cell["bytes"], ext) if ext is not None else None
 
     def where(self, index: int) -> str:
         return f"{self.origin}, row {self.rows[index]}"

@@ -83,6 +83,10 @@ class MetadataSource(ImageSource):
     def load(self, index: int) -> Image.Image:
         return read_image(self.paths[index])
 
+    def encoded(self, index: int) -> tuple[bytes, str]:
+        path = self.paths[index]
+        return path.read_bytes(), path.suffix[1:].lower()
+
     def where(self, index: int) -> str:
         return f"{self.paths[index]} ({self.metadata} line {self.lines[index]})"
 
