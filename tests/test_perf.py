@@ -176,7 +176,7 @@ def test_loader_benchmark_times_every_loader(tmp_path: Path, capsys: pytest.Capt
         data=str(tmp_path / "jpegs"), images=6, input_size=75, batch_size=2, workers=1, seconds=0.2, rounds=1
     )
     result = run_loader_benchmark(cfg, log=lambda _msg: None)
-    assert [r.key for r in result.rates] == ["ours-folder", "timm", "torchvision"] and result.files == 6
+    assert [r.key for r in result.rates] == ["ours-folder", "ours-shards", "timm", "torchvision"] and result.files == 6
     assert all(len(r.rounds) == 1 and r.images_per_s > 0 for r in result.rates)
     assert json.loads(result.to_json())["rates"][0]["images_per_s"] == result.rates[0].images_per_s
     table = format_loader_result(result)

@@ -7,7 +7,7 @@ there are cores, and is timed in turn, round by round, in one process:
   `inceptionnet train` builds (`training.inputs.training_transform`: PIL decode, the paper's random crop,
   flip, colour distortion, normalisation), seeded and resumable as in training;
 - "ours (shards)": the same loader and transform over the same images written as WebDataset shards
-  (`data.shards.write_shards`), read by `data.sources.ShardSource`;
+  (`data.shardwriter.write_shards`, as `inceptionnet shards` writes them), read by `data.sources.ShardSource`;
 - "timm": `timm.data.create_loader` over timm's `ImageDataset`, with timm's training augmentation
   (random-resized crop, flip, colour jitter 0.4), no prefetcher (the CPU does the normalisation, as ours);
 - "torchvision": `torchvision.datasets.ImageFolder` with the transform of torchvision's classification
@@ -21,6 +21,7 @@ and divided by the number of workers (one per core) for the per-core rate.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import itertools
 import json
 import os
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from inceptionnet.data import open_split, train_loader
+from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.models import Preprocessing
 from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs
 from inceptionnet.training.config import TrainConfig
@@ -207,10 +209,24 @@ def torchvision_loader(folder: Path, cfg: LoaderBenchConfig) -> Contender:
     return build
 
 
-def contenders(folder: Path, cfg: LoaderBenchConfig) -> tuple[dict[str, tuple[str, Contender]], list[str]]:
+def as_shards(folder: Path, tmp: Path) -> Path:
+    """The images of `folder` written as tar shards (`inceptionnet shards`, 1000 per shard); their train split."""
+    pair = tmp / "pair"
+    pair.mkdir()
+    for split in ("train", "val"):  # the writer takes a train/val pair: the same folder as both
+        (pair / split).symlink_to(folder.resolve(), target_is_directory=True)
+    write_shards(pair, tmp / "shards")
+    return tmp / "shards" / "train"
+
+
+def contenders(folder: Path, cfg: LoaderBenchConfig, tmp: Path) -> tuple[dict[str, tuple[str, Contender]], list[str]]:
     """Each contender's key -> (label, builder), and notes on the ones left out."""
     found: dict[str, tuple[str, Contender]] = {"ours-folder": ("ours (folder)", ours(folder, cfg))}
     notes = []
+    if importlib.util.find_spec("webdataset") is not None:
+        found["ours-shards"] = ("ours (shards)", ours(as_shards(folder, tmp), cfg))
+    else:
+        notes.append("webdataset is not installed: no shards were written (pip install 'inceptionnet[shards]')")
     try:
         found["timm"] = ("timm create_loader", timm_loader(folder, cfg))
     except ImportError:
@@ -226,8 +242,9 @@ def run_loader_benchmark(
     cfg = cfg.resolved()
     with tempfile.TemporaryDirectory() as tmp:
         folder, origin = prepare_folder(cfg, Path(tmp))
+        found, notes = contenders(folder, cfg, Path(tmp))
         files = warm_page_cache(folder)
-        found, notes = contenders(folder, cfg)
+        warm_page_cache(Path(tmp) / "shards")
         rates = {key: LoaderRate(key, label) for key, (label, _) in found.items()}
         for i in range(cfg.rounds):
             for key, (label, build) in found.items():
