@@ -39,7 +39,8 @@ from inceptionnet.weights.checkpoint import BEST, LAST
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
     """Train with `cfg`, or continue a run: that of the checkpoint (file or run folder) `resume`, or
     without it the run whose checkpoint `cfg.out_dir` holds, if that run's configuration is `cfg` up
-    to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError).
+    to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError, and so is one
+    that another live command trains in: runlock.RunFolderBusy).
 
     `model`: a network to train (in place) instead of the one `cfg` describes (learner.build_network).
     """
