@@ -5,7 +5,8 @@ One process per GPU under torchrun (DistributedDataParallel), or a single proces
 the code path is the same. Everything random is a pure function of (seed, epoch, step, rank): the
 data order, each image's augmentation (inputs.py) and the dropout masks (step.py), so a run resumed
 from its position (state.py) continues exactly as an uninterrupted one. Whether a command starts a
-run or continues the one in its output folder is rundir.py's decision.
+run or continues the one in its output folder is rundir.py's decision, taken once the command holds
+the folder (runlock.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from inceptionnet._version import __version__
-from inceptionnet.training import checkpoint, distributed, rundir
+from inceptionnet.training import checkpoint, distributed, rundir, runlock
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.faults import StopRequest
@@ -38,20 +39,25 @@ from inceptionnet.weights.checkpoint import BEST, LAST
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
     """Train with `cfg`, or continue a run: that of the checkpoint (file or run folder) `resume`, or
     without it the run whose checkpoint `cfg.out_dir` holds, if that run's configuration is `cfg` up
-    to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError).
+    to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError, and so is one
+    that another live command trains in: runlock.RunFolderBusy).
 
     `model`: a network to train (in place) instead of the one `cfg` describes (learner.build_network).
     """
+    folder = rundir.run_folder(cfg, resume=resume)
     ctx = distributed.setup(cfg.device)
     try:
-        return _train(cfg, ctx, resume, model)
+        with runlock.run_owner(folder, ctx, say=tqdm.write):  # refused here if another command trains there
+            return _train(cfg, ctx, resume, model, folder)
     finally:
         distributed.cleanup(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.Module | None) -> TrainResult:
-    """The phases of a run, in execution order."""
-    start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size)
+def _train(
+    cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.Module | None, folder: Path
+) -> TrainResult:
+    """The phases of a run in `folder` (claimed), in execution order."""
+    start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size, out_dir=folder)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     learner = build_learner(cfg, ctx, num_classes=len(training_classes(cfg)), model=model)
     inputs = set_up_inputs(cfg, ctx, network=learner.model)  # images prepared as the network's weights expect

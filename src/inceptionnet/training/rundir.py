@@ -39,14 +39,25 @@ class RunStart:
     automatic: bool = False  # continued because the folder held this run's checkpoint (no --resume)
 
 
-def plan_start(cfg: TrainConfig, *, resume: str | Path | None, world_size: int) -> RunStart:
+def run_folder(cfg: TrainConfig, *, resume: str | Path | None) -> Path:
+    """The folder a command writes in: `cfg.out_dir`, else `resume`'s folder, else a new one (named by the time)."""
+    if resume is not None and not cfg.out_dir:
+        return checkpoint_file(resume).parent
+    return _out_dir(cfg)
+
+
+def plan_start(
+    cfg: TrainConfig, *, resume: str | Path | None, world_size: int, out_dir: Path | None = None
+) -> RunStart:
     """Decide how a command begins: continue `resume`, continue the run in its folder, or start a new run.
 
+    `out_dir`: the command's folder (run_folder), given when it was claimed before (runlock.py).
     Raises ValueError, touching nothing, when the folder holds another run (or an unreadable checkpoint).
     """
+    if out_dir is None:
+        out_dir = run_folder(cfg, resume=resume)
     if resume is not None:
-        return _explicit_resume(cfg, resume)
-    out_dir = _out_dir(cfg)
+        return _explicit_resume(cfg, resume, out_dir)
     last = out_dir / LAST
     if not last.exists():
         _refuse_leftovers(out_dir, cfg)
@@ -79,8 +90,9 @@ def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -
     return changes
 
 
-def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
-    """`--resume PATH`: the run of PATH, in its folder unless `cfg.out_dir` names another, free of another run."""
+def _explicit_resume(cfg: TrainConfig, resume: str | Path, out_dir: Path) -> RunStart:
+    """`--resume PATH`: the run of PATH, in `out_dir` (its folder unless `cfg.out_dir` names another), free of
+    another run."""
     source = checkpoint_file(resume)
     payload = read_checkpoint(source)
     kept = {k: v for k, v in config_changes(TrainConfig.from_dict(payload["config"]), cfg).items() if k in RESUME_KEEPS}
@@ -90,7 +102,6 @@ def _explicit_resume(cfg: TrainConfig, resume: str | Path) -> RunStart:
             f"--resume cannot change {listed}: the checkpoint's network and optimiser state were built with "
             f"them. Resume without those options, or start a new run with them in another --out-dir"
         )
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else source.parent
     if not _same_path(out_dir, source.parent):
         held = [name for name in (*NAMES, METRICS) if (out_dir / name).exists()]
         if held:
