@@ -146,7 +146,7 @@ def warm_page_cache(folder: Path) -> int:
 
 def _long(dataset: Any, cfg: LoaderBenchConfig) -> Repeated:
     """`dataset` read round and round: an epoch longer than any round, so no round waits for new workers."""
-    return Repeated(dataset, cfg.batch_size * cfg.workers * 10_000)
+    return Repeated(dataset, cfg.batch_size * max(cfg.workers, 1) * 10_000)
 
 
 def ours(location: Path, cfg: LoaderBenchConfig) -> Contender:
