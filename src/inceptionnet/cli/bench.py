@@ -111,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
         references=tuple(args.reference),
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    print(format_result(result))
-    if args.json is not None:
-        args.json.write_text(result.to_json() + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return _report(format_result(result), result.to_json(), args.json)
 
 
 def run_loader(args: argparse.Namespace) -> int:
@@ -130,8 +126,13 @@ def run_loader(args: argparse.Namespace) -> int:
         rounds=3 if args.iters is None else args.iters,
     )
     result = run_loader_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    print(format_loader_result(result))
-    if args.json is not None:
-        args.json.write_text(result.to_json() + "\n")
-        print(f"wrote {args.json}")
+    return _report(format_loader_result(result), result.to_json(), args.json)
+
+
+def _report(table: str, as_json: str, path: Path | None) -> int:
+    """Print the table; with --json, write the result there too."""
+    print(table)
+    if path is not None:
+        path.write_text(as_json + "\n")
+        print(f"wrote {path}")
     return 0

@@ -20,13 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", metavar="SRC", help="the dataset to convert (with train/ and val/ splits)")
     p.add_argument("dst", metavar="DST", help="the new folder for the shards (must not exist, or be empty)")
-    p.add_argument(
-        "--shard-size",
-        type=int,
-        default=DEFAULT_SHARD_SIZE,
-        metavar="N",
-        help=f"samples per shard (default {DEFAULT_SHARD_SIZE})",
-    )
+    size = f"samples per shard (default {DEFAULT_SHARD_SIZE})"
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N", help=size)
     p.add_argument("--seed", type=int, default=0, help="the seed of the training samples' order (default 0)")
     p.set_defaults(func=run)
 

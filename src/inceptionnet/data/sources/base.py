@@ -9,12 +9,13 @@ returns None for it, and `collate_skipping_bad` drops it from the batch and coun
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from inceptionnet.data.images import UNREADABLE
+from inceptionnet.data.images import UNREADABLE, read_image
 
 Target = int | tuple[int, ...]  # a class index, or the class indices of a multi-label sample
 
@@ -69,3 +70,23 @@ class ImageSource(Dataset):
         except UNREADABLE:
             return None
         return (self.transform(image) if self.transform is not None else image), self.targets[index]
+
+
+class FileSource(ImageSource):
+    """A source whose images are files (`paths`, one per sample): the image folder and the metadata folder."""
+
+    paths: list[Path]
+
+    def load(self, index: int) -> Image.Image:
+        return read_image(self.paths[index])
+
+    def encoded(self, index: int) -> tuple[bytes, str]:
+        path = self.paths[index]
+        return path.read_bytes(), path.suffix[1:].lower()
+
+    def where(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def keep(self, indices: Sequence[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]
+        super().keep(indices)

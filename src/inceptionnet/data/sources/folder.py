@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from inceptionnet.data.images import read_image
-from inceptionnet.data.sources.base import ImageSource, SourceError
+from inceptionnet.data.sources.base import FileSource, SourceError
 
 
-class FolderSource(ImageSource):
+class FolderSource(FileSource):
     """`root/<class>/<image>`: samples sorted by class, then by file name (torchvision's ImageFolder order)."""
 
     def __init__(self, root: str | Path, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
@@ -33,17 +32,3 @@ class FolderSource(ImageSource):
         self.classes = list(classes)
         self.paths = [Path(path) for path, _ in samples]
         self.targets = [target for _, target in samples]
-
-    def load(self, index: int) -> Image.Image:
-        return read_image(self.paths[index])
-
-    def encoded(self, index: int) -> tuple[bytes, str]:
-        path = self.paths[index]
-        return path.read_bytes(), path.suffix[1:].lower()
-
-    def where(self, index: int) -> str:
-        return str(self.paths[index])
-
-    def keep(self, indices: Sequence[int]) -> None:
-        self.paths = [self.paths[i] for i in indices]
-        super().keep(indices)

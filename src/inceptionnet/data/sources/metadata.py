@@ -23,8 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from inceptionnet.data.images import read_image
-from inceptionnet.data.sources.base import ImageSource, SourceError, Target
+from inceptionnet.data.sources.base import FileSource, SourceError, Target
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 LABEL_COLUMNS = ("label", "labels")  # one class per image, several classes per image
@@ -50,7 +49,7 @@ def is_metadata_folder(location: str | Path) -> bool:
     return any((Path(location) / name).is_file() for name in METADATA_FILES)
 
 
-class MetadataSource(ImageSource):
+class MetadataSource(FileSource):
     """A split folder whose `metadata.csv` / `metadata.jsonl` lists its images and their labels.
 
     Every row is checked when the split is opened (the file exists, is listed once, has a label), so a
@@ -80,18 +79,10 @@ class MetadataSource(ImageSource):
         self.paths = [root / row.file_name for _, row in samples]
         self.lines = [row.line for _, row in samples]
 
-    def load(self, index: int) -> Image.Image:
-        return read_image(self.paths[index])
-
-    def encoded(self, index: int) -> tuple[bytes, str]:
-        path = self.paths[index]
-        return path.read_bytes(), path.suffix[1:].lower()
-
     def where(self, index: int) -> str:
         return f"{self.paths[index]} ({self.metadata} line {self.lines[index]})"
 
     def keep(self, indices: Sequence[int]) -> None:
-        self.paths = [self.paths[i] for i in indices]
         self.lines = [self.lines[i] for i in indices]
         super().keep(indices)
 
