@@ -25,6 +25,8 @@ from inceptionnet.data import ShardSampler, open_split, val_loader
 from inceptionnet.data.loaders import shard_orders
 from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.data.sources import ShardSource, SourceError, source_kind
+from inceptionnet.data.sources import shards as shards_module
+from inceptionnet.data.sources.shards import index_path
 from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights.checkpoint import read_checkpoint
 
@@ -199,3 +201,25 @@ def test_a_sharded_run_killed_mid_epoch_continues_to_the_same_weights(shards, tm
     for key in ("model", "ema"):
         for name in x[key]:
             assert torch.equal(x[key][name], y[key][name]), f"{key}.{name}"
+
+
+def test_the_written_member_index_spares_the_header_scan_until_a_shard_changes(folder, tmp_path, monkeypatch) -> None:
+    dst = tmp_path / "indexed"
+    assert main(["shards", str(folder), str(dst), "--shard-size", "4"]) == 0
+    shard = dst / "train" / "train-000000.tar"
+    assert index_path(shard).is_file()
+    expected = open_split(dst, "train")
+    samples, targets = list(expected.samples), list(expected.targets)
+    shards_module._INDEX.clear()
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the tar headers were scanned although the index is there")
+
+    monkeypatch.setattr(shards_module.tarfile, "open", no_scan)
+    again = open_split(dst, "train")
+    assert again.samples == samples and again.targets == targets
+    monkeypatch.undo()
+    shards_module._INDEX.clear()
+    stored = json.loads(index_path(shard).read_text())
+    index_path(shard).write_text(json.dumps({**stored, "tar_size": stored["tar_size"] + 1}))  # a rewritten tar
+    assert open_split(dst, "train").samples == samples  # scanned again, the same index

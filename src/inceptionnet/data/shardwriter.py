@@ -31,7 +31,7 @@ from typing import Any
 
 from inceptionnet.data.images import UNREADABLE
 from inceptionnet.data.sources import SPLITS, ImageSource, SourceError, open_split
-from inceptionnet.data.sources.shards import IMAGE_EXTENSIONS, INFO_NAME
+from inceptionnet.data.sources.shards import IMAGE_EXTENSIONS, INFO_NAME, write_index
 
 DEFAULT_SHARD_SIZE = 1000  # samples per shard: ~100 MB of ImageNet JPEGs, a few hundred shards for a node to share
 
@@ -91,6 +91,7 @@ def _write_split(source: ImageSource, folder: Path, name: str, *, shard_size: in
                     png, written = png + sample[1], written + 1
             f.flush()
             os.fsync(f.fileno())
+        write_index(path)  # readers then skip scanning the tar headers
         lengths.append(written)
     filenames = [f"{name}-{i:06d}.tar" for i in range(len(lengths))]
     info = {"name": name, "num_samples": sum(lengths), "filenames": filenames, "shard_lengths": lengths}
