@@ -21,6 +21,7 @@ from inceptionnet.data import (
     data_splits,
     eval_transform,
     imagenet_synsets,
+    read_image,
     train_loader,
     train_transform,
     val_loader,
@@ -346,3 +347,18 @@ def test_single_view_equals_eval_transform(interpolation: str, h: int, w: int, f
     )
     got = F.normalize(F.to_dtype(view, torch.float32, scale=True), mean=list(pre.mean), std=list(pre.std))
     assert torch.equal(got, expected)
+
+
+def test_a_photo_stored_sideways_is_read_upright(tmp_path: Path) -> None:
+    upright = Image.new("RGB", (40, 20), (255, 0, 0))
+    upright.paste((0, 0, 255), (20, 0, 40, 20))  # red left half, blue right half
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a phone stores a picture taken turned
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
+    stored.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    photo = read_image(tmp_path / "photo.jpg")
+    assert photo.size == (40, 20)
+    left, right = photo.getpixel((5, 10)), photo.getpixel((35, 10))
+    assert left[0] > 200 > left[2] and right[2] > 200 > right[0]
+    with Image.open(tmp_path / "photo.jpg") as raw:
+        assert raw.size == (20, 40)  # what a reader without the tag would see: sideways

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import default_collate
 
 # What PIL raises for a file that is not a readable image (corrupt, truncated, not an image, too large).
@@ -16,10 +16,14 @@ UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_image(path: str | Path | BinaryIO) -> Image.Image:
-    """Decode the whole file (a path, or an open binary file such as a shard member's bytes) to RGB: truncated
-    data fails here, not later in a batch; raises one of UNREADABLE."""
+    """Decode the whole file (a path, or an open binary file such as a shard member's bytes) to RGB, upright:
+    truncated data fails here, not later in a batch; raises one of UNREADABLE.
+
+    A photo stored sideways with an EXIF orientation tag (as phones store them) is turned the way its
+    tag says, as image viewers show it, so that every command sees it upright.
+    """
     with Image.open(path) as f:
-        return f.convert("RGB")
+        return ImageOps.exif_transpose(f).convert("RGB")
 
 
 def read_image_bytes(data: bytes) -> Image.Image:
