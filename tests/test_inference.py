@@ -17,6 +17,7 @@ from torch import nn
 from inceptionnet import create_model, list_models
 from inceptionnet.cli import main
 from inceptionnet.data import eval_transform, imagenet_classes, imagenet_synsets
+from inceptionnet.export import formats
 from inceptionnet.export.blocks import MergedHeads
 from inceptionnet.export.folding import ConvReLU, fold_batchnorm
 from inceptionnet.export.formats import ExportError, export_model, load_torchscript, read_export_metadata
@@ -166,6 +167,26 @@ def test_onnx_with_dynamic_batch_runs_in_onnxruntime(tmp_path: Path, randomize_b
     (logits,) = session.run(None, {"images": x.numpy()})
     with torch.no_grad():
         assert (torch.from_numpy(logits) - model(x)).abs().max().item() <= 1e-4
+
+
+def test_the_export_check_is_relative_to_the_logits_scale(
+    tmp_path: Path, randomize_bn: Callable[..., nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = small("inception_v3", randomize_bn)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(1e5)  # logits in the thousands, as after a brief fine-tuning from fresh weights
+        scale = model(torch.randn(1, 3, 99, 99)).abs().max().item()
+    assert scale > 1000
+    result = export_model(model, format="torchscript", output=tmp_path / "big.pt", input_size=99)
+    assert result.max_abs_diff <= 1e-4 * scale  # float32 rounding of large logits: accepted
+
+    def off_by_a_tenth_of_a_percent(path: Path):  # a real mismatch: 1e-3 of the logits
+        loaded = load_torchscript(path)
+        return lambda x: loaded(x) * 1.001
+
+    monkeypatch.setattr(formats, "load_torchscript", off_by_a_tenth_of_a_percent)
+    with pytest.raises(ExportError, match=r"max abs difference of the logits .* x their scale"):
+        export_model(model, format="torchscript", output=tmp_path / "wrong.pt", input_size=99)
 
 
 def test_torchscript_export_and_parity_failure_is_an_error(
