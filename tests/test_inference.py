@@ -3,6 +3,7 @@ export checked by each format's own runtime, and `inceptionnet predict`."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable
@@ -353,3 +354,21 @@ def test_predict_takes_folders_recursively(checkpoint: Path, images: dict[str, P
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"folder .*empty holds no images"):
         predict([tmp_path / "empty"], model=f"inception_v3:{checkpoint}")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_full_disk_is_one_line_naming_the_file(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxscript")
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    weights = save_weights(create_model("inception_v3", num_classes=3, width=0.25), tmp_path / "small.safetensors")
+    monkeypatch.setattr(formats, "atomic_write", disk_full)
+    out = tmp_path / f"v3.{'onnx' if fmt == 'onnx' else 'pt'}"
+    status = main(["export", str(weights), "--format", fmt, "--input-size", "75", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and not out.exists() and "Traceback" not in err
+    assert err.startswith(f"error: could not write {out}: No space left on device; nothing was written there")

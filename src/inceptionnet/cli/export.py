@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a network to ONNX, TorchScript or a torch.export program, checked against PyTorch; or for timm",
         description="Export the inference network (eval mode, logits only, BatchNorm folded into the convolutions), "
-        "then run the exported file and compare its logits with eager PyTorch (max abs difference <= 1e-4). The "
+        "then run the exported file and compare its logits with eager PyTorch (max abs difference <= 1e-4 of the "
+        "logits' scale). The "
         "file records the network, its class names and its preprocessing. --format timm instead writes a folder "
         "in timm's layout (model.safetensors with timm's key names + config.json) that timm.create_model loads, "
         "for inception_v3, inception_v4 and inception_resnet_v2 (docs/export.md).",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import os
 import warnings
@@ -204,7 +205,7 @@ def _export_onnx(
     except ModuleNotFoundError as err:
         raise ExportError(f"ONNX export needs {err.name}: pip install onnx onnxscript onnxruntime") from None
     program.model.metadata_props.update({k: _as_prop(v) for k, v in metadata.items()})
-    atomic_write(path, program.model_proto.SerializeToString())
+    _write_file(path, program.model_proto.SerializeToString())
 
 
 def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -228,7 +229,9 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, met
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
         extra = {METADATA_FILE: json.dumps(metadata)}
-        atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+        buffer = io.BytesIO()  # serialised in memory: the one disk write is _write_file's
+        torch.jit.save(traced, buffer, _extra_files=extra)
+    _write_file(path, buffer.getvalue())
 
 
 def load_torchscript(
@@ -251,4 +254,18 @@ def _export_program(
         model, (example,), dynamic_shapes={"images": {0: _batch_dim()}} if dynamic_batch else None
     )
     extra = {METADATA_FILE: json.dumps(metadata)}
-    atomic_write(path, lambda f: torch.export.save(program, f, extra_files=extra))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files=extra)
+    _write_file(path, buffer.getvalue())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write the exported file atomically; a disk error (full, read-only, no permission) is one ExportError
+    naming the file and the cause, and leaves nothing at `path`."""
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        raise ExportError(
+            f"could not write {path}: {err.strerror or err}; nothing was written there. Free space on that disk, "
+            "or choose another --output"
+        ) from None
