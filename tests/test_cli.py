@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": ("--model", "--batch-size", "--mode", "--dtype", "--reference", "--iters", "--device", "--json"),
     "train": ("--preset", "--resume", "--data", "--model", "--epochs", "--batch-size", "--lr", "--out-dir"),
     "predict": ("IMAGE", "--model", "--weights", "--top-k", "--json"),
+    "explain": ("IMAGE", "--model", "--class", "--top-k", "--output", "--input-size", "--quadrant-check"),
     "export": ("inception_resnet_v2_paper", "--weights", "--format", "--dynamic-batch", "--output", "--input-size"),
     "study": ("residual", "scaling", "--data", "--out-dir", "--seeds", "--quick", "--threads", "--warmup-epochs"),
     "quantize": ("MODEL", "--calibration", "--output", "--images", "--method"),

@@ -93,7 +93,7 @@ def predict(
     with `error` set; they do not stop the others.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
-    k = _checked_top_k(net.card, top_k)
+    k = checked_top_k(net.card, top_k)
     labels = class_labels(net.card)
     dev = engine_device(engine, device)
     results = [Prediction(p) for p in image_files(paths)]
@@ -119,12 +119,13 @@ def predict(
     return results
 
 
-def _checked_top_k(card: ModelCard, top_k: int | None) -> int:
+def checked_top_k(card: ModelCard, top_k: int | None, *, default: int = DEFAULT_TOP_K) -> int:
+    """`top_k` checked against the classes of the network `card` describes (None: `default`, at most all)."""
     n, name = card.num_classes, card.model_name
     if not n:
-        raise ValueError(f"{name} has no classifier (num_classes=0 or a feature extractor); predict needs one")
+        raise ValueError(f"{name} has no classifier (num_classes=0 or a feature extractor); classes need one")
     if top_k is None:
-        return min(DEFAULT_TOP_K, n)
+        return min(default, n)
     if not 1 <= top_k <= n:
         raise ValueError(f"top-k must be between 1 and the {n} classes of {name}, got {top_k}")
     return top_k
