@@ -172,6 +172,6 @@ def _view(x: torch.Tensor, net: InceptionNetwork) -> np.ndarray:
 
 
 def _colormap() -> Any:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # loaded when an overlay is drawn, not by every command
 
     return colormaps["jet"]
