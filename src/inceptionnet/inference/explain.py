@@ -54,9 +54,9 @@ class Explanation:
         return np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def file_name(self) -> str:
-        """`<image stem>_<rank>_<class name>_<percent>.png`, the class name reduced to file-name characters."""
-        stem = Path(self.source).stem if self.source else "image"
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-") or f"class{self.index}"
+        """`<image stem>_<rank>_<class name>_<percent>.png`, reduced to file-name characters."""
+        stem = _file_safe(Path(self.source).stem) or "image"
+        name = _file_safe(self.name) or f"class{self.index}"
         return f"{stem}_{self.rank}_{name}_{100 * self.probability:.0f}pct.png"
 
 
@@ -133,6 +133,10 @@ def write_overlays(explanations: Sequence[Explanation], output: str | os.PathLik
         Image.fromarray(e.overlay()).save(path)
         written.append(path)
     return written
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def _picture(image: str | os.PathLike[str] | Image.Image, source: str) -> Image.Image:
