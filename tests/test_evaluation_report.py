@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,9 @@ def test_cli_eval_report(make_image_folder, tmp_path: Path) -> None:
     expected |= {"reliability.png", "calibration.json"}
     assert expected <= {p.name for p in out.iterdir()}
     assert sum(c["support"] for c in json.loads((out / "per_class.json").read_text())) == 9
+
+
+def test_missing_scikit_learn_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    with pytest.raises(rp.ReportError, match=r"pip install 'inceptionnet\[report\]'"):
+        rp.build_report(known_predictions(), tmp_path)
