@@ -14,6 +14,7 @@ from inceptionnet import evaluation as ev
 from inceptionnet.cli.options import add_engine_options, say, write_json
 from inceptionnet.data import open_split
 from inceptionnet.data.sources import source_kind
+from inceptionnet.evaluation.report import build_report, sklearn_metrics
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
@@ -68,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-class", action="store_true", help="also report the accuracy of each class")
     p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write an HTML report to DIR/index.html: confusion matrix, per-class precision / recall / F1, "
+        "reliability diagram with the calibration error, most confident mistakes (needs inceptionnet[report])",
+    )
+    p.add_argument(
         "--data-only",
         action="store_true",
         help="measure decoding + view cutting alone, no network (the network alone: `inceptionnet bench`)",
@@ -87,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("name the image folder with --data DIR")
     if source_kind(args.data) == "folder" and not Path(args.data).is_dir():  # before building networks (seconds)
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
+    if args.report is not None:
+        sklearn_metrics()  # a missing optional dependency fails before the evaluation, not after it
     columns = {"image_column": args.image_column, "label_column": args.label_column}
     int8 = any(names_int8_folder(spec) for spec in args.model)
     device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
@@ -97,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
-    result = ev.evaluate(models, args.data, **common, **options)
+    result = ev.evaluate(models, args.data, **common, **options, keep_predictions=args.report is not None)
     if args.json != "-":
         print(result.table())
         print(result.describe())
@@ -105,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
     if args.json is not None:
         write_json(args.json, result.to_dict(per_class=args.per_class))
+    if args.report is not None and result.predictions is not None:
+        source = open_split(args.data, **columns)
+        page = build_report(
+            result.predictions, args.report, source=source, title=f"{result.scores[-1].model} on {args.data}"
+        )
+        say(f"report: {page}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.protocol import evaluate, view_probabilities
-from inceptionnet.evaluation.scores import ClassScore, EvalResult, Score
+from inceptionnet.evaluation.scores import ClassScore, EvalResult, Predictions, Score
 from inceptionnet.evaluation.speed import Throughput, measure_loading
 from inceptionnet.evaluation.views import DEFAULT_WORKERS, MultiViewTransform, ViewBatch, ViewConfig, collate_views
 
@@ -12,6 +12,7 @@ __all__ = [
     "ClassScore",
     "EvalResult",
     "MultiViewTransform",
+    "Predictions",
     "Score",
     "Throughput",
     "ViewBatch",

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from inceptionnet.card import ModelCard
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
-from inceptionnet.evaluation.scores import EvalResult, Tally
+from inceptionnet.evaluation.scores import EvalResult, Predictions, Tally
 from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
 from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
@@ -119,6 +119,7 @@ def evaluate(
     progress: bool = False,
     image_column: str | None = None,
     label_column: str | None = None,
+    keep_predictions: bool = False,
 ) -> EvalResult:
     """Top-1 / top-5 of each network and of their ensemble on one split of a data source (`data.open_split`: an
     image folder `data_dir/<class>/<image>`, a folder with a metadata.csv / metadata.jsonl, or a Hugging Face
@@ -129,7 +130,8 @@ def evaluate(
     `crops`: 1, 10, 12 or 144 views per image (docs/evaluation.md). `batch_size`: views per forward
     pass. `input_size` overrides every network's input size. `max_images` takes an evenly spaced
     subset, for quick checks. Networks are moved to `device` and put in eval mode for the run.
-    Unreadable images are skipped and counted in `EvalResult.skipped`.
+    Unreadable images are skipped and counted in `EvalResult.skipped`. `keep_predictions`: also keep
+    each image's probabilities in `EvalResult.predictions` (`evaluation.report`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -150,12 +152,31 @@ def evaluate(
     )
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
-    counted = _count(members, loader, num_classes=len(classes), batch_size=batch_size, device=dev, progress=label)
+    run = {"batch_size": batch_size, "device": dev, "progress": label, "keep": keep_predictions}
+    counted = _count(members, loader, num_classes=len(classes), **run)
+    kept = _predictions(counted, loader.dataset, members[0], classes) if keep_predictions else None
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
     scores = tuple(t.score(n, crops, classes) for t, n in zip(counted.tallies, names, strict=True))
     settings = {"data_dir": str(data_dir), **columns, "crops": crops, "batch_size": batch_size, "workers": workers}
     config = {**settings, **_run_config(members, dev, max_images)}
-    return EvalResult(scores, crops, scores[0].images, counted.skipped, counted.seconds, counted.model_seconds, config)
+    times = (counted.seconds, counted.model_seconds)
+    return EvalResult(scores, crops, scores[0].images, counted.skipped, *times, config, predictions=kept)
+
+
+def _predictions(counted: _Counts, dataset: object, m: _Member, classes: Sequence[str]) -> Predictions:
+    """The kept probabilities, each image by its index in the data source (through the Subset of `max_images`)."""
+    subset = getattr(dataset, "indices", None)
+    parts = [(p, t, [i if subset is None else subset[i] for i in idx]) for p, t, idx in counted.kept]
+    return Predictions.gather(parts, _output_names(m, classes))
+
+
+def _output_names(m: _Member, classes: Sequence[str]) -> list[str]:
+    """A name for each output of the networks: their card's names, else the folder's where outputs follow it."""
+    names = m.card.class_names if m.card is not None else None
+    if names is not None and len(names) == m.classes.num_classes:
+        return list(names)
+    by_output = {out: c for c, out in zip(classes, m.classes.target_index, strict=True)}
+    return [by_output.get(i, str(i)) for i in range(m.classes.num_classes)]
 
 
 def _member_config(m: _Member) -> dict[str, object]:
@@ -211,6 +232,7 @@ class _Counts:
     skipped: int  # unreadable images
     seconds: float  # the whole pass, loading included
     model_seconds: float  # inside the networks
+    kept: list[tuple[torch.Tensor, torch.Tensor, list[int]]] = dataclasses.field(default_factory=list)
 
 
 def _count(
@@ -221,10 +243,12 @@ def _count(
     batch_size: int,
     device: torch.device,
     progress: str | None,
+    keep: bool = False,
 ) -> _Counts:
     """Run every batch through every member in eval mode (restored afterwards), and tally the hits.
 
-    `progress`: the label of a progress bar on stderr; None shows none.
+    `progress`: the label of a progress bar on stderr; None shows none. `keep`: also keep each batch's
+    probabilities (the last score's), output targets and positions in the loader's dataset.
     """
     # _members checked that the members map the folder's classes to the same outputs.
     targets_map = torch.tensor(members[0].classes.target_index, dtype=torch.long)
@@ -232,10 +256,11 @@ def _count(
     training = [m.model.training for m in members]
     for m in members:
         m.model.eval()
-    start = time.perf_counter()
+    start, seen = time.perf_counter(), 0
     try:
         for batch in tqdm(loader, desc=progress, unit="batch", disable=progress is None):
             counts.skipped += batch.skipped
+            first, seen = seen, seen + batch.skipped + len(batch.targets)
             if batch.targets.numel() == 0:
                 continue
             tick = time.perf_counter()
@@ -247,6 +272,8 @@ def _count(
             model_targets = targets_map[batch.targets]
             for tally, p in zip(counts.tallies, probs, strict=True):
                 tally.add(p, batch.targets, model_targets)
+            if keep:
+                counts.kept.append((probs[-1], model_targets, [first + i for i in batch.positions()]))
     finally:
         for m, was_training in zip(members, training, strict=True):
             m.model.train(was_training)

@@ -112,6 +112,7 @@ class EvalResult:
     seconds: float  # wall time from the first loader request to the last score
     model_seconds: float  # time inside the networks (forward, softmax, averaging)
     config: dict[str, Any] = field(default_factory=dict)
+    predictions: Predictions | None = None  # kept when asked (`evaluate(keep_predictions=True)`)
 
     @property
     def ensemble(self) -> Score | None:
@@ -156,6 +157,33 @@ class EvalResult:
                 f"{s.top1_accuracy:.2f} | {s.top5_accuracy:.2f} | {s.images} |"
             )
         return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Each scored image's probabilities, as the last score ranked them (the ensemble's when there are several).
+
+    They are the averages over the views (and members) that top-1 / top-5 were counted from, so a
+    report drawn from them agrees with the scores.
+    """
+
+    probabilities: torch.Tensor  # (N, outputs) float32
+    targets: torch.Tensor  # (N,) the output of each image's class
+    indices: torch.Tensor  # (N,) the image's index in the data source (its `load(i)`, `where(i)`)
+    class_names: tuple[str, ...]  # one per output
+
+    @classmethod
+    def gather(
+        cls, parts: Sequence[tuple[torch.Tensor, torch.Tensor, list[int]]], class_names: Sequence[str]
+    ) -> Predictions:
+        """Join per-batch (probabilities, targets, source indices) into one record."""
+        if not parts:
+            empty = torch.empty(0, dtype=torch.long)
+            return cls(torch.empty(0, len(class_names)), empty, empty, tuple(class_names))
+        probs = torch.cat([p for p, _, _ in parts]).float()
+        targets = torch.cat([t for _, t, _ in parts])
+        indices = torch.tensor([i for _, _, idx in parts for i in idx], dtype=torch.long)
+        return cls(probs, targets, indices, tuple(class_names))
 
 
 class Tally:

@@ -60,10 +60,16 @@ class ViewBatch:
     views: tuple[torch.Tensor, ...]  # per ViewConfig: uint8 (N, views, C, S, S)
     targets: torch.Tensor  # (N,) folder class indices
     skipped: int  # unreadable images dropped from this batch
+    kept: tuple[int, ...] | None = None  # position in the batch of each readable image; None: all, in order
 
     def pin_memory(self) -> ViewBatch:
         """The batch in page-locked memory, as DataLoader(pin_memory=True) asks of a batch type (`data.Batch`)."""
-        return ViewBatch(tuple(v.pin_memory() for v in self.views), self.targets.pin_memory(), self.skipped)
+        views = tuple(v.pin_memory() for v in self.views)
+        return ViewBatch(views, self.targets.pin_memory(), self.skipped, self.kept)
+
+    def positions(self) -> list[int]:
+        """Where each readable image sat in the batch, so a per-image result finds its image (skips included)."""
+        return list(range(len(self.targets))) if self.kept is None else list(self.kept)
 
 
 def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) -> ViewBatch:
@@ -72,7 +78,8 @@ def collate_views(samples: list[tuple[tuple[torch.Tensor, ...], int] | None]) ->
     if width == 0:
         return ViewBatch((), torch.empty(0, dtype=torch.long), len(samples))
     parts = [collate_skipping_bad([None if s is None else (s[0][i], s[1]) for s in samples]) for i in range(width)]
-    return ViewBatch(tuple(p.images for p in parts), parts[0].targets, parts[0].skipped)
+    kept = tuple(i for i, s in enumerate(samples) if s is not None)
+    return ViewBatch(tuple(p.images for p in parts), parts[0].targets, parts[0].skipped, kept)
 
 
 def view_dataset(
