@@ -8,6 +8,7 @@ and the command that trains it. Nothing is claimed that the card or the run's se
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from inceptionnet.card import ModelCard
@@ -96,6 +97,7 @@ def _preprocessing(card: ModelCard) -> str:
     pre = card.preprocessing
     return (
         "## Preprocessing\n\n"
-        f"Resize ({pre.interpolation}) and central crop of {pre.crop_fraction:g} to {pre.input_size} px, "
-        f"then normalise with mean {list(pre.mean)} and std {list(pre.std)}.\n"
+        f"RGB; the shorter side resized ({pre.interpolation}) to {math.floor(pre.input_size / pre.crop_fraction)} "
+        f"px, the central {pre.input_size}x{pre.input_size} crop (crop fraction {pre.crop_fraction:g}), scaled to "
+        f"[0, 1] and normalised with mean {list(pre.mean)} and std {list(pre.std)}.\n"
     )
