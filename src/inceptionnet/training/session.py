@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from inceptionnet.data import DEMO_DATA
 from inceptionnet.training import artifact, checkpoint, distributed
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
@@ -78,6 +79,8 @@ class RunSession:
                     preprocessing=self.inputs.preprocessing,
                     record=record,
                     averaged=learner.ema is not None,
+                    cfg=self.cfg,
+                    dataset=self.cfg.data or str(DEMO_DATA),
                 )
             except OSError as err:
                 raise CheckpointWriteError(checkpoint.write_failure(self.out_dir / artifact.RUN_MODEL, err)) from err

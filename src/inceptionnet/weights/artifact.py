@@ -1,6 +1,6 @@
 """Model folders: a network's weights with everything needed to rebuild and use it, in the hub's layout.
 
-A model folder holds two files, the layout of a Hugging Face model repository:
+A model folder holds three files, the layout of a Hugging Face model repository:
 
 - `model.safetensors`: the state dict in our layout, without the auxiliary head (inference never
   uses it), its header carrying the network's card (record.py) so that the file also works alone;
@@ -9,7 +9,8 @@ A model folder holds two files, the layout of a Hugging Face model repository:
   `preprocessing`, `label_mode`, `thresholds`, `metrics` (the validation numbers of these weights, for a
   training run's folder), ...), `weights` ("average": the weight average that training evaluated, or
   "raw"), and timm's fields for other tools (`num_classes`, `input_size`, `mean`, `std`, `crop_pct`,
-  `interpolation`, `label_names`).
+  `interpolation`, `label_names`);
+- `README.md`: the model card for people, with the hub's front matter (readme.py), rewritten with the folder.
 
 Every training run writes one, RUN/model/, with the weights it evaluated last. `create_model(weights=FOLDER)`
 rebuilds the network; uploaded to the hub, the folder loads with `weights="hf-hub:ORG/NAME"`.
@@ -30,12 +31,12 @@ from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.card import ModelCard
 from inceptionnet.models import InceptionNetwork, Preprocessing
-from inceptionnet.weights.files import read_safetensors
+from inceptionnet.weights.files import CONFIG_FILE, README_FILE, WEIGHTS_FILE, read_safetensors
+from inceptionnet.weights.readme import render_readme
 from inceptionnet.weights.record import FORMAT_NAME, card_metadata, completed_card
 from inceptionnet.weights.tags import WeightsError
+from inceptionnet.weights.timm_layout import timm_architecture
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 _AUX = "aux."
 
 
@@ -52,12 +53,15 @@ def save_model_folder(
     preprocessing: Preprocessing | None = None,
     metrics: Mapping[str, Any] | None = None,
     weights: str | None = None,
+    dataset: str | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write `model` as a model folder (created if needed); returns the folder.
 
     The folder describes the network by its card (`model.card`); `class_names`, `preprocessing` and
     `metrics` (the validation numbers of these weights) replace the card's, and `weights` says which
-    weights they are ("average" or "raw"). Each file is written atomically, config.json last, so a
+    weights they are ("average" or "raw"); `dataset` and `command` (the data and the command that trained
+    them) go into README.md only. Each file is written atomically, config.json last, so a
     folder whose config.json is complete has the weights it describes.
     """
     if not isinstance(model, InceptionNetwork):
@@ -72,9 +76,19 @@ def save_model_folder(
     )
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(_AUX)}
     atomic_write(folder / WEIGHTS_FILE, safetensors.torch.save(state, metadata=card_metadata(card)))
+    readme = render_readme(card, timm_name=_timm_name(model), dataset=dataset, command=command)
+    atomic_write(folder / README_FILE, readme.encode())
     config = model_config(card, weights=weights)
     atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return folder
+
+
+def _timm_name(model: InceptionNetwork) -> str | None:
+    """timm's name of `model`'s network when timm builds the same one, else None."""
+    try:
+        return timm_architecture(model)
+    except WeightsError:
+        return None
 
 
 def model_config(card: ModelCard, *, weights: str | None) -> dict[str, Any]:

@@ -25,6 +25,11 @@ from inceptionnet.models import InceptionNetwork
 from inceptionnet.weights.record import card_metadata
 from inceptionnet.weights.tags import WEIGHTS_DIR_ENV, WeightsError, WeightTag
 
+# A model folder's files (artifact.py), named here so that every writer of the layout shares them.
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+README_FILE = "README.md"
+
 LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar")
 
 # The first convolution of our layout: its key recognises our checkpoints (published keys: keys.py).

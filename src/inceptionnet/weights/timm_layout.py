@@ -33,7 +33,7 @@ from inceptionnet.atomic import atomic_write
 from inceptionnet.card import pretrained_cfg
 from inceptionnet.models import InceptionNetwork
 from inceptionnet.models.inception_resnet import IR_V2_RELEASED
-from inceptionnet.weights.artifact import CONFIG_FILE, WEIGHTS_FILE
+from inceptionnet.weights.files import CONFIG_FILE, WEIGHTS_FILE
 from inceptionnet.weights.keys import KEY_TABLE, map_published_key
 from inceptionnet.weights.record import FORMAT_NAME
 from inceptionnet.weights.tags import WeightsError
