@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from inceptionnet.cli.options import say
+from inceptionnet.cli.options import add_model_options, say
 from inceptionnet.factory import load_model
 from inceptionnet.inference.explain import explain, write_overlays
 from inceptionnet.inference.pointing import pointing_rate
@@ -22,15 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "grey canvas that holds the image.",
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders (their images, recursively)")
-    p.add_argument(
-        "--model",
-        default="inception_v4",
-        metavar="MODEL",
-        help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
-        "folder, a model folder, a weights file or hf-hub:ORG/NAME (docs/weights.md); a PyTorch network, "
-        "not an int8 folder: Grad-CAM needs gradients",
-    )
-    p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
+    add_model_options(p, also="; a PyTorch network, not an int8 folder: Grad-CAM needs gradients")
     p.add_argument("--class", dest="target", metavar="C", help="explain this class (an index, label or name)")
     p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes (default 1)")
     p.add_argument("--output", default="explain", metavar="DIR", help="folder for the overlays (default ./explain)")

@@ -32,6 +32,19 @@ def add_config_option(p: argparse._ActionsContainer, name: str, *, default: obje
     p.add_argument("--" + name.replace("_", "-"), **options)
 
 
+def add_model_options(p: argparse.ArgumentParser, *, also: str) -> None:
+    """--model and --weights, as the commands that run one network name it (docs/weights.md); `also` ends
+    the --model help with what else this command takes or refuses."""
+    p.add_argument(
+        "--model",
+        default="inception_v4",
+        metavar="MODEL",
+        help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
+        f"folder, a model folder, a weights file, hf-hub:ORG/NAME (docs/weights.md){also}",
+    )
+    p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
+
+
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """--engine and --dtype, shared by the commands that run networks for inference (eval, predict)."""
     p.add_argument(

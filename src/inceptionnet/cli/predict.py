@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from inceptionnet.cli.options import add_engine_options, say, write_json
+from inceptionnet.cli.options import add_engine_options, add_model_options, say, write_json
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
 from inceptionnet.inference.predict import format_predictions, image_files, predict, predictions_to_json
@@ -22,15 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the exit code is 1 if any failed.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (their images, recursively)")
-    p.add_argument(
-        "--model",
-        default="inception_v4",
-        metavar="MODEL",
-        help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
-        "folder, a model folder, a weights file, hf-hub:ORG/NAME (docs/weights.md) or an int8 folder of "
-        "`inceptionnet quantize`",
-    )
-    p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
+    add_model_options(p, also=" or an int8 folder of `inceptionnet quantize`")
     p.add_argument("--top-k", type=int, default=None, help="classes to print per image (default 5, at most all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
