@@ -40,6 +40,7 @@ from torchvision.transforms import v2
 from inceptionnet.data import open_split, train_loader
 from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.models import Preprocessing
+from inceptionnet.perf.measure import device_name, quantiles
 from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.inputs import training_transform
@@ -81,8 +82,7 @@ class LoaderRate:
 
     @property
     def images_per_s(self) -> float:
-        ordered = sorted(self.rounds)
-        return ordered[len(ordered) // 2] if ordered else float("nan")
+        return quantiles(self.rounds)["median"] if self.rounds else float("nan")
 
 
 @dataclass
@@ -253,19 +253,11 @@ def run_loader_benchmark(
                 log(f"round {i + 1}/{cfg.rounds}: {label} {rates[key].rounds[-1]:.1f} images/s")
     return LoaderBenchResult(
         config={**asdict(cfg), "source": origin, "notes": notes},
-        machine=_cpu_name(),
+        machine=device_name(torch.device("cpu")),
         files=files,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         rates=list(rates.values()),
     )
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def format_loader_result(result: LoaderBenchResult) -> str:
