@@ -1,6 +1,7 @@
 """Data: image decoding, data sources (sources/), transforms, crop geometry, seeded resumable loaders and the
 ImageNet class table."""
 
+from inceptionnet.data.balanced import BalancedSampler
 from inceptionnet.data.classes import ImageNetClass, imagenet_classes, imagenet_synsets
 from inceptionnet.data.images import UNREADABLE, Batch, collate_skipping_bad, read_image
 from inceptionnet.data.loaders import (
@@ -8,6 +9,7 @@ from inceptionnet.data.loaders import (
     ResumableSampler,
     SeededSamples,
     ShardSampler,
+    TrainSampler,
     derive_seed,
     sample_seed,
     train_loader,
@@ -21,6 +23,7 @@ __all__ = [
     "DEMO_DATA",
     "INTERPOLATIONS",
     "UNREADABLE",
+    "BalancedSampler",
     "Batch",
     "ImageNetClass",
     "ImageSource",
@@ -28,6 +31,7 @@ __all__ = [
     "SeededSamples",
     "ShardSampler",
     "SourceError",
+    "TrainSampler",
     "collate_skipping_bad",
     "data_splits",
     "derive_seed",

@@ -14,21 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from inceptionnet.data.balanced import BalancedSampler
 from inceptionnet.data.images import collate_skipping_bad
+from inceptionnet.data.seeds import derive_seed, sample_seed
 from inceptionnet.data.sources.shards import ShardSource
 
 # CIFAR-10 subset shipped with the package (assets/demo/README.md)
 DEMO_DATA = Path(__file__).resolve().parent.parent / "assets" / "demo"
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that is a pure function of `keys` (numpy's SeedSequence): the one seeding helper."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample in one epoch: independent of workers, ranks and resumes."""
-    return derive_seed(seed, epoch, index)
 
 
 class SeededSamples(Dataset):
@@ -145,20 +137,39 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+TrainSampler = ResumableSampler | ShardSampler | BalancedSampler
+
+
 def train_loader(
-    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1
-) -> tuple[DataLoader, ResumableSampler | ShardSampler, SeededSamples]:
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    balanced: bool = False,
+) -> tuple[DataLoader, TrainSampler, SeededSamples]:
     """Shuffled, seeded training batches of this rank (full batches only), pinned when CUDA is present.
 
     A split of tar shards is read shard by shard, each rank its own shards (`ShardSampler`); any other
-    source through a seeded permutation of all its samples (`ResumableSampler`). Returns the loader and
+    source through a seeded permutation of all its samples (`ResumableSampler`), or with `balanced`
+    through class-balanced draws (`BalancedSampler`, from the source's `targets`). Returns the loader and
     the two objects to call `set_epoch` on before each epoch.
     """
     samples = SeededSamples(dataset, seed=seed)
     shard = {"num_replicas": world_size, "rank": rank, "seed": seed}
-    sampler: ResumableSampler | ShardSampler
+    sampler: TrainSampler
     if isinstance(dataset, ShardSource):
+        if balanced:
+            raise ValueError(
+                "--sampler balanced draws images at random, which tar shards (read one after the other) do not "
+                "allow; train on the shards with --sampler shuffle (and --class-weights balanced), or on an image "
+                "folder"
+            )
         sampler = ShardSampler(dataset.shard_groups(), **shard)
+    elif balanced:
+        sampler = BalancedSampler(dataset.targets, **shard)  # type: ignore[attr-defined]
     else:
         sampler = ResumableSampler(samples, **shard)
     if sampler.num_samples < batch_size:

@@ -88,12 +88,18 @@ def build_report(
     (out / "per_class.json").write_text(json.dumps(rows, indent=2) + "\n")
     cal = calibration(confidence, predicted == targets)
     accuracy = float((predicted == targets).mean())
-    summary = {"images": len(targets), "top1_accuracy": round(accuracy, 6), "calibration": cal.to_dict()}
+    balanced = balanced_accuracy(matrix)
+    summary = {
+        "images": len(targets),
+        "top1_accuracy": round(accuracy, 6),
+        "balanced_accuracy": round(balanced, 6),
+        "calibration": cal.to_dict(),
+    }
     (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
     parts = [_confusion_part(out, matrix, names), _calibration_part(out, cal), _per_class_part(rows)]
     parts.insert(2, _mistakes_part(out, predictions, predicted, source))
     page = out / "index.html"
-    page.write_text(_page(title, len(targets), accuracy, cal.ece, parts))
+    page.write_text(_page(title, len(targets), accuracy, balanced, cal.ece, parts))
     return page
 
 
@@ -119,6 +125,14 @@ def _per_class(metrics: Any, targets: np.ndarray, predicted: np.ndarray, labels:
         }
         for n, a, b, c, d in zip(names, p, r, f, s, strict=True)
     ]
+
+
+def balanced_accuracy(matrix: np.ndarray) -> float:
+    """The mean recall of the classes with images, from the confusion matrix (true classes in rows), as a
+    fraction: scikit-learn's `balanced_accuracy_score` of the same predictions."""
+    support = matrix.sum(1)
+    present = support > 0
+    return float((np.diag(matrix)[present] / support[present]).mean())
 
 
 def confused_pairs(matrix: np.ndarray, names: Sequence[str], top: int = CONFUSED_PAIRS) -> list[dict[str, Any]]:
@@ -218,12 +232,11 @@ def _table(keys: list[str], rows: list[list[Any]]) -> str:
     return f"<table>\n<tr>{head}</tr>\n{body}</table>"
 
 
-def _page(title: str, images: int, accuracy: float, ece: float, parts: list[str]) -> str:
+def _page(title: str, images: int, accuracy: float, balanced: float, ece: float, parts: list[str]) -> str:
     style = "body{font-family:sans-serif;max-width:60em;margin:auto}img{max-width:100%}td,th{padding:0 .6em}"
     return (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
-        f"<p>{images} images, top-1 accuracy {100 * accuracy:.2f}%, ECE {ece:.4f}.</p>\n"
-        + "".join(parts)
-        + "</body></html>\n"
+        f"<p>{images} images, top-1 accuracy {100 * accuracy:.2f}%, balanced accuracy (mean per-class recall) "
+        f"{100 * balanced:.2f}%, ECE {ece:.4f}.</p>\n" + "".join(parts) + "</body></html>\n"
     )

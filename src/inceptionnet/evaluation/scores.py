@@ -1,5 +1,9 @@
 """What an evaluation reports: top-1 / top-5 counts per network, per class and for the ensemble.
 
+A class's top-1 accuracy is its recall (the share of its images whose top prediction is the class);
+their mean over the classes with images is the balanced accuracy, the measure of an imbalanced test
+set (each class counts the same, whatever its size; scikit-learn's `balanced_accuracy_score`).
+
 `evaluate` fills these; they turn the counts into the paper's error rates, its table layout and
 JSON. Accuracies and errors are in percent. `Tally` is the running counter behind every `Score`.
 """
@@ -58,12 +62,22 @@ class Score(_Accuracies):
         return 100.0 - self.top1_accuracy
 
     @property
+    def balanced_accuracy(self) -> float:
+        """The mean per-class recall (top-1 accuracy) over the classes with images, in percent; NaN without classes."""
+        recalls = [c.top1_accuracy for c in self.per_class if c.images]
+        return sum(recalls) / len(recalls) if recalls else math.nan
+
+    def per_class_recall(self) -> dict[str, float | None]:
+        """Each class's recall in percent (its top-1 accuracy; None for a class without images)."""
+        return {c.name: finite(c.top1_accuracy) for c in self.per_class}
+
+    @property
     def top5_error(self) -> float:
         return 100.0 - self.top5_accuracy
 
     def per_class_table(self) -> str:
         """Accuracy per class, for the classes with images."""
-        rows = ["| class | images | top-1 acc. | top-5 acc. |", "|---|---|---|---|"]
+        rows = ["| class | images | top-1 acc. (recall) | top-5 acc. |", "|---|---|---|---|"]
         rows += [
             f"| {c.name} | {c.images} | {c.top1_accuracy:.2f} | {c.top5_accuracy:.2f} |"
             for c in self.per_class
@@ -82,6 +96,8 @@ class Score(_Accuracies):
             "top5_error": finite(self.top5_error),
             "top1_accuracy": finite(self.top1_accuracy),
             "top5_accuracy": finite(self.top5_accuracy),
+            "balanced_accuracy": finite(self.balanced_accuracy),
+            "per_class_recall": self.per_class_recall(),
         }
         if per_class:
             d["per_class"] = [
@@ -149,12 +165,14 @@ class EvalResult:
         )
 
     def table(self) -> str:
-        """The scores as a Markdown table shaped like the paper's Tables 2-5 (errors in percent)."""
-        rows = ["| model | crops | top-1 error | top-5 error | top-1 acc. | top-5 acc. | images |", "|---" * 7 + "|"]
+        """The scores as a Markdown table shaped like the paper's Tables 2-5 (errors in percent), with the
+        balanced accuracy (mean per-class recall) added."""
+        header = "| model | crops | top-1 error | top-5 error | top-1 acc. | top-5 acc. | balanced acc. | images |"
+        rows = [header, "|---" * 8 + "|"]
         for s in self.scores:
             rows.append(
                 f"| {s.model} | {s.crops} | {s.top1_error:.2f} | {s.top5_error:.2f} | "
-                f"{s.top1_accuracy:.2f} | {s.top5_accuracy:.2f} | {s.images} |"
+                f"{s.top1_accuracy:.2f} | {s.top5_accuracy:.2f} | {s.balanced_accuracy:.2f} | {s.images} |"
             )
         return "\n".join(rows)
 

@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Optimizer = Literal["rmsprop_tf", "sgd"]
+Optimizer = Literal["rmsprop_tf", "sgd", "adamw"]
 LrSchedule = Literal["staircase", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
+ClassWeights = Literal["none", "balanced"]
+SamplerKind = Literal["shuffle", "balanced"]
 
 # What a continued run may do with a field (rundir.py decides from these):
 # - "may_change": the same command with another value continues the run in its folder. These fields change
@@ -84,6 +86,17 @@ class TrainConfig:
         0, "train on the first N images of each class only (in file-name order); 0 = all", resume="resume_only"
     )
     val_per_class: int = knob(0, "evaluate on the first N images of each class only; 0 = all", resume="resume_only")
+    sampler: SamplerKind = knob(
+        "shuffle",
+        "order of the training images: shuffle = each image once per epoch; balanced = each draw a class "
+        "uniformly, then one of its images (with replacement; not with tar shards)",
+        resume="resume_only",
+    )
+    class_weights: ClassWeights = knob(
+        "none",
+        "loss weights: balanced = n_images / (n_classes * images of the class) from the training split",
+        resume="resume_only",
+    )
     num_workers: int = knob(4, "DataLoader worker processes per training process", resume="may_change")
 
     # -- model --------------------------------------------------------------------------------------------
@@ -123,8 +136,17 @@ class TrainConfig:
         "images per process (GPU) and step; the global batch is this times the number of processes",
         resume="resume_only",
     )
+    accumulate: int = knob(
+        1,
+        "micro-batches of --batch-size per optimiser step (gradient accumulation); steps, lr schedule and logs "
+        "count optimiser steps",
+        resume="resume_only",
+    )
     optimizer: Optimizer = knob(
-        "rmsprop_tf", "rmsprop_tf = TensorFlow's RMSProp (the paper's best models); sgd = momentum SGD", resume="kept"
+        "rmsprop_tf",
+        "rmsprop_tf = TensorFlow's RMSProp (the paper's best models); sgd = momentum SGD; adamw = AdamW (decoupled "
+        "weight decay, betas (--momentum, 0.999); preset finetune_adamw)",
+        resume="kept",
     )
     lr: float = knob(0.045, "initial learning rate", resume="resume_only")
     lr_schedule: LrSchedule = knob(
@@ -137,13 +159,16 @@ class TrainConfig:
     warmup_epochs: float = knob(
         0.0, "linear learning-rate warm-up over this many epochs (not in the paper)", resume="resume_only"
     )
-    momentum: float = knob(0.9, "momentum of RMSProp (TF-slim) or SGD", resume="resume_only")
+    momentum: float = knob(0.9, "momentum of RMSProp (TF-slim) or SGD; AdamW's beta1", resume="resume_only")
     rmsprop_decay: float = knob(0.9, "RMSProp decay of the squared-gradient average", resume="resume_only")
     rmsprop_eps: float = knob(
         1.0, "RMSProp epsilon, added inside the square root as TensorFlow does", resume="resume_only"
     )
     weight_decay: float = knob(
-        4e-5, "L2 weight decay on conv and FC weights, added to the gradient (TF-slim)", resume="resume_only"
+        4e-5,
+        "L2 weight decay on conv and FC weights, added to the gradient (TF-slim); with AdamW decoupled: "
+        "each step multiplies them by 1 - lr * weight_decay",
+        resume="resume_only",
     )
     label_smoothing: float = knob(
         0.1, "label smoothing of the cross-entropy (0.1 in Inception-v3)", resume="resume_only"
@@ -209,7 +234,13 @@ class TrainConfig:
             (self.log_every >= 0, "log_every must be >= 0"),
             (self.train_per_class >= 0 and self.val_per_class >= 0, "train/val_per_class must be >= 0 (0 = all)"),
             (self.input_size is None or self.input_size >= 75, "input_size must be >= 75 (the networks' minimum)"),
-            (self.optimizer in ("rmsprop_tf", "sgd"), f"optimizer {self.optimizer!r}: choose rmsprop_tf or sgd"),
+            (self.accumulate >= 1, "accumulate must be >= 1 (micro-batches per optimiser step)"),
+            (
+                self.optimizer in ("rmsprop_tf", "sgd", "adamw"),
+                f"optimizer {self.optimizer!r}: rmsprop_tf, sgd or adamw",
+            ),
+            (self.sampler in ("shuffle", "balanced"), f"sampler {self.sampler!r}: choose shuffle or balanced"),
+            (self.class_weights in ("none", "balanced"), f"class_weights {self.class_weights!r}: none or balanced"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
             (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
         ]

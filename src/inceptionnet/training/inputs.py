@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -24,7 +25,7 @@ from inceptionnet.data import (
     DEMO_DATA,
     ResumableSampler,
     SeededSamples,
-    ShardSampler,
+    TrainSampler,
     data_splits,
     eval_transform,
     split_classes,
@@ -34,6 +35,7 @@ from inceptionnet.data import (
 )
 from inceptionnet.models import Preprocessing
 from inceptionnet.models.registry import get_entry
+from inceptionnet.training.balance import loss_weights
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.optim import schedule
@@ -48,10 +50,11 @@ class TrainingInputs:
     input_size: int  # pixels, square
     preprocessing: Preprocessing  # how the images are prepared (the network's), at input_size
     loader: DataLoader  # this rank's training batches of the epoch set by `sampler` and `samples`
-    sampler: ResumableSampler | ShardSampler
+    sampler: TrainSampler
     samples: SeededSamples
     val_batches: DataLoader  # this rank's share of the validation set
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimiser steps, each of cfg.accumulate batches
+    class_weights: torch.Tensor | None  # the loss weights of --class-weights, on this rank's device
     lr_at: Callable[[int], float]  # the learning rate of a step
 
 
@@ -96,8 +99,14 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
             f"{len(train_set.classes)} classes in {train_set.origin} but the network has "
             f"{network.num_classes} outputs; did the data change while the run started?"
         )
-    loader, sampler, samples = train_loader(train_set, seed=cfg.seed, **shard)
-    steps_per_epoch = sampler.num_samples // cfg.batch_size
+    loader, sampler, samples = train_loader(train_set, seed=cfg.seed, balanced=cfg.sampler == "balanced", **shard)
+    steps_per_epoch = sampler.num_samples // cfg.batch_size // cfg.accumulate
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{sampler.num_samples // cfg.batch_size} batches per process and epoch, fewer than --accumulate "
+            f"{cfg.accumulate}; lower --accumulate or --batch-size"
+        )
+    weights = loss_weights(train_set.targets, train_set.classes, mode=cfg.class_weights)
     return TrainingInputs(
         classes=train_set.classes,
         train_images=len(train_set),
@@ -109,4 +118,5 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
         val_batches=val_loader(val_set, **shard),
         steps_per_epoch=steps_per_epoch,
         lr_at=schedule(cfg, steps_per_epoch=steps_per_epoch),
+        class_weights=weights.to(ctx.device) if weights is not None else None,
     )

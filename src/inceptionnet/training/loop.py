@@ -11,6 +11,7 @@ the folder (runlock.py).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from inceptionnet.training.rundir import RunStart
 from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
-from inceptionnet.training.step import skip_batch, train_step
+from inceptionnet.training.step import kept_batches, train_step
 from inceptionnet.training.validation import validation_errors
 from inceptionnet.weights.checkpoint import BEST, LAST
 
@@ -123,7 +124,7 @@ def _start_or_resume(
     say(
         f"training {cfg.model} (width {learner.model.build_options['width']}, {inputs.input_size}px) on "
         f"{inputs.train_images} images of "
-        f"{len(inputs.classes)} classes, {ctx.world_size} process(es) x batch {cfg.batch_size} on {ctx.device}; "
+        f"{len(inputs.classes)} classes, {ctx.world_size} process(es) x batch {cfg.batch_size}{_accumulated(cfg)} on {ctx.device}; "
         f"output in {start.out_dir}"
     )
     for note in learner.notes:  # how the network starts (fine-tuning: new classifier, frozen stages)
@@ -133,15 +134,20 @@ def _start_or_resume(
 
 
 def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
-    """Train the current epoch from its first batch not yet consumed, until its end, a stop request or max_steps."""
+    """Train the current epoch from its first batch not yet consumed, until its end, a stop request or max_steps.
+
+    A step takes `cfg.accumulate` batches; the epoch's last batches too few for a step are not read. Runs
+    stop and save only between steps, so a resumed run starts on a step's first batch.
+    """
     cfg, ctx, inputs, pos = run.cfg, run.ctx, run.inputs, run.pos
     inputs.sampler.set_epoch(pos.epoch, start=pos.batches * cfg.batch_size)
     inputs.samples.set_epoch(pos.epoch)
     run.learner.model.train()
-    started, images_seen, stopped_by = time.perf_counter(), 0, None
+    started, images_seen, stopped_by, group = time.perf_counter(), 0, None, []
+    per_epoch = inputs.steps_per_epoch * cfg.accumulate
     bar = tqdm(
-        inputs.loader,
-        total=inputs.steps_per_epoch,
+        itertools.islice(inputs.loader, max(per_epoch - pos.batches, 0)),
+        total=per_epoch,
         initial=pos.batches,
         desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
         disable=not (ctx.is_main and cfg.progress),
@@ -149,16 +155,20 @@ def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
         leave=False,
     )
     for batch in bar:
-        lr = inputs.lr_at(pos.step)
-        set_learning_rate(run.learner.optimizer, lr)
         pos.skipped += batch.skipped
         pos.batches += 1
-        if skip_batch(batch, ctx):
+        group.append(batch)
+        if len(group) < cfg.accumulate:
             continue
+        batches, group = kept_batches(group, ctx), []
+        if not batches:
+            continue
+        lr = inputs.lr_at(pos.step)
+        set_learning_rate(run.learner.optimizer, lr)
         probed = cfg.log_every > 0 and pos.step % cfg.log_every == 0
         sync = train_step(
             run.learner,
-            batch,
+            batches,
             cfg=cfg,
             ctx=ctx,
             step=pos.step,
@@ -166,9 +176,10 @@ def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
             stop_requested=stop.requested,
             epoch=pos.epoch,
             out_dir=run.out_dir,
+            class_weights=inputs.class_weights,
         )
         pos.took_step(sync.loss)
-        images_seen += len(batch.targets) * ctx.world_size
+        images_seen += sum(len(b.targets) for b in batches) * ctx.world_size
         rate = images_seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{sync.loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
         run.log.step(pos.step, epoch=pos.epoch + 1, record=probed, **sync.scalars(lr, probed=probed))
@@ -238,3 +249,8 @@ def _report(run: RunSession) -> None:
 
 def _silent(line: str) -> None:
     """The console of ranks other than 0."""
+
+
+def _accumulated(cfg: TrainConfig) -> str:
+    """How many batches make a step, for the start line (nothing when one does)."""
+    return f" x {cfg.accumulate} accumulated" if cfg.accumulate > 1 else ""

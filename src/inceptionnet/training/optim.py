@@ -1,6 +1,8 @@
 """The paper's optimiser, learning-rate schedule and weight averaging (paper-spec section 10), and the
 parameter groups of fine-tuning.
 
+- `build_optimizer`: RMSpropTF, momentum SGD, or AdamW (not in the paper: for fine-tuning, preset
+  "finetune_adamw").
 - `RMSpropTF`: RMSProp as TensorFlow computes it. `torch.optim.RMSprop` differs in three ways
   that matter with the paper's epsilon of 1.0: TF adds epsilon inside the square root, starts the
   square average at 1 rather than 0, and folds the learning rate into the momentum buffer.
@@ -87,6 +89,10 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
+# AdamW's second-moment decay and epsilon: torch's (and the AdamW paper's) defaults, fixed.
+ADAMW_BETA2 = 0.999
+ADAMW_EPS = 1e-8
+
 # The classifiers (and the auxiliary head, a training-only addition): what fine-tuning starts afresh.
 HEADS = ("head.", "aux.")
 
@@ -130,7 +136,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         # torch's SGD adds weight_decay * p to the gradient: the same L2 as above.
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose rmsprop_tf or sgd")
+    if cfg.optimizer == "adamw":
+        # Decoupled: each group's weight_decay shrinks its weights by lr * weight_decay per step, outside the
+        # gradient's moments (biases and BN stay undecayed, as above). beta1 is --momentum; beta2 torch's.
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, ADAMW_BETA2), eps=ADAMW_EPS)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose rmsprop_tf, sgd or adamw")
 
 
 def learning_rate(

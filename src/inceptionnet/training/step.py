@@ -1,4 +1,5 @@
-"""One optimiser step: forward, backward, one synchronisation of the ranks, the update.
+"""One optimiser step: forward and backward of its micro-batches (`--accumulate`), one synchronisation of
+the ranks, the update.
 
 Each step reseeds torch's generator with `derive_seed(seed, rank, step, 1)` before the forward
 pass, so its dropout masks are a pure function of the step: a resumed run draws the same ones.
@@ -7,6 +8,8 @@ pass, so its dropout masks are a pure function of the step: a resumed run draws 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,17 +43,18 @@ class StepSync:
         return values
 
 
-def skip_batch(batch: Batch, ctx: Context) -> bool:
-    """Whether no step is taken on this batch: every rank must take part in a step, so a batch
-    without readable images on any rank skips the step on all."""
+def kept_batches(group: Sequence[Batch], ctx: Context) -> list[Batch]:
+    """The micro-batches of a step that hold readable images on every rank (one synchronisation): every rank
+    must take part in each forward and backward pass, so a micro-batch empty on any rank is left out on all."""
+    empty = torch.tensor([float(len(b.targets) == 0) for b in group])
     if ctx.distributed:
-        return bool(distributed.all_sum(torch.tensor([float(len(batch.targets) == 0)]), ctx).item())
-    return len(batch.targets) == 0
+        empty = distributed.all_sum(empty, ctx)
+    return [b for b, e in zip(group, empty.tolist(), strict=True) if e == 0]
 
 
 def train_step(
     learner: Learner,
-    batch: Batch,
+    batches: Sequence[Batch],
     *,
     cfg: TrainConfig,
     ctx: Context,
@@ -59,29 +63,42 @@ def train_step(
     stop_requested: float,
     epoch: int,
     out_dir: Path,
+    class_weights: torch.Tensor | None = None,
 ) -> StepSync:
-    """Take optimiser step `step` (0-based) on `batch` at the learning rate already set in the optimiser.
+    """Take optimiser step `step` (0-based) on `batches` (its micro-batches, `kept_batches`) at the learning
+    rate already set in the optimiser.
+
+    The gradients of the micro-batches add up, each loss scaled by 1 / len(batches): the update of one
+    batch that holds them all (for layers without batch statistics). Under DDP the ranks synchronise
+    their gradients once, in the last micro-batch's backward pass. `class_weights`: the loss weights of
+    `--class-weights` (training/balance.py).
 
     Raises TrainingDiverged, before the update, when the agreed loss or gradient norm is not finite
     (with fp16 the scaler skips overflowed steps itself); `epoch` and `out_dir` go into its message.
     """
     torch.manual_seed(derive_seed(cfg.seed, ctx.rank, step, 1))  # dropout masks
-    images = batch.images.to(ctx.device, non_blocking=True)
-    targets = batch.targets.to(ctx.device, non_blocking=True)
-    if cfg.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    if learner.probe is not None:
-        learner.probe.armed = probed
-    with learner.autocast:
-        loss = _loss(learner.net, images, targets, cfg, use_aux=learner.use_aux)
     learner.optimizer.zero_grad(set_to_none=True)
     scaler = learner.scaler
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    losses = []
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        images = batch.images.to(ctx.device, non_blocking=True)
+        targets = batch.targets.to(ctx.device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if learner.probe is not None:
+            learner.probe.armed = probed and last
+        with learner.net.no_sync() if ctx.distributed and not last else nullcontext():
+            with learner.autocast:
+                loss = _loss(learner.net, images, targets, cfg, use_aux=learner.use_aux, weight=class_weights)
+                loss = loss / len(batches)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        losses.append(loss.detach())
     if scaler is not None:
         scaler.unscale_(learner.optimizer)
     grad_norm = nn.utils.clip_grad_norm_(learner.model.parameters(), cfg.clip_grad_norm or math.inf)
 
-    sync = _sync(loss, grad_norm, stop_requested=stop_requested, learner=learner, ctx=ctx)
+    sync = _sync(torch.stack(losses).sum(), grad_norm, stop_requested=stop_requested, learner=learner, ctx=ctx)
     if not math.isfinite(sync.loss) or (scaler is None and not math.isfinite(sync.grad_norm)):
         lr = learner.optimizer.param_groups[0]["lr"]
         message = divergence_message(
@@ -93,14 +110,22 @@ def train_step(
 
 
 def _loss(
-    net: nn.Module, images: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, *, use_aux: bool
+    net: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    use_aux: bool,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Label-smoothed cross-entropy, plus aux_weight times that of the auxiliary head (TF-slim)."""
+    """Label-smoothed cross-entropy, plus aux_weight times that of the auxiliary head (TF-slim); `weight`:
+    one loss weight per class (`--class-weights`)."""
+    smoothing = cfg.label_smoothing
     if not use_aux:
-        return F.cross_entropy(net(images), targets, label_smoothing=cfg.label_smoothing)
+        return F.cross_entropy(net(images), targets, weight=weight, label_smoothing=smoothing)
     logits, aux_logits = net(images, return_aux=True)
-    main = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
-    return main + cfg.aux_weight * F.cross_entropy(aux_logits, targets, label_smoothing=cfg.label_smoothing)
+    main = F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
+    return main + cfg.aux_weight * F.cross_entropy(aux_logits, targets, weight=weight, label_smoothing=smoothing)
 
 
 def _sync(
