@@ -187,7 +187,7 @@ def test_ensemble_averages_members(tmp_path: Path) -> None:
     # A says a, B says c, their mean (0.305, 0.39, 0.305) says b
     assert [[c.top1_correct for c in s.per_class] for s in result.scores] == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
     table = result.table()
-    assert "| ensemble of 2 | 12 | 66.67 | 0.00 | 33.33 | 100.00 | 3 |" in table
+    assert "| ensemble of 2 | 12 | 66.67 | 0.00 | 33.33 | 100.00 | 33.33 | 3 |" in table
 
 
 def test_ensemble_of_one_and_of_twins_equal_the_model(tiny: nn.Module, random_folder: Path) -> None:

@@ -5,9 +5,9 @@ interpolation, the input size when `--input-size` is not given), so a network fi
 published weights sees its inputs as those weights did.
 
 Each rank reads its own share of the training images (`ResumableSampler`; its own shards of a
-sharded split, `ShardSampler`), in an order that is a pure function of (seed, epoch), and augments
-each image with a seed of (seed, epoch, index) (`SeededSamples`), so the batches of a resumed run
-are those of an uninterrupted one.
+sharded split, `ShardSampler`; class-balanced draws with `--sampler balanced`, `BalancedSampler`), in
+an order that is a pure function of (seed, epoch), and augments each image with a seed of (seed, epoch,
+index) (`SeededSamples`), so the batches of a resumed run are those of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 
 from inceptionnet.data import (
     DEMO_DATA,
-    ResumableSampler,
     SeededSamples,
     TrainSampler,
     data_splits,

@@ -123,8 +123,8 @@ def _start_or_resume(
         )
     say(
         f"training {cfg.model} (width {learner.model.build_options['width']}, {inputs.input_size}px) on "
-        f"{inputs.train_images} images of "
-        f"{len(inputs.classes)} classes, {ctx.world_size} process(es) x batch {cfg.batch_size}{_accumulated(cfg)} on {ctx.device}; "
+        f"{inputs.train_images} images of {len(inputs.classes)} classes, {ctx.world_size} process(es) x batch "
+        f"{cfg.batch_size}{_accumulated(cfg)} on {ctx.device}; "
         f"output in {start.out_dir}"
     )
     for note in learner.notes:  # how the network starts (fine-tuning: new classifier, frozen stages)
