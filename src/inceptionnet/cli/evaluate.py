@@ -67,9 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="also write every number (and the configuration) as JSON to PATH ('-': print only the JSON)",
     )
-    p.add_argument(
-        "--per-class", action="store_true", help="also print the accuracy (recall) of each class; --json has it always"
-    )
+    p.add_argument("--per-class", action="store_true", help="also report each class's accuracy (its recall)")
     p.add_argument(
         "--report",
         metavar="DIR",
