@@ -36,17 +36,18 @@ def _worker(rank: int, world_size: int, port: int, cfg: TrainConfig, tmp: str) -
 
 
 @pytest.mark.parametrize(
-    "batching",
+    ("per_class", "batching"),
     [
-        {"batch_size": 2},
-        # 2 accumulated batches of 1 per step: gradients synchronised by the second batch's backward pass only
-        pytest.param({"batch_size": 1, "accumulate": 2}, marks=pytest.mark.slow),
+        (4, {"batch_size": 2}),  # 8 images: 4 per rank, 2 steps of 2 per epoch
+        # 16 images, 2 steps of 2 accumulated batches of 2 per rank and epoch: the gradients are synchronised
+        # by each step's second backward pass only
+        pytest.param(8, {"batch_size": 2, "accumulate": 2}, marks=pytest.mark.slow),
     ],
 )
 def test_two_ranks_end_with_identical_weights(
-    tmp_path: Path, make_image_folder, make_train_config, batching: dict
+    tmp_path: Path, make_image_folder, make_train_config, per_class: int, batching: dict
 ) -> None:
-    data = make_image_folder(tmp_path / "data", train=4, val=3)  # 8 images: 4 per rank, 2 steps of 2 per epoch
+    data = make_image_folder(tmp_path / "data", train=per_class, val=3)
     cfg = make_train_config(data, tmp_path / "run", epochs=2, device="cpu", **batching)
     # spawn, as torchrun does: a forked child of a process that has run backward passes cannot run its own.
     mp.start_processes(_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, start_method="spawn")
