@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from inceptionnet.cli import main
-from inceptionnet.data import ShardSampler, open_split, val_loader
+from inceptionnet.data import ShardSampler, open_split, train_loader, val_loader
 from inceptionnet.data.loaders import shard_orders
 from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.data.sources import ShardSource, SourceError, source_kind
@@ -127,6 +127,11 @@ def test_a_resumed_sampler_gives_the_tail_of_the_uninterrupted_order() -> None:
         assert whole == shard_orders(shards, seed=7, epoch=2, world_size=2)[rank] and len(sampler) == 15
         sampler.set_epoch(2, start=4)
         assert list(sampler) == whole[4:] and len(sampler) == 11
+
+
+def test_the_class_balanced_sampler_is_refused_on_shards_with_the_fix(shards) -> None:
+    with pytest.raises(ValueError, match=r"tar shards .* --sampler shuffle"):
+        train_loader(open_split(shards, "train"), batch_size=2, num_workers=0, seed=0, balanced=True)
 
 
 def test_a_corrupt_member_is_skipped_and_counted(make_image_folder, tmp_path) -> None:
