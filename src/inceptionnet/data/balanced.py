@@ -30,8 +30,12 @@ def balanced_sample_weights(targets: Sequence[Target]) -> torch.Tensor:
     labels = [t if isinstance(t, tuple) else (t,) for t in targets]
     if any(not t for t in labels):
         raise ValueError("--sampler balanced: an image without any class cannot be drawn by class; drop it")
-    counts = torch.bincount(torch.tensor([c for t in labels for c in t], dtype=torch.long)).double()
-    return torch.tensor([sum(1.0 / counts[c].item() for c in t) / len(t) for t in labels], dtype=torch.float64)
+    flat = torch.tensor([c for t in labels for c in t], dtype=torch.long)
+    sizes = torch.tensor([len(t) for t in labels], dtype=torch.long)
+    owner = torch.repeat_interleave(torch.arange(len(labels)), sizes)  # the sample of each entry of `flat`
+    inverse = 1.0 / torch.bincount(flat).double()
+    sums = torch.zeros(len(labels), dtype=torch.float64).index_add_(0, owner, inverse[flat])
+    return sums / sizes
 
 
 class BalancedSampler(Sampler[int]):
