@@ -17,6 +17,7 @@ Optimizer = Literal["rmsprop_tf", "sgd"]
 LrSchedule = Literal["staircase", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
+LabelMode = Literal["auto", "single", "multi"]
 
 # What a continued run may do with a field (rundir.py decides from these):
 # - "may_change": the same command with another value continues the run in its folder. These fields change
@@ -55,6 +56,12 @@ class TrainConfig:
     label_column: str | None = knob(
         None,
         "label column of a Hugging Face dataset; default: its one ClassLabel column, else label",
+        resume="kept",
+    )
+    label_mode: LabelMode = knob(
+        "auto",
+        "auto | single | multi: one class per image (softmax, cross-entropy) or several (a sigmoid per class, "
+        "binary cross-entropy); auto: multi when the training split has several labels per image",
         resume="kept",
     )
     out_dir: str | None = knob(
@@ -212,6 +219,7 @@ class TrainConfig:
             (self.optimizer in ("rmsprop_tf", "sgd"), f"optimizer {self.optimizer!r}: choose rmsprop_tf or sgd"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
             (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
+            (self.label_mode in ("auto", "single", "multi"), "label_mode: choose auto, single or multi"),
         ]
         for ok, message in checks:
             if not ok:

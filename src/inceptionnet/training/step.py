@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from inceptionnet.data import Batch, derive_seed
@@ -20,6 +19,7 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.faults import TrainingDiverged, divergence_message
 from inceptionnet.training.learner import Learner
+from inceptionnet.training.losses import training_loss
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def train_step(
     if learner.probe is not None:
         learner.probe.armed = probed
     with learner.autocast:
-        loss = _loss(learner.net, images, targets, cfg, use_aux=learner.use_aux)
+        loss = _loss(learner, images, targets, cfg)
     learner.optimizer.zero_grad(set_to_none=True)
     scaler = learner.scaler
     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -92,15 +92,14 @@ def train_step(
     return sync
 
 
-def _loss(
-    net: nn.Module, images: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, *, use_aux: bool
-) -> torch.Tensor:
-    """Label-smoothed cross-entropy, plus aux_weight times that of the auxiliary head (TF-slim)."""
-    if not use_aux:
-        return F.cross_entropy(net(images), targets, label_smoothing=cfg.label_smoothing)
-    logits, aux_logits = net(images, return_aux=True)
-    main = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
-    return main + cfg.aux_weight * F.cross_entropy(aux_logits, targets, label_smoothing=cfg.label_smoothing)
+def _loss(learner: Learner, images: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The training loss (losses.py: single- or multi-label, as the network's `label_mode`), plus aux_weight
+    times that of the auxiliary head (TF-slim)."""
+    how = {"label_smoothing": cfg.label_smoothing, "multi_label": learner.model.label_mode == "multi"}
+    if not learner.use_aux:
+        return training_loss(learner.net(images), targets, **how)
+    logits, aux_logits = learner.net(images, return_aux=True)
+    return training_loss(logits, targets, **how) + cfg.aux_weight * training_loss(aux_logits, targets, **how)
 
 
 def _sync(
