@@ -1,0 +1,91 @@
+"""Multi-label end to end on a tiny network: a metadata.csv folder with several labels per image trains with
+binary cross-entropy, tunes per-class thresholds, and evaluates, predicts, exports and quantizes as
+multi-label."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inceptionnet import create_model
+from inceptionnet.data import DEMO_DATA
+from inceptionnet.evaluation.multilabel import multilabel_scores, tune_thresholds
+from inceptionnet.training.loop import train
+from inceptionnet.training.losses import training_loss
+from inceptionnet.weights.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CLASSES = ["cat", "dog", "outdoor"]
+# Each image's labels: some have two.
+LABELS = [["cat"], ["cat", "outdoor"], ["dog"], ["dog", "outdoor"], ["cat", "dog"], ["cat"], ["outdoor"], ["dog"]]
+
+
+def make_multilabel_folder(root: Path, *, train: int = 8, val: int = 6) -> Path:
+    """root/{train,val}/metadata.csv (`labels` column, ;-separated) with demo images: 3 classes."""
+    images = sorted((DEMO_DATA / "train").rglob("*.png")) + sorted((DEMO_DATA / "train").rglob("*.jpg"))
+    for split, count in (("train", train), ("val", val)):
+        (root / split).mkdir(parents=True)
+        rows = []
+        for n in range(count):
+            shutil.copy(images[n], root / split / f"i{n}{images[n].suffix}")
+            rows.append(f"i{n}{images[n].suffix},{';'.join(LABELS[n % len(LABELS)])}")
+        (root / split / "metadata.csv").write_text("file_name,labels\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory, make_train_config, one_thread):
+    """One multi-label run of 2 epochs of 2 steps (8 training images, batch 3 -> 2 full batches)."""
+    tmp = tmp_path_factory.mktemp("multilabel")
+    data = make_multilabel_folder(tmp / "data")
+    result = train(make_train_config(data, tmp / "run"))
+    return data, result
+
+
+def test_multilabel_run_trains_and_its_card_says_multi_with_thresholds(multilabel_run) -> None:
+    data, result = multilabel_run
+    assert (result.epoch, result.stopped_by) == (2, None)
+    net = create_model(weights=str(result.out_dir))
+    assert net.card.label_mode == "multi" and net.card.class_names == tuple(CLASSES)
+    assert net.card.thresholds is not None and len(net.card.thresholds) == 3
+    assert {"val_map", "val_exact_match"} <= set(net.card.metrics)
+    payload = read_checkpoint(result.out_dir)
+    assert payload["label_mode"] == "multi" and payload["thresholds"] == list(net.card.thresholds)
+
+
+def test_forcing_single_label_on_multilabel_data_is_refused(multilabel_run, make_train_config, tmp_path) -> None:
+    data, _ = multilabel_run
+    with pytest.raises(ValueError, match="use --label-mode multi"):
+        train(make_train_config(data, tmp_path / "run", label_mode="single"))
+
+
+def test_multilabel_loss_is_binary_cross_entropy_and_single_label_is_unchanged() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 0.0, 3.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    by_hand = -(targets * torch.log(torch.sigmoid(logits)) + (1 - targets) * torch.log(1 - torch.sigmoid(logits)))
+    assert torch.allclose(training_loss(logits, targets, multi_label=True), by_hand.mean())
+    smoothed = targets * 0.8 + 0.1
+    expected = F.binary_cross_entropy_with_logits(logits, smoothed)
+    assert torch.allclose(training_loss(logits, targets, label_smoothing=0.2, multi_label=True), expected)
+    indices = torch.tensor([0, 2])
+    assert torch.equal(training_loss(logits, indices, label_smoothing=0.1), F.cross_entropy(logits, indices, label_smoothing=0.1))
+    mixed = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.3, 0.7]])  # probability targets (mixed labels) still work
+    assert torch.equal(training_loss(logits, mixed), F.cross_entropy(logits, mixed))
+    with pytest.raises(ValueError, match="shaped like the logits"):
+        training_loss(logits, indices, multi_label=True)
+
+
+def test_threshold_tuning_picks_the_f1_maximising_threshold() -> None:
+    # Class 0: positives at 0.9, 0.6, 0.3; negatives at 0.7, 0.2. F1 at each cut: >=0.9 2/4, >=0.7 2/5,
+    # >=0.6 4/6, >=0.3 6/7 (best), >=0.2 6/8. Class 1: positives at 0.8, 0.4; >=0.8 (F1 2/3) ties with
+    # >=0.4 (4/6): the lower wins. Class 2 has no positive: 0.5.
+    probs = torch.tensor([[0.9, 0.8, 0.1], [0.7, 0.1, 0.2], [0.6, 0.4, 0.3], [0.3, 0.5, 0.4], [0.2, 0.45, 0.5]])
+    targets = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    assert tune_thresholds(probs, targets) == pytest.approx([0.3, 0.4, 0.5])
+    scores = multilabel_scores(probs, targets, [0.3, 0.4, 0.5])
+    assert scores.f1[:2] == pytest.approx([600 / 7, 200 / 3]) and scores.ap[2] is None
