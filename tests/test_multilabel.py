@@ -4,6 +4,7 @@ multi-label."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from inceptionnet import create_model
-from inceptionnet.data import DEMO_DATA
+from inceptionnet.cli import main
+from inceptionnet.data import DEMO_DATA, eval_transform, open_split
 from inceptionnet.evaluation.multilabel import multilabel_scores, tune_thresholds
+from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.training.loop import train
 from inceptionnet.training.losses import training_loss
 from inceptionnet.weights.checkpoint import read_checkpoint
@@ -48,7 +51,7 @@ def multilabel_run(tmp_path_factory, make_train_config, one_thread):
 
 
 def test_multilabel_run_trains_and_its_card_says_multi_with_thresholds(multilabel_run) -> None:
-    data, result = multilabel_run
+    _, result = multilabel_run
     assert (result.epoch, result.stopped_by) == (2, None)
     net = create_model(weights=str(result.out_dir))
     assert net.card.label_mode == "multi" and net.card.class_names == tuple(CLASSES)
@@ -73,7 +76,9 @@ def test_multilabel_loss_is_binary_cross_entropy_and_single_label_is_unchanged()
     expected = F.binary_cross_entropy_with_logits(logits, smoothed)
     assert torch.allclose(training_loss(logits, targets, label_smoothing=0.2, multi_label=True), expected)
     indices = torch.tensor([0, 2])
-    assert torch.equal(training_loss(logits, indices, label_smoothing=0.1), F.cross_entropy(logits, indices, label_smoothing=0.1))
+    assert torch.equal(
+        training_loss(logits, indices, label_smoothing=0.1), F.cross_entropy(logits, indices, label_smoothing=0.1)
+    )
     mixed = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.3, 0.7]])  # probability targets (mixed labels) still work
     assert torch.equal(training_loss(logits, mixed), F.cross_entropy(logits, mixed))
     with pytest.raises(ValueError, match="shaped like the logits"):
@@ -89,3 +94,83 @@ def test_threshold_tuning_picks_the_f1_maximising_threshold() -> None:
     assert tune_thresholds(probs, targets) == pytest.approx([0.3, 0.4, 0.5])
     scores = multilabel_scores(probs, targets, [0.3, 0.4, 0.5])
     assert scores.f1[:2] == pytest.approx([600 / 7, 200 / 3]) and scores.ap[2] is None
+
+
+def test_eval_reports_the_map_of_scikit_learn(multilabel_run, tmp_path, capsys) -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    data, result = multilabel_run
+    argv = ["eval", "--data", str(data / "val"), "--model", str(result.out_dir), "--workers", "0"]
+    assert main([*argv, "--json", "-"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    net = create_model(weights=str(result.out_dir)).eval()
+    source_probs, truth = _val_predictions(net, data)
+    assert got["map"] == pytest.approx(100 * metrics.average_precision_score(truth, source_probs, average="macro"))
+    said = source_probs >= torch.tensor(net.card.thresholds)
+    assert got["micro_f1"] == pytest.approx(100 * metrics.f1_score(truth, said, average="micro"))
+    assert got["exact_match"] == pytest.approx(100 * metrics.accuracy_score(truth, said))
+    assert got["thresholds"] == pytest.approx(list(net.card.thresholds))
+    assert main([*argv, "--report", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert f"mAP {got['map']:.2f}%" in printed and "exact match" in printed
+    assert "mAP" in (tmp_path / "report" / "index.html").read_text()
+
+
+def _val_predictions(net: torch.nn.Module, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sigmoid probabilities of `net` on data/val and its multi-hot labels, computed here independently."""
+    source = open_split(data, "val", transform=eval_transform(net.preprocessing))
+    images = torch.stack([source[i][0] for i in range(len(source))])
+    truth = torch.zeros(len(source), len(CLASSES))
+    for i, target in enumerate(source.targets):
+        truth[i, list(target)] = 1
+    with torch.no_grad():
+        return torch.sigmoid(net(images)), truth
+
+
+def test_predict_lists_the_labels_above_the_saved_thresholds(multilabel_run, capsys) -> None:
+    data, result = multilabel_run
+    assert main(["predict", str(data / "val"), "--model", str(result.out_dir), "--json", "-"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    thresholds = create_model(weights=str(result.out_dir)).card.thresholds
+    assert got["label_mode"] == "multi" and len(got["results"]) == 6
+    for entry in got["results"]:
+        every = entry["probabilities"]
+        assert [c["label"] for c in every] == CLASSES
+        above = {c["label"] for c in every if c["probability"] >= thresholds[c["index"]]}
+        assert {c["label"] for c in entry["labels"]} == above
+    assert main(["predict", str(data / "val"), "--model", str(result.out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "%" in printed or "(none above threshold)" in printed
+
+
+def test_export_and_quantize_keep_the_label_mode_and_thresholds(multilabel_run, tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    data, result = multilabel_run
+    card = create_model(weights=str(result.out_dir)).card
+    path = tmp_path / "run.pt"
+    assert main(["export", str(result.out_dir), "--format", "torchscript", "--output", str(path)]) == 0
+    meta = read_export_metadata(path)
+    assert meta["label_mode"] == "multi" and meta["thresholds"] == pytest.approx(list(card.thresholds))
+    out = tmp_path / "int8"
+    argv = ["quantize", str(result.out_dir), "--calibration", str(data / "val"), "--output", str(out), "--images", "4"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "label agreement with fp32" in printed and "exact match" in printed and "top-1" not in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["label_mode"] == "multi" and config["thresholds"] == pytest.approx(list(card.thresholds))
+    assert main(["predict", str(data / "val"), "--model", str(out), "--json", "-"]) == 0
+    assert all("labels" in entry for entry in json.loads(capsys.readouterr().out)["results"])
+
+
+def test_an_engine_predicts_the_same_labels(multilabel_run, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    data, result = multilabel_run
+    runs = []
+    for engine in ("torch", "onnxruntime"):
+        argv = ["predict", str(data / "val"), "--model", str(result.out_dir), "--engine", engine, "--json", "-"]
+        assert main(argv) == 0
+        runs.append(json.loads(capsys.readouterr().out)["results"])
+    torch_run, onnx_run = runs
+    for a, b in zip(torch_run, onnx_run, strict=True):
+        assert [c["probability"] for c in a["probabilities"]] == pytest.approx(
+            [c["probability"] for c in b["probabilities"]], abs=1e-4
+        )

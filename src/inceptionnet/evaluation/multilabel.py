@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_THRESHOLD = 0.5  # a class without a tuned threshold (or without a positive to tune it on)
+from inceptionnet.card import DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,9 @@ def _report(run: RunSession) -> None:
     cfg, pos = run.cfg, run.pos
     top1, top5 = run.errors
     if run.inputs.label_mode == "multi":  # the errors are 100 - mAP and 100 - exact match
-        scores = f"final val mAP {100 - top1:.2f}%, exact match {100 - top5:.2f}%; best mAP {100 - pos.best_top1_error:.2f}%"
+        scores = (
+            f"final val mAP {100 - top1:.2f}%, exact match {100 - top5:.2f}%; best mAP {100 - pos.best_top1_error:.2f}%"
+        )
     else:
         scores = (
             f"final val top-1 accuracy {100 - top1:.2f}% (error {top1:.2f}%), top-5 accuracy {100 - top5:.2f}%; "

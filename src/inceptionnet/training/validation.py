@@ -76,7 +76,10 @@ def multilabel_validation(
     classes = model.num_classes
     local_probs = torch.cat(probs) if probs else torch.zeros(0, classes, device=ctx.device)
     local_targets = torch.cat(targets) if targets else torch.zeros(0, classes, device=ctx.device)
-    all_probs, all_targets = distributed.all_rows(local_probs, ctx).cpu(), distributed.all_rows(local_targets, ctx).cpu()
+    all_probs, all_targets = (
+        distributed.all_rows(local_probs, ctx).cpu(),
+        distributed.all_rows(local_targets, ctx).cpu(),
+    )
     if len(all_probs) == 0:
         raise ValueError("no readable validation images; check the val/ folder")
     return multilabel_scores(all_probs, all_targets, tune_thresholds(all_probs, all_targets))
