@@ -5,11 +5,15 @@ multi-label."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from inceptionnet import create_model
@@ -19,6 +23,7 @@ from inceptionnet.evaluation.multilabel import multilabel_scores, tune_threshold
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.training.loop import train
 from inceptionnet.training.losses import training_loss
+from inceptionnet.training.runlog import RunLog
 from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,6 +64,33 @@ def test_multilabel_run_trains_and_its_card_says_multi_with_thresholds(multilabe
     assert {"val_map", "val_exact_match"} <= set(net.card.metrics)
     payload = read_checkpoint(result.out_dir)
     assert payload["label_mode"] == "multi" and payload["thresholds"] == list(net.card.thresholds)
+
+
+def test_resume_of_a_multilabel_run_equals_the_uninterrupted_run(
+    multilabel_run, make_train_config, tmp_path, monkeypatch
+) -> None:
+    data, straight = multilabel_run
+    real_step = RunLog.step
+
+    def step_then_signal(self: RunLog, step: int, **kw) -> None:
+        real_step(self, step, **kw)
+        if step == 3:  # in the second epoch: the first validation has tuned thresholds already
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(RunLog, "step", step_then_signal)
+    cfg = make_train_config(data, tmp_path / "run")
+    assert train(cfg).stopped_by == "SIGTERM"
+    assert read_checkpoint(tmp_path / "run")["thresholds"] is not None
+    monkeypatch.setattr(RunLog, "step", real_step)
+    resumed = train(cfg, resume=tmp_path / "run")
+    for a, b in ((resumed.model, straight.model), (resumed.averaged, straight.averaged)):
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), key
+    assert resumed.val_top1_error == straight.val_top1_error
+    assert (
+        create_model(weights=str(tmp_path / "run")).card.thresholds
+        == create_model(weights=str(straight.out_dir)).card.thresholds
+    )
 
 
 def test_forcing_single_label_on_multilabel_data_is_refused(multilabel_run, make_train_config, tmp_path) -> None:
@@ -109,6 +141,7 @@ def test_eval_reports_the_map_of_scikit_learn(multilabel_run, tmp_path, capsys) 
     assert got["micro_f1"] == pytest.approx(100 * metrics.f1_score(truth, said, average="micro"))
     assert got["exact_match"] == pytest.approx(100 * metrics.accuracy_score(truth, said))
     assert got["thresholds"] == pytest.approx(list(net.card.thresholds))
+    assert got["map"] == pytest.approx(net.card.metrics["val_map"], abs=1e-4)  # what training validated
     assert main([*argv, "--report", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
     assert f"mAP {got['map']:.2f}%" in printed and "exact match" in printed
@@ -174,3 +207,26 @@ def test_an_engine_predicts_the_same_labels(multilabel_run, capsys) -> None:
         assert [c["probability"] for c in a["probabilities"]] == pytest.approx(
             [c["probability"] for c in b["probabilities"]], abs=1e-4
         )
+
+
+def _rank(rank: int, port: int, cfg: object) -> None:
+    # What torchrun sets for each process it starts.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ["WORLD_SIZE"] = "2"
+    torch.set_num_threads(1)
+    train(cfg)
+
+
+@pytest.mark.slow
+def test_two_ranks_validate_on_all_the_validation_images(multilabel_run, make_train_config, tmp_path) -> None:
+    data, _ = multilabel_run
+    cfg = make_train_config(data, tmp_path / "run", batch_size=2, device="cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank, args=(port, cfg), nprocs=2, start_method="spawn")
+    net = create_model(weights=str(tmp_path / "run"))
+    assert net.card.label_mode == "multi" and len(net.card.thresholds) == 3
+    got = multilabel_scores(*_val_predictions(net.eval(), data), net.card.thresholds)
+    assert got.map == pytest.approx(net.card.metrics["val_map"], abs=1e-4)  # all 6 images, not one rank's 3
+    assert got.exact_match == pytest.approx(net.card.metrics["val_exact_match"], abs=1e-4)
