@@ -129,7 +129,7 @@ def test_bad_datasets_are_refused_by_name(folder: Path, tmp_path: Path) -> None:
         open_split(folder / "train", label_column="label")
 
 
-def test_several_labels_per_image_are_read_and_refused_for_training(folder: Path, tmp_path: Path) -> None:
+def test_several_labels_per_image_are_read_and_opened_for_training(folder: Path, tmp_path: Path) -> None:
     train = _split(folder / "train")
     tags = datasets.List(datasets.ClassLabel(names=["indoor", "outdoor", "animal"]))
     rows = [[0, 2], [1], [], [2], [0, 1], [1, 2]]
@@ -138,8 +138,8 @@ def test_several_labels_per_image_are_read_and_refused_for_training(folder: Path
     source = open_split(data, "train")
     assert source.classes == ["indoor", "outdoor", "animal"]
     assert source.targets == [tuple(r) for r in rows] and source.multi_label
-    with pytest.raises(SourceError, match="several labels per image"):
-        data_splits(data, train_transform=lambda im: im, val_transform=lambda im: im)
+    train_split, _ = data_splits(data, train_transform=lambda im: im, val_transform=lambda im: im)
+    assert train_split.multi_label
 
 
 def test_corrupt_image_bytes_are_skipped_and_counted(folder: Path, tmp_path: Path) -> None:

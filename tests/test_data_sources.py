@@ -121,7 +121,7 @@ def test_a_corrupt_listed_image_is_skipped_and_counted(tmp_path: Path, datasets:
     assert len(source) == 5 and batch.skipped == 1 and batch.images.shape[0] == 4
 
 
-def test_multi_label_metadata_gives_tuple_targets_and_is_refused_for_training(
+def test_multi_label_metadata_gives_tuple_targets_and_multi_hot_vectors(
     tmp_path: Path, datasets: dict[str, Path]
 ) -> None:
     images = sorted((datasets["csv"] / "train").glob("*.jpg"))[:3]
@@ -140,8 +140,9 @@ def test_multi_label_metadata_gives_tuple_targets_and_is_refused_for_training(
         source = open_split(tmp_path / kind, "train")
         assert source.classes == ["cat", "dog", "outdoor"] and source.multi_label
         assert source.targets == [(0, 1), (0,), (1, 2)]
-        with pytest.raises(SourceError, match="several labels per image; training takes one label per image"):
-            data_splits(tmp_path / kind, train_transform=None, val_transform=None)
+        train, _ = data_splits(tmp_path / kind, train_transform=None, val_transform=None)
+        train.multi_hot = True
+        assert train[2][1].tolist() == [0.0, 1.0, 1.0]
 
 
 HEADER = "file_name,label\n"

@@ -33,7 +33,7 @@ def test_balanced_weights_are_the_formula_and_sklearns() -> None:
     assert torch.allclose(weights, torch.tensor([6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2)]))
     expected = compute_class_weight("balanced", classes=np.arange(3), y=np.array(targets))
     assert np.allclose(weights.numpy(), expected)
-    assert loss_weights(targets, ["a", "b", "c"], mode="none") is None
+    assert loss_weights(targets, ["a", "b", "c"], mode="none", multi_label=False) is None
 
 
 def test_a_class_without_images_is_named() -> None:
@@ -44,7 +44,9 @@ def test_a_class_without_images_is_named() -> None:
 def test_multi_label_weights_are_negatives_over_positives() -> None:
     targets = [(0,), (0, 1), (0,), (2,)]
     assert torch.allclose(positive_weights(targets, ["a", "b", "c"]), torch.tensor([1 / 3, 3.0, 3.0]))
-    assert torch.equal(loss_weights(targets, ["a", "b", "c"], mode="balanced"), positive_weights(targets, "abc"))
+    assert torch.equal(
+        loss_weights(targets, ["a", "b", "c"], mode="balanced", multi_label=True), positive_weights(targets, "abc")
+    )
 
 
 TEN_TO_ONE = [0] * 1000 + [1] * 100

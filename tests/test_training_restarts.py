@@ -178,8 +178,8 @@ def test_every_config_field_declares_its_help_and_what_a_continued_run_may_do() 
     undeclared = [f.name for f in fields(TrainConfig) if f.metadata.get("resume") not in RESUME_RULES]
     assert not undeclared, f"declare resume= ({', '.join(RESUME_RULES)}) for {undeclared}: config.py, knob"
     assert all(f.metadata.get("help") for f in fields(TrainConfig))
-    kept = ["aux_weight", "freeze", "image_column", "label_column", "model", "optimizer", "pretrained_lr_scale"]
-    kept += ["residual_scale", "width"]
+    kept = ["aux_weight", "freeze", "image_column", "label_column", "label_mode", "model", "optimizer"]
+    kept += ["pretrained_lr_scale", "residual_scale", "width"]
     assert sorted(RESUME_KEEPS) == kept  # what the checkpoint's network and optimiser state were built with
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 MIN_INPUT_SIZE = 75  # the smallest input every network of the paper shrinks to 1x1 (docs/architecture.md)
 LABEL_MODES = ("single", "multi")
+DEFAULT_THRESHOLD = 0.5  # a multi-label class's decision threshold where none was tuned
 FIRST_CONV_MODULE = "stem.conv1a.conv"  # every network's first convolution (module path)
 CLASSIFIER_MODULE = "head.fc"  # every network's classifier (module path)
 
@@ -87,6 +88,11 @@ class ModelCard:
                 )
         if self.thresholds is not None and self.label_mode != "multi":
             raise CardError("thresholds are for multi-label networks; set label_mode='multi' or drop them")
+
+    def decision_thresholds(self) -> tuple[float, ...]:
+        """Each class's threshold of a multi-label network (an image shows the class when its sigmoid reaches
+        it): the tuned `thresholds`, else DEFAULT_THRESHOLD for every class."""
+        return self.thresholds if self.thresholds is not None else (DEFAULT_THRESHOLD,) * self.num_classes
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with `changes` (dataclasses.replace, checked again)."""

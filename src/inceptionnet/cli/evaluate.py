@@ -14,7 +14,9 @@ from inceptionnet import evaluation as ev
 from inceptionnet.cli.options import add_engine_options, say, write_json
 from inceptionnet.data import open_split
 from inceptionnet.data.sources import source_kind
+from inceptionnet.evaluation.multilabel_run import evaluate_multilabel
 from inceptionnet.evaluation.report import build_report, sklearn_metrics
+from inceptionnet.export.runtimes import network_card
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
@@ -105,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
+    if any(getattr(network_card(m), "label_mode", "single") == "multi" for m in models.values()):
+        return _evaluate_multilabel(args, models, device=device, workers=workers, columns=columns)
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
     result = ev.evaluate(models, args.data, **common, **options, keep_predictions=args.report is not None)
     if args.json != "-":
@@ -120,6 +124,24 @@ def run(args: argparse.Namespace) -> int:
             result.predictions, args.report, source=source, title=f"{result.scores[-1].model} on {args.data}"
         )
         say(f"report: {page}")
+    return 0
+
+
+def _evaluate_multilabel(
+    args: argparse.Namespace, models: dict[str, nn.Module], *, device: torch.device, workers: int, columns: dict
+) -> int:
+    """A multi-label network: mAP, per-class AP and F1 at its thresholds, micro/macro F1, exact match."""
+    if len(models) > 1 or args.crops != 1:
+        raise ValueError("a multi-label network is evaluated alone on one crop; drop the other --model and --crops")
+    spec, model = next(iter(models.items()))
+    common = dict(batch_size=args.batch_size, workers=workers, device=device, input_size=args.input_size)
+    result = evaluate_multilabel(model, args.data, name=spec, max_images=args.max_images, **common, **columns)
+    if args.json != "-":
+        print(result.table())
+    if args.json is not None:
+        write_json(args.json, result.to_dict())
+    if args.report is not None:
+        say(f"report: {result.write_report(args.report)}")
     return 0
 
 

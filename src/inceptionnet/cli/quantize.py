@@ -87,15 +87,23 @@ def format_result(result: QuantizeResult) -> str:
         f"wrote {result.model_file} and config.json in {result.seconds:.0f}s: {result.method} calibration on "
         f"{result.calibration_images} images{skipped}, weights rounded by {result.rounding}{kept}"
     ]
-    if result.top1_agreement is not None:
-        lines.append(
-            f"check on {result.check_engine}, {result.check_images} calibration images: top-1 agreement with fp32 "
-            f"{result.top1_agreement:.1%}, max logit difference {result.max_logit_diff:.3g}"
+    agreement = result.top1_agreement if result.label_agreement is None else result.label_agreement
+    if agreement is not None:
+        what = (
+            f"top-1 agreement with fp32 {agreement:.1%}"
+            if result.label_agreement is None
+            else f"label agreement with fp32 {agreement:.1%} of (image, class) decisions, exact match "
+            f"{result.exact_agreement:.1%} of images"
         )
-        if result.top1_agreement < LOW_AGREEMENT:
+        lines.append(
+            f"check on {result.check_engine}, {result.check_images} calibration images: {what}, "
+            f"max logit difference {result.max_logit_diff:.3g}"
+        )
+        if agreement < LOW_AGREEMENT:
             lines.append(
-                f"warning: the int8 network disagrees with fp32 on {1 - result.top1_agreement:.0%} of the check "
-                "images. A network whose largest logits are nearly tied (untrained or barely trained) does this; "
+                f"warning: the int8 network disagrees with fp32 on {1 - agreement:.0%} of the check "
+                f"{'images' if result.label_agreement is None else 'decisions'}. A network whose largest logits are "
+                "nearly tied (untrained or barely trained) does this; "
                 "measure the agreement on held-out images before deploying (docs/export.md, 'int8 quantization')"
             )
     return "\n".join(lines)

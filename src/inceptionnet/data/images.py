@@ -33,7 +33,8 @@ def read_image_bytes(data: bytes) -> Image.Image:
 
 @dataclass
 class Batch:
-    """One loader batch: the stacked readable images, their class indices, and how many were unreadable."""
+    """One loader batch: the stacked readable images, their class indices (int, (N,)) or multi-hot vectors (float,
+    (N, C): multi-label), and how many were unreadable."""
 
     images: torch.Tensor
     targets: torch.Tensor
@@ -45,7 +46,7 @@ class Batch:
         return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.skipped)
 
 
-def collate_skipping_bad(samples: list[tuple[torch.Tensor, int] | None]) -> Batch:
+def collate_skipping_bad(samples: list[tuple[torch.Tensor, int | torch.Tensor] | None]) -> Batch:
     """Stack the readable samples of a batch; count the unreadable ones (returned as None).
 
     The images are stacked by torch's `default_collate`, which in a DataLoader worker stacks straight into
@@ -57,5 +58,7 @@ def collate_skipping_bad(samples: list[tuple[torch.Tensor, int] | None]) -> Batc
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
     images = default_collate([s[0] for s in good])
+    if isinstance(good[0][1], torch.Tensor):  # multi-hot vectors (multi-label): an (N, C) float batch
+        return Batch(images, torch.stack([s[1] for s in good]), skipped)
     targets = torch.tensor([s[1] for s in good], dtype=torch.long)
     return Batch(images, targets, skipped)

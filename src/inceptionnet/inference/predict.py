@@ -1,4 +1,5 @@
-"""Classify images: the top-k classes of each image file (or of every image in a folder), with probabilities.
+"""Classify images: the top-k classes of each image file (or of every image in a folder), with probabilities;
+for a multi-label network (`card.label_mode` "multi"), every class whose sigmoid reaches its threshold.
 
 The classes are the network's own (`model.card.class_names`): a run's class folders, or the ImageNet
 synsets of published weights, which are shown with their readable names from the class table
@@ -40,11 +41,13 @@ class TopClass:
 
 @dataclass
 class Prediction:
-    """The result for one file: its top classes, or why it could not be classified."""
+    """The result for one file: its top classes (multi-label: the classes above their thresholds, and every
+    class's probability), or why it could not be classified."""
 
     path: str
     top: list[TopClass] = field(default_factory=list)
     error: str | None = None
+    probabilities: list[TopClass] | None = None  # multi-label: every class, in output order
 
     @property
     def ok(self) -> bool:
@@ -112,11 +115,25 @@ def predict(
     with torch.inference_mode():
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
-            probs = net(torch.stack([x for _, x in chunk]).to(dev)).float().softmax(dim=1).cpu()
-            values, indices = probs.topk(k, dim=1)
+            logits = net(torch.stack([x for _, x in chunk]).to(dev)).float().cpu()
+            if net.card.label_mode == "multi":
+                _above_thresholds([r for r, _ in chunk], torch.sigmoid(logits), net.card, labels)
+                continue
+            values, indices = logits.softmax(dim=1).topk(k, dim=1)
             for (result, _), v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
                 result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
     return results
+
+
+def _above_thresholds(
+    results: Sequence[Prediction], probs: torch.Tensor, card: ModelCard, labels: list[tuple[str | None, str]]
+) -> None:
+    """Multi-label: each result's classes whose probability reaches the card's threshold (most probable first)."""
+    thresholds = card.decision_thresholds()
+    for result, row in zip(results, probs.tolist(), strict=True):
+        result.probabilities = [TopClass(c, *labels[c], p) for c, p in enumerate(row)]
+        above = [t for t in result.probabilities if t.probability >= thresholds[t.index]]
+        result.top = sorted(above, key=lambda t: -t.probability)
 
 
 def checked_top_k(card: ModelCard, top_k: int | None, *, default: int = DEFAULT_TOP_K) -> int:
@@ -146,6 +163,8 @@ def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r.path}:" if r.ok else f"{r.path}: error: {r.error}")
+        if r.ok and r.probabilities is not None and not r.top:
+            lines.append("  (none above threshold)")
         for t in r.top:
             label = f"{t.label}, " if t.label not in (None, t.name) else ""
             lines.append(f"  {t.probability:7.2%}  {t.name} ({label}class {t.index})")
@@ -167,14 +186,19 @@ def predictions_to_json(results: Sequence[Prediction], *, model: DescribedNetwor
         "device": device,
         "engine": model.engine,
         "precision": model.precision,
-        "results": [
-            {
-                "path": r.path,
-                "error": r.error,
-                "top": [
-                    {"index": t.index, "label": t.label, "name": t.name, "probability": t.probability} for t in r.top
-                ],
-            }
-            for r in results
-        ],
+        **({"label_mode": "multi"} if card.label_mode == "multi" else {}),
+        "results": [_result_json(r, multi_label=card.label_mode == "multi") for r in results],
     }
+
+
+def _result_json(r: Prediction, *, multi_label: bool) -> dict[str, Any]:
+    """One file's entry: its top classes; multi-label, its `labels` above threshold and every class's probability."""
+    classes = [_class_json(t) for t in r.top]
+    if not multi_label:
+        return {"path": r.path, "error": r.error, "top": classes}
+    every = [_class_json(t) for t in r.probabilities or []]
+    return {"path": r.path, "error": r.error, "labels": classes, "probabilities": every}
+
+
+def _class_json(t: TopClass) -> dict[str, Any]:
+    return {"index": t.index, "label": t.label, "name": t.name, "probability": t.probability}

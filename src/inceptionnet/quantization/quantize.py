@@ -83,8 +83,12 @@ class QuantizeResult:
     seconds: float  # export, calibration and quantization
     check_engine: str | None  # the engine the check ran on (None: not checked)
     check_images: int
-    top1_agreement: float | None  # fraction of check images whose int8 top-1 class is the fp32 one
+    top1_agreement: float | None  # fraction of check images whose int8 top-1 class is the fp32 one (single-label)
     max_logit_diff: float | None  # max |int8 - fp32| logit over the check images
+    # Multi-label: the fraction of (image, class) decisions (sigmoid >= threshold) equal to fp32's, and of images
+    # whose decisions all are.
+    label_agreement: float | None = None
+    exact_agreement: float | None = None
 
 
 def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
@@ -152,13 +156,9 @@ def quantize_model(
         return result
     check = check_quantized(folder, model, batch[:CHECK_IMAGES], engine=engine_check)
     _write_config(folder, {**config, "check": check})
-    return dataclasses.replace(
-        result,
-        check_engine=check["engine"],
-        check_images=check["images"],
-        top1_agreement=check["top1_agreement"],
-        max_logit_diff=check["max_logit_diff"],
-    )
+    checked = ("top1_agreement", "max_logit_diff", "label_agreement", "exact_agreement")
+    found = {key: check.get(key) for key in checked}
+    return dataclasses.replace(result, check_engine=check["engine"], check_images=check["images"], **found)
 
 
 def _output_folder(output: str | os.PathLike[str]) -> Path:
@@ -252,7 +252,8 @@ def _write_config(folder: Path, config: dict[str, Any]) -> None:
 def check_quantized(
     folder: Path, model: InceptionNetwork, images: torch.Tensor, *, engine: str = "auto"
 ) -> dict[str, Any]:
-    """Top-1 agreement and max logit difference of the int8 folder against the fp32 `model` on `images`."""
+    """Top-1 agreement (multi-label: label and exact-match agreement at the card's thresholds) and max logit
+    difference of the int8 folder against the fp32 `model` on `images`."""
     network = load_quantized(folder, engine=engine)
     was_training = model.training
     model.eval()
@@ -262,9 +263,13 @@ def check_quantized(
     finally:
         model.train(was_training)
     got = torch.cat([network(b) for b in images.split(CALIBRATION_BATCH)])
+    check = {"engine": network.engine, "images": len(images), "max_logit_diff": (got - expected).abs().max().item()}
+    if model.card.label_mode != "multi":
+        return {**check, "top1_agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item()}
+    thresholds = torch.tensor(model.card.decision_thresholds())
+    same = (torch.sigmoid(got) >= thresholds) == (torch.sigmoid(expected) >= thresholds)
     return {
-        "engine": network.engine,
-        "images": len(images),
-        "top1_agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item(),
-        "max_logit_diff": (got - expected).abs().max().item(),
+        **check,
+        "label_agreement": same.float().mean().item(),
+        "exact_agreement": same.all(1).float().mean().item(),
     }

@@ -25,6 +25,7 @@ from inceptionnet.weights import RUN_MODEL, save_model_folder
 
 # The fields of an epoch record (runlog) that describe the weights written with it.
 METRICS = ("epoch", "step", "val_top1_error", "val_top5_error")
+MULTI_LABEL_METRICS = ("val_map", "val_exact_match")  # a multi-label run's records have them too
 
 
 def save_run_model(
@@ -53,7 +54,7 @@ def save_run_model(
         model,
         class_names=class_names,
         preprocessing=preprocessing,
-        metrics={k: record[k] for k in METRICS},
+        metrics={k: record[k] for k in (*METRICS, *MULTI_LABEL_METRICS) if k in record},
         weights="average" if averaged else "raw",
         dataset=dataset,
         command=train_command(cfg) if cfg is not None else None,

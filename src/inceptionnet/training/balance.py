@@ -52,12 +52,13 @@ def positive_weights(targets: Sequence[Target], classes: Sequence[str]) -> torch
     return ((len(targets) - positives).double() / positives.double()).float()
 
 
-def loss_weights(targets: Sequence[Target], classes: Sequence[str], *, mode: str) -> torch.Tensor | None:
+def loss_weights(
+    targets: Sequence[Target], classes: Sequence[str], *, mode: str, multi_label: bool
+) -> torch.Tensor | None:
     """The loss weights `--class-weights mode` asks for: None for "none"; for "balanced", `positive_weights`
-    when the split is multi-label, else `balanced_weights`."""
+    for a `multi_label` run, else `balanced_weights`."""
     if mode == "none":
         return None
     if mode != "balanced":
         raise ValueError(f"class_weights {mode!r}: choose none or balanced")
-    multi = any(isinstance(t, tuple) for t in targets)
-    return positive_weights(targets, classes) if multi else balanced_weights(targets, classes)
+    return positive_weights(targets, classes) if multi_label else balanced_weights(targets, classes)

@@ -122,6 +122,8 @@ def training_state(
         model_name=cfg.model,
         model_options=dict(model.build_options),
         preprocessing=dataclasses.asdict(preprocessing),
+        label_mode=model.label_mode,
+        thresholds=list(model.thresholds) if model.thresholds is not None else None,
         position=position.to_dict(),
         world_size=world_size,
         model=model.state_dict(),
@@ -146,6 +148,10 @@ def restore(
             raise ValueError("the checkpoint has no weight average; resume with --ema-decay 0")
         ema.load_state_dict(payload["ema"])
     optimizer.load_state_dict(payload["optimizer"])
+    thresholds = payload.get("thresholds")  # those of the last validation, until the next one
+    for network in (model, ema.module if ema is not None else None):
+        if network is not None and thresholds is not None:
+            network.thresholds = tuple(thresholds)
     if scaler is not None and payload["scaler"] is not None:
         scaler.load_state_dict(payload["scaler"])
     return RunPosition.from_dict(payload["position"])

@@ -19,6 +19,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
 ClassWeights = Literal["none", "balanced"]
 SamplerKind = Literal["shuffle", "balanced"]
+LabelMode = Literal["auto", "single", "multi"]
 
 # What a continued run may do with a field (rundir.py decides from these):
 # - "may_change": the same command with another value continues the run in its folder. These fields change
@@ -57,6 +58,12 @@ class TrainConfig:
     label_column: str | None = knob(
         None,
         "label column of a Hugging Face dataset; default: its one ClassLabel column, else label",
+        resume="kept",
+    )
+    label_mode: LabelMode = knob(
+        "auto",
+        "auto | single | multi: one class per image (softmax, cross-entropy) or several (a sigmoid per class, "
+        "binary cross-entropy); auto: multi when the training split has several labels per image",
         resume="kept",
     )
     out_dir: str | None = knob(
@@ -243,6 +250,7 @@ class TrainConfig:
             (self.class_weights in ("none", "balanced"), f"class_weights {self.class_weights!r}: none or balanced"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
             (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
+            (self.label_mode in ("auto", "single", "multi"), "label_mode: choose auto, single or multi"),
         ]
         for ok, message in checks:
             if not ok:

@@ -128,6 +128,21 @@ def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     return values
 
 
+def all_rows(rows: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """The rows of `rows` of every rank, rank 0's first (the tensor itself in a single process): the ranks may
+    hold different numbers of rows (a validation share with unreadable images dropped)."""
+    if not ctx.distributed:
+        return rows
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(ctx.world_size)]
+    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
+    sizes = [int(c) for c in counts]
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: len(rows)] = rows
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[:size] for part, size in zip(gathered, sizes, strict=True)])
+
+
 def any_rank(flag: bool, ctx: Context) -> bool:
     """Whether `flag` is true on at least one rank (so that all ranks take the same branch)."""
     return bool(all_sum(torch.tensor([float(flag)]), ctx).item())

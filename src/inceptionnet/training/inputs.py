@@ -4,6 +4,9 @@ The images are prepared as the network expects (its `preprocessing`: mean, std, 
 interpolation, the input size when `--input-size` is not given), so a network fine-tuned from
 published weights sees its inputs as those weights did.
 
+A split with several labels per image trains multi-label (`TrainConfig.label_mode`): its targets then
+reach the step as float multi-hot vectors (N, C), single-label ones as class indices (N,).
+
 Each rank reads its own share of the training images (`ResumableSampler`; its own shards of a
 sharded split, `ShardSampler`; class-balanced draws with `--sampler balanced`, `BalancedSampler`), in
 an order that is a pure function of (seed, epoch), and augments each image with a seed of (seed, epoch,
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from inceptionnet.data import (
     DEMO_DATA,
+    ImageSource,
     SeededSamples,
     TrainSampler,
     data_splits,
@@ -45,6 +49,7 @@ class TrainingInputs:
     """This rank's training and validation batches, and what follows from their size."""
 
     classes: list[str]
+    label_mode: str  # "single" (int targets (N,)) or "multi" (float multi-hot targets (N, C))
     train_images: int  # in the whole training set (all ranks)
     input_size: int  # pixels, square
     preprocessing: Preprocessing  # how the images are prepared (the network's), at input_size
@@ -98,6 +103,8 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
             f"{len(train_set.classes)} classes in {train_set.origin} but the network has "
             f"{network.num_classes} outputs; did the data change while the run started?"
         )
+    label_mode = resolve_label_mode(cfg.label_mode, train_set, val_set)
+    train_set.multi_hot = val_set.multi_hot = label_mode == "multi"
     loader, sampler, samples = train_loader(train_set, seed=cfg.seed, balanced=cfg.sampler == "balanced", **shard)
     steps_per_epoch = sampler.num_samples // cfg.batch_size // cfg.accumulate
     if steps_per_epoch < 1:
@@ -105,9 +112,12 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
             f"{sampler.num_samples // cfg.batch_size} batches per process and epoch, fewer than --accumulate "
             f"{cfg.accumulate}; lower --accumulate or --batch-size"
         )
-    weights = loss_weights(train_set.targets, train_set.classes, mode=cfg.class_weights)
+    weights = loss_weights(
+        train_set.targets, train_set.classes, mode=cfg.class_weights, multi_label=label_mode == "multi"
+    )
     return TrainingInputs(
         classes=train_set.classes,
+        label_mode=label_mode,
         train_images=len(train_set),
         input_size=size,
         preprocessing=dataclasses.replace(pre, input_size=size),
@@ -119,3 +129,18 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
         lr_at=schedule(cfg, steps_per_epoch=steps_per_epoch),
         class_weights=weights.to(ctx.device) if weights is not None else None,
     )
+
+
+def resolve_label_mode(asked: str, train: ImageSource, val: ImageSource) -> str:
+    """The label mode a run trains in: `asked` ("single" or "multi"), or for "auto" "multi" when a split has
+    several labels per image. "single" on such data is refused (one softmax cannot say several classes);
+    "multi" on single-label data trains each image's one class as a one-hot vector."""
+    several = next((split for split in (train, val) if split.multi_label), None)
+    if asked == "single" and several is not None:
+        raise ValueError(
+            f"{several.origin} has several labels per image, which --label-mode single cannot train; "
+            "use --label-mode multi (or auto), or keep one label per image"
+        )
+    if asked == "auto":
+        return "multi" if several is not None else "single"
+    return asked

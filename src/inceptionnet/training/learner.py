@@ -43,6 +43,13 @@ class Learner:
         """The network that validation measures and best.pt selects by: the weight average if there is one."""
         return self.ema.module if self.ema is not None else self.model
 
+    def describe_labels(self, label_mode: str, thresholds: tuple[float, ...] | None = None) -> None:
+        """Set how the network's outputs are read (`label_mode`, multi-label `thresholds`) on the network and
+        its weight average alike: what their cards, the model folder and the checkpoints then say."""
+        for network in {id(n): n for n in (self.model, self.evaluated)}.values():
+            network.label_mode = label_mode
+            network.thresholds = thresholds
+
 
 def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int, model: nn.Module | None = None) -> Learner:
     """The network on this rank's device, and everything that trains it.

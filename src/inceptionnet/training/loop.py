@@ -33,7 +33,7 @@ from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import kept_batches, train_step
-from inceptionnet.training.validation import validation_errors
+from inceptionnet.training.validation import multilabel_validation, validation_errors
 from inceptionnet.weights.checkpoint import BEST, LAST
 
 
@@ -62,6 +62,7 @@ def _train(
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     learner = build_learner(cfg, ctx, num_classes=len(training_classes(cfg)), model=model)
     inputs = set_up_inputs(cfg, ctx, network=learner.model)  # images prepared as the network's weights expect
+    learner.describe_labels(inputs.label_mode)
     run = _start_or_resume(cfg, ctx, inputs, learner, start)
     idle = run.pos.nothing_left(epochs=cfg.epochs, max_steps=cfg.max_steps)
     if idle is not None:  # the folder is left untouched
@@ -196,14 +197,7 @@ def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
     """Evaluate the weight average when due, print and log the epoch's record, write last.pt (and best.pt)."""
     cfg, ctx, pos = run.cfg, run.ctx, run.pos
     evaluated = (pos.epoch + 1) % cfg.eval_every == 0 or pos.epoch + 1 == cfg.epochs
-    if evaluated:
-        run.errors = validation_errors(
-            run.learner.evaluated,
-            run.inputs.val_batches,
-            ctx=ctx,
-            channels_last=cfg.channels_last,
-            autocast=run.learner.autocast,
-        )
+    scores = _validate(run) if evaluated else {}
     top1, top5 = run.errors if evaluated else (None, None)
     record = {
         "epoch": pos.epoch + 1,
@@ -217,6 +211,7 @@ def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
         "train_time_s": epoch.train_time,
         "epoch_time_s": time.perf_counter() - epoch.started,
         "skipped_images": int(distributed.all_sum(torch.tensor([pos.skipped]), ctx).item()),
+        **scores,
     }
     run.say(format_epoch(record))
     run.log.epoch(record)
@@ -226,6 +221,21 @@ def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
     run.save()
     if improved:
         run.save(BEST)
+
+
+def _validate(run: RunSession) -> dict[str, float]:
+    """Validate the evaluated network, setting `run.errors`. A multi-label run's errors are 100 - mAP and
+    100 - exact match (%), so the best model is the best by mAP; its scores are returned for the epoch record
+    and the per-class thresholds tuned on this validation go onto the network (its card: model folder,
+    checkpoints), each time, so that every saved model carries the thresholds of its own predictions."""
+    how = {"ctx": run.ctx, "channels_last": run.cfg.channels_last, "autocast": run.learner.autocast}
+    if run.inputs.label_mode != "multi":
+        run.errors = validation_errors(run.learner.evaluated, run.inputs.val_batches, **how)
+        return {}
+    scores = multilabel_validation(run.learner.evaluated, run.inputs.val_batches, **how)
+    run.learner.describe_labels("multi", tuple(scores.thresholds))
+    run.errors = (100 - scores.map, 100 - scores.exact_match)
+    return {"val_map": scores.map, "val_exact_match": scores.exact_match}
 
 
 def _save_stopped(run: RunSession, stopped_by: str) -> None:
@@ -240,11 +250,16 @@ def _report(run: RunSession) -> None:
     """The final console line: the last evaluation (the last epoch is always evaluated)."""
     cfg, pos = run.cfg, run.pos
     top1, top5 = run.errors
-    run.say(
-        f"done: {cfg.epochs} epochs, {pos.step} steps; final val top-1 accuracy {100 - top1:.2f}% "
-        f"(error {top1:.2f}%), top-5 accuracy {100 - top5:.2f}%; best top-1 error {pos.best_top1_error:.2f}%; "
-        f"checkpoints, metrics and curves in {run.out_dir}"
-    )
+    if run.inputs.label_mode == "multi":  # the errors are 100 - mAP and 100 - exact match
+        scores = (
+            f"final val mAP {100 - top1:.2f}%, exact match {100 - top5:.2f}%; best mAP {100 - pos.best_top1_error:.2f}%"
+        )
+    else:
+        scores = (
+            f"final val top-1 accuracy {100 - top1:.2f}% (error {top1:.2f}%), top-5 accuracy {100 - top5:.2f}%; "
+            f"best top-1 error {pos.best_top1_error:.2f}%"
+        )
+    run.say(f"done: {cfg.epochs} epochs, {pos.step} steps; {scores}; checkpoints, metrics and curves in {run.out_dir}")
 
 
 def _silent(line: str) -> None:

@@ -32,7 +32,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def format_epoch(rec: dict[str, Any]) -> str:
     """The one line printed per epoch."""
     parts = [f"epoch {rec['epoch']:>3d}/{rec['epochs']}", f"train loss {rec['train_loss']:.4f}"]
-    if rec.get("val_top1_error") is not None:
+    if rec.get("val_map") is not None:  # multi-label
+        parts.append(f"val mAP {rec['val_map']:6.2f}%  exact match {rec['val_exact_match']:6.2f}%")
+    elif rec.get("val_top1_error") is not None:
         parts.append(f"val top-1 err {rec['val_top1_error']:6.2f}%  top-5 err {rec['val_top5_error']:6.2f}%")
     parts += [f"lr {rec['lr']:.4g}", f"{rec['images_per_s']:.0f} img/s", f"{rec['epoch_time_s']:.1f}s"]
     if rec.get("skipped_images"):

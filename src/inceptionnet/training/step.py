@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from inceptionnet.data import Batch, derive_seed
@@ -23,6 +22,7 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.faults import TrainingDiverged, divergence_message
 from inceptionnet.training.learner import Learner
+from inceptionnet.training.losses import training_loss
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def train_step(
             learner.probe.armed = probed and last
         with learner.net.no_sync() if ctx.distributed and not last else nullcontext():
             with learner.autocast:
-                loss = _loss(learner.net, images, targets, cfg, use_aux=learner.use_aux, weight=class_weights)
+                loss = _loss(learner, images, targets, cfg, weight=class_weights)
                 loss = loss / len(batches)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         losses.append(loss.detach())
@@ -110,22 +110,19 @@ def train_step(
 
 
 def _loss(
-    net: nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    cfg: TrainConfig,
-    *,
-    use_aux: bool,
-    weight: torch.Tensor | None = None,
+    learner: Learner, images: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, *, weight: torch.Tensor | None
 ) -> torch.Tensor:
-    """Label-smoothed cross-entropy, plus aux_weight times that of the auxiliary head (TF-slim); `weight`:
-    one loss weight per class (`--class-weights`)."""
-    smoothing = cfg.label_smoothing
-    if not use_aux:
-        return F.cross_entropy(net(images), targets, weight=weight, label_smoothing=smoothing)
-    logits, aux_logits = net(images, return_aux=True)
-    main = F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
-    return main + cfg.aux_weight * F.cross_entropy(aux_logits, targets, weight=weight, label_smoothing=smoothing)
+    """The training loss (losses.py: single- or multi-label, as the network's `label_mode`, with the class
+    weights `weight` of `--class-weights`), plus aux_weight times that of the auxiliary head (TF-slim)."""
+    how = {
+        "label_smoothing": cfg.label_smoothing,
+        "multi_label": learner.model.label_mode == "multi",
+        "class_weights": weight,
+    }
+    if not learner.use_aux:
+        return training_loss(learner.net(images), targets, **how)
+    logits, aux_logits = learner.net(images, return_aux=True)
+    return training_loss(logits, targets, **how) + cfg.aux_weight * training_loss(aux_logits, targets, **how)
 
 
 def _sync(

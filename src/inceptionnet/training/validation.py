@@ -1,4 +1,5 @@
-"""Validation during training: top-1 and top-5 error over the validation set, shared out among the ranks.
+"""Validation during training: top-1 and top-5 error over the validation set, shared out among the ranks
+(multi-label: mAP and exact match at per-class thresholds tuned on these very predictions).
 
 One central crop per image (the network's evaluation transform); the paper's multi-crop protocol
 is `inceptionnet.evaluation`. Each rank counts its share on its device and one all-reduce adds the
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from inceptionnet.evaluation.multilabel import MultiLabelScores, multilabel_scores, tune_thresholds
 from inceptionnet.training import distributed
 from inceptionnet.training.distributed import Context
 
@@ -45,3 +47,39 @@ def validation_errors(
     if n == 0:
         raise ValueError("no readable validation images; check the val/ folder")
     return 100 * (1 - top1_ok / n), 100 * (1 - top5_ok / n)
+
+
+@torch.no_grad()
+def multilabel_validation(
+    model: nn.Module,
+    batches: DataLoader,
+    *,
+    ctx: Context,
+    channels_last: bool,
+    autocast: AbstractContextManager,
+) -> MultiLabelScores:
+    """The multi-label scores of `model` (put in eval mode) over the whole validation set, at the per-class
+    thresholds that maximise each class's F1 on it (evaluation.multilabel.tune_thresholds). Every rank
+    gathers every rank's probabilities: the thresholds need all of them, not sums."""
+    model.eval()
+    probs, targets = [], []
+    for batch in batches:
+        if len(batch.targets) == 0:
+            continue
+        images = batch.images.to(ctx.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = model(images)
+        probs.append(torch.sigmoid(logits.float()))
+        targets.append(batch.targets.to(ctx.device, non_blocking=True))
+    classes = model.num_classes
+    local_probs = torch.cat(probs) if probs else torch.zeros(0, classes, device=ctx.device)
+    local_targets = torch.cat(targets) if targets else torch.zeros(0, classes, device=ctx.device)
+    all_probs, all_targets = (
+        distributed.all_rows(local_probs, ctx).cpu(),
+        distributed.all_rows(local_targets, ctx).cpu(),
+    )
+    if len(all_probs) == 0:
+        raise ValueError("no readable validation images; check the val/ folder")
+    return multilabel_scores(all_probs, all_targets, tune_thresholds(all_probs, all_targets))

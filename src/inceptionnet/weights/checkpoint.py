@@ -42,6 +42,8 @@ KEYS = (
     "model_name",  # the network, and every option it was built with: create_model(name, **options)
     "model_options",
     "preprocessing",  # the transform the run validates with (a Preprocessing as a dict)
+    "label_mode",  # "single" or "multi" (a sigmoid per class)
+    "thresholds",  # multi-label: each class's threshold, tuned at the last validation; else None
     "position",  # the run position (training/state.py RunPosition as a dict)
     "world_size",  # the number of processes that trained it
     "model",  # the raw weights, auxiliary head included
@@ -117,5 +119,7 @@ def checkpoint_card(payload: dict[str, Any], state: dict[str, torch.Tensor], *, 
         "model_options": {**payload["model_options"], "aux_logits": False},
         "preprocessing": payload["preprocessing"],
         "class_names": payload["classes"],
+        "label_mode": payload.get("label_mode", "single"),  # absent from earlier checkpoints: single-label
+        "thresholds": payload.get("thresholds"),
     }
     return completed_card(described, state, source=source)

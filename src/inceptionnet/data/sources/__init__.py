@@ -113,7 +113,7 @@ def data_splits(
     `train_per_class` / `val_per_class` > 0 keep only the first N samples (in the source's order) of
     each class: a fixed, balanced subset for short experiments. Raises a SourceError that names the
     problem when a split is missing or empty, when the two splits' class lists differ (the class
-    indices would silently disagree), or when a split has several labels per image (not trained yet).
+    indices would silently disagree).
     `image_column` / `label_column`: as `open_split`.
     """
     columns = {"image_column": image_column, "label_column": label_column}
@@ -131,12 +131,6 @@ def data_splits(
             f"the class lists of {train.origin} and {val.origin} differ: only in train {only_train[:10]}, "
             f"only in val {only_val[:10]}; both splits must have the same classes"
         )
-    for split in (train, val):
-        if split.multi_label:
-            raise SourceError(
-                f"{split.origin} has several labels per image; training takes one label per image for now: "
-                "keep one label per row (a `label` column), or one class folder per image"
-            )
     return train, val
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -37,6 +38,8 @@ class ImageSource(Dataset):
     classes: list[str]
     targets: list[Target]
     origin: str
+    # Give each target as a float multi-hot vector over the classes (multi-label training), not as it is stored.
+    multi_hot: bool = False
 
     def __init__(self, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
         self.transform = transform
@@ -69,7 +72,18 @@ class ImageSource(Dataset):
             image = self.load(index)
         except UNREADABLE:
             return None
-        return (self.transform(image) if self.transform is not None else image), self.targets[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        target = self.targets[index]
+        return image, (multi_hot(target, len(self.classes)) if self.multi_hot else target)
+
+
+def multi_hot(target: Target, num_classes: int) -> torch.Tensor:
+    """`target` (a class index, or the indices of a multi-label sample) as a float vector with 1 at each of its
+    classes: what a multi-label loss compares the network's per-class scores with."""
+    vector = torch.zeros(num_classes)
+    vector[list(target) if isinstance(target, tuple) else target] = 1.0
+    return vector
 
 
 class FileSource(ImageSource):
