@@ -17,6 +17,7 @@ Optimizer = Literal["rmsprop_tf", "sgd"]
 LrSchedule = Literal["staircase", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ColorDistort = Literal["none", "fast", "full"]
+Augment = Literal["inception", "randaugment", "trivialaugment", "autoaugment"]
 
 # What a continued run may do with a field (rundir.py decides from these):
 # - "may_change": the same command with another value continues the run in its folder. These fields change
@@ -74,6 +75,28 @@ class TrainConfig:
         "fast",
         "colour distortion: fast = brightness and saturation (TF-slim), full = also hue and contrast",
         resume="resume_only",
+    )
+    augment: Augment = knob(
+        "inception",
+        "per-image augmentation after the random crop and flip: inception = the paper's colour distortion "
+        "(--color-distort); randaugment, trivialaugment or autoaugment (its ImageNet policy) = torchvision's",
+        resume="resume_only",
+    )
+    randaugment_magnitude: int = knob(
+        9, "strength of every RandAugment operation, 0-30 (9: the RandAugment paper's ImageNet value)", resume="resume_only"
+    )
+    randaugment_ops: int = knob(2, "RandAugment operations applied to each image", resume="resume_only")
+    random_erasing: float = knob(
+        0.0, "probability of erasing one random box of each normalised training image; 0 = off", resume="resume_only"
+    )
+    mixup: float = knob(
+        0.0,
+        "mixup alpha: blend each batch with itself rolled by one, labels likewise; 0 = off; with --cutmix, one "
+        "of the two per batch, at even odds",
+        resume="resume_only",
+    )
+    cutmix: float = knob(
+        0.0, "cutmix alpha: paste a box of the batch rolled by one, labels by area; 0 = off", resume="resume_only"
     )
     train_interpolation: str = knob(
         "bilinear",
@@ -212,6 +235,11 @@ class TrainConfig:
             (self.optimizer in ("rmsprop_tf", "sgd"), f"optimizer {self.optimizer!r}: choose rmsprop_tf or sgd"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
             (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
+            (self.augment in typing.get_args(Augment), f"augment {self.augment!r}: choose {typing.get_args(Augment)}"),
+            (0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in [0, 30]"),
+            (self.randaugment_ops >= 1, "randaugment_ops must be >= 1"),
+            (0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1] (a probability)"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix must be >= 0 (Beta alphas; 0 = off)"),
         ]
         for ok, message in checks:
             if not ok:

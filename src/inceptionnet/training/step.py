@@ -1,7 +1,8 @@
 """One optimiser step: forward, backward, one synchronisation of the ranks, the update.
 
 Each step reseeds torch's generator with `derive_seed(seed, rank, step, 1)` before the forward
-pass, so its dropout masks are a pure function of the step: a resumed run draws the same ones.
+pass, so its dropout masks are a pure function of the step: a resumed run draws the same ones; the
+batch's mixup / cutmix (mixing.py) is seeded by the step as well.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.faults import TrainingDiverged, divergence_message
 from inceptionnet.training.learner import Learner
+from inceptionnet.training.mixing import mix_batch
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def train_step(
     torch.manual_seed(derive_seed(cfg.seed, ctx.rank, step, 1))  # dropout masks
     images = batch.images.to(ctx.device, non_blocking=True)
     targets = batch.targets.to(ctx.device, non_blocking=True)
+    alphas = {"mixup": cfg.mixup, "cutmix": cfg.cutmix, "num_classes": learner.model.num_classes}
+    images, targets = mix_batch(images, targets, **alphas, seed=cfg.seed, rank=ctx.rank, step=step)
     if cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if learner.probe is not None:
