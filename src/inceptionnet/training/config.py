@@ -83,7 +83,7 @@ class TrainConfig:
         resume="resume_only",
     )
     randaugment_magnitude: int = knob(
-        9, "strength of every RandAugment operation, 0-30 (9: the RandAugment paper's ImageNet value)", resume="resume_only"
+        9, "strength of each RandAugment operation, 0-30 (9: timm's and RandAugment's ImageNet)", resume="resume_only"
     )
     randaugment_ops: int = knob(2, "RandAugment operations applied to each image", resume="resume_only")
     random_erasing: float = knob(
