@@ -48,9 +48,9 @@ COLOR_DISTORTIONS: dict[str, dict[str, float]] = {
 }
 
 
-# The per-image policies of `--augment` besides the paper's ("inception"), each applied after the random crop
-# and flip, on the uint8 image. All draw from torch's global generator, which `SeededSamples` seeds per
-# (seed, epoch, index).
+# The choices of `--augment`: the paper's colour distortion ("inception") or a policy of later work, each
+# applied after the random crop and flip, on the uint8 image. All draw from torch's global generator, which
+# `SeededSamples` seeds per (seed, epoch, index).
 AUGMENTS = ("inception", "randaugment", "trivialaugment", "autoaugment")
 
 

@@ -22,7 +22,7 @@ from inceptionnet.data import derive_seed
 _MIXING_STREAM = 2  # the last key of the step's mixing seed (1 is the dropout masks')
 
 
-def batch_mixer(*, mixup: float, cutmix: float, num_classes: int) -> T.Transform | None:
+def _mixer(*, mixup: float, cutmix: float, num_classes: int) -> T.Transform | None:
     """The (images, targets) transform of these alphas (0 = off), or None when both are off."""
     mixers: list[T.Transform] = []
     if mixup > 0:
@@ -46,7 +46,7 @@ def mix_batch(
     step: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of step `step` mixed (float (N, C) targets), or unchanged when both alphas are 0."""
-    mixer = batch_mixer(mixup=mixup, cutmix=cutmix, num_classes=num_classes)
+    mixer = _mixer(mixup=mixup, cutmix=cutmix, num_classes=num_classes)
     if mixer is None:
         return images, targets
     with torch.random.fork_rng(devices=[]):

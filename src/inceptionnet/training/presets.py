@@ -3,8 +3,8 @@
 `PRESETS["paper"]` is the recipe of the paper (section 4) completed with the authors' released
 TF-slim training script where the paper is silent (paper-spec section 10); `PRESETS["demo"]`
 trains a small Inception-ResNet-v1 on the built-in CIFAR-10 subset in minutes on a CPU;
-`PRESETS["modern"]` is the demo with the augmentation and
-schedule of recent recipes (automatic augmentation, random erasing, mixup/cutmix, cosine decay);
+`PRESETS["modern"]` is the demo with the augmentation and schedule of recent recipes (automatic
+augmentation, random erasing, mixup / cutmix, cosine decay);
 `PRESETS["finetune"]` starts from published ImageNet weights with a new classifier for a folder of
 a few thousand images (docs/finetuning.md).
 """
