@@ -235,7 +235,10 @@ class TrainConfig:
             (self.optimizer in ("rmsprop_tf", "sgd"), f"optimizer {self.optimizer!r}: choose rmsprop_tf or sgd"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
             (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
-            (self.augment in typing.get_args(Augment), f"augment {self.augment!r}: choose one of {', '.join(typing.get_args(Augment))}"),
+            (
+                self.augment in typing.get_args(Augment),
+                f"augment {self.augment!r}: choose inception, randaugment, trivialaugment or autoaugment",
+            ),
             (0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in [0, 30]"),
             (self.randaugment_ops >= 1, "randaugment_ops must be >= 1"),
             (0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1] (a probability)"),
