@@ -84,7 +84,7 @@ def train_transform(
     random order, else the named policy (`color_distort` is not used: the policies distort colour
     themselves); then scaling to [-1, 1] with the model's mean and std (the same normalisation as
     `eval_transform`); then, with probability `random_erasing`, one random box of the normalised
-    tensor is set to 0, the mean colour (Zhong et al. 2017).
+    tensor is set to 0, the normalisation's mean colour (Zhong et al. 2017).
     """
     if color_distort not in COLOR_DISTORTIONS:
         raise ValueError(f"unknown color_distort {color_distort!r}; choose one of: {', '.join(COLOR_DISTORTIONS)}")
