@@ -34,7 +34,10 @@ ARMS = ("demo", "modern")
 def run_arm(name: str, *, seed: int, epochs: int, out: Path) -> dict[str, float | int | str]:
     """Train preset `name` with `seed`; its final validation accuracy and loss, and the wall time."""
     started = time.perf_counter()
-    cfg = preset(name, seed=seed, epochs=epochs, out_dir=str(out / f"{name}-seed{seed}"), progress=False)
+    # One folder per length: in a shorter run's folder, training would continue that run (--epochs may change),
+    # which with a cosine schedule is not the run a fresh command trains.
+    folder = out / f"{name}-{epochs}epochs-seed{seed}"
+    cfg = preset(name, seed=seed, epochs=epochs, out_dir=str(folder), progress=False)
     result = train(cfg)
     network = result.averaged.module if result.averaged is not None else result.model
     # at the run's input size: the network's own preprocessing is that of its full-size ImageNet version
