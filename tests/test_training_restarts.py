@@ -24,7 +24,8 @@ import torch
 
 from inceptionnet.cli import main
 from inceptionnet.training import distributed
-from inceptionnet.training.config import RESUME_RULES, TrainConfig
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.knobs import RESUME_RULES
 from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, plan_start
 from inceptionnet.training.runlog import RunLog, read_metrics
 from inceptionnet.weights.checkpoint import read_checkpoint

@@ -16,9 +16,10 @@ from inceptionnet.data.loaders import (
     val_loader,
 )
 from inceptionnet.data.sources import ImageSource, SourceError, data_splits, open_split, split_classes
-from inceptionnet.data.transforms import COLOR_DISTORTIONS, INTERPOLATIONS, eval_transform, train_transform
+from inceptionnet.data.transforms import AUGMENTS, COLOR_DISTORTIONS, INTERPOLATIONS, eval_transform, train_transform
 
 __all__ = [
+    "AUGMENTS",
     "COLOR_DISTORTIONS",
     "DEMO_DATA",
     "INTERPOLATIONS",

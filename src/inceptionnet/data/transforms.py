@@ -1,4 +1,5 @@
-"""Image transforms built on torchvision: the evaluation view and the paper's training augmentation."""
+"""Image transforms built on torchvision: the evaluation view, the paper's training augmentation and the
+automatic augmentation policies of later work (RandAugment, TrivialAugment, AutoAugment)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,23 @@ COLOR_DISTORTIONS: dict[str, dict[str, float]] = {
 }
 
 
+# The choices of `--augment`: the paper's colour distortion ("inception") or a policy of later work, each
+# applied after the random crop and flip, on the uint8 image. All draw from torch's global generator, which
+# `SeededSamples` seeds per (seed, epoch, index).
+AUGMENTS = ("inception", "randaugment", "trivialaugment", "autoaugment")
+
+
+def _policy(augment: str, *, magnitude: int, num_ops: int, interpolation: InterpolationMode) -> Any:
+    """The torchvision policy named by `augment` ("randaugment", "trivialaugment" or "autoaugment")."""
+    if augment == "randaugment":
+        return T.RandAugment(num_ops=num_ops, magnitude=magnitude, interpolation=interpolation)
+    if augment == "trivialaugment":  # one op per image, its magnitude drawn uniformly: nothing to tune
+        return T.TrivialAugmentWide(interpolation=interpolation)
+    if augment == "autoaugment":  # the searched ImageNet policy: its magnitudes are part of it
+        return T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=interpolation)
+    raise ValueError(f"unknown augment {augment!r}; choose one of: {', '.join(AUGMENTS)}")
+
+
 def train_transform(
     pre: Preprocessing,
     *,
@@ -54,24 +72,34 @@ def train_transform(
     min_area: float = 0.05,
     color_distort: str = "fast",
     interpolation: str = "bilinear",
+    augment: str = "inception",
+    randaugment_magnitude: int = 9,
+    randaugment_ops: int = 2,
+    random_erasing: float = 0.0,
 ) -> T.Compose:
-    """Training view of the released Inception recipe (TF-slim `preprocess_for_train`).
+    """Training view: the released Inception recipe (TF-slim `preprocess_for_train`) or an automatic policy.
 
     A random crop covering `min_area`-100% of the image with aspect ratio 3/4-4/3, resized to the
-    input size, a random horizontal flip, colour distortion in random order, then scaling to
-    [-1, 1] with the model's mean and std (the same normalisation as `eval_transform`).
+    input size, and a random horizontal flip; then, with `augment="inception"`, colour distortion in
+    random order, else the named policy (`color_distort` is not used: the policies distort colour
+    themselves); then scaling to [-1, 1] with the model's mean and std (the same normalisation as
+    `eval_transform`); then, with probability `random_erasing`, one random box of the normalised
+    tensor is set to 0, the normalisation's mean colour (Zhong et al. 2017).
     """
     if color_distort not in COLOR_DISTORTIONS:
         raise ValueError(f"unknown color_distort {color_distort!r}; choose one of: {', '.join(COLOR_DISTORTIONS)}")
     size = input_size or pre.input_size
+    mode = INTERPOLATIONS[interpolation]
     steps: list[Any] = [
         T.ToImage(),
-        T.RandomResizedCrop(
-            size, scale=(min_area, 1.0), ratio=(3 / 4, 4 / 3), interpolation=INTERPOLATIONS[interpolation]
-        ),
+        T.RandomResizedCrop(size, scale=(min_area, 1.0), ratio=(3 / 4, 4 / 3), interpolation=mode),
         T.RandomHorizontalFlip(),
     ]
-    if COLOR_DISTORTIONS[color_distort]:
+    if augment != "inception":
+        steps.append(_policy(augment, magnitude=randaugment_magnitude, num_ops=randaugment_ops, interpolation=mode))
+    elif COLOR_DISTORTIONS[color_distort]:
         steps.append(T.ColorJitter(**COLOR_DISTORTIONS[color_distort]))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(pre.mean), std=list(pre.std))]
+    if random_erasing > 0:
+        steps.append(T.RandomErasing(p=random_erasing, value=0))
     return T.Compose(steps)

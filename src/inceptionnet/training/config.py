@@ -8,36 +8,23 @@ named starting points ("paper", "demo", "finetune") are in presets.py.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any
 
-Optimizer = Literal["rmsprop_tf", "sgd", "adamw"]
-LrSchedule = Literal["staircase", "cosine"]
-Precision = Literal["fp32", "bf16", "fp16"]
-ColorDistort = Literal["none", "fast", "full"]
-ClassWeights = Literal["none", "balanced"]
-SamplerKind = Literal["shuffle", "balanced"]
-LabelMode = Literal["auto", "single", "multi"]
-
-# What a continued run may do with a field (rundir.py decides from these):
-# - "may_change": the same command with another value continues the run in its folder. These fields change
-#   neither the network, the data nor the steps taken so far: they say how far to go (the staircase learning
-#   rate is a function of the step alone; a cosine one follows a new `epochs` from there on), where and how
-#   the same steps run (each image's augmentation is seeded by the image, not by the loader worker), and
-#   what is logged and saved;
-# - "resume_only": another value continues the run only with `--resume`, which prints the change;
-# - "kept": not even `--resume` changes it: the checkpoint's network (its parameters, its auxiliary head, the
-#   classes of its classifier: a dataset's label column) or its optimiser state (its kind, its parameter
-#   groups) was built with it.
-Resume = Literal["may_change", "resume_only", "kept"]
-RESUME_RULES: tuple[Resume, ...] = typing.get_args(Resume)
-
-
-def knob(default: Any, text: str, *, resume: Resume) -> Any:
-    """A TrainConfig field: its default, its help text (`inceptionnet train --help`) and its `resume` rule."""
-    return field(default=default, metadata={"help": text, "resume": resume})
+from inceptionnet.training.knobs import (  # the choices of the Literal fields, checked by choice_errors
+    Augment,
+    ClassWeights,
+    ColorDistort,
+    LabelMode,
+    LrSchedule,
+    Optimizer,
+    Precision,
+    Resume,
+    SamplerKind,
+    choice_errors,
+    knob,
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +70,28 @@ class TrainConfig:
         "fast",
         "colour distortion: fast = brightness and saturation (TF-slim), full = also hue and contrast",
         resume="resume_only",
+    )
+    augment: Augment = knob(
+        "inception",
+        "per-image augmentation after the random crop and flip: inception = the paper's colour distortion "
+        "(--color-distort); randaugment, trivialaugment or autoaugment (its ImageNet policy) = torchvision's",
+        resume="resume_only",
+    )
+    randaugment_magnitude: int = knob(
+        9, "strength of each RandAugment operation, 0-30 (9: timm's and RandAugment's ImageNet)", resume="resume_only"
+    )
+    randaugment_ops: int = knob(2, "RandAugment operations applied to each image", resume="resume_only")
+    random_erasing: float = knob(
+        0.0, "probability of erasing one random box of each normalised training image; 0 = off", resume="resume_only"
+    )
+    mixup: float = knob(
+        0.0,
+        "mixup alpha: blend each batch with itself rolled by one, labels likewise; 0 = off; with --cutmix, one "
+        "of the two per batch, at even odds",
+        resume="resume_only",
+    )
+    cutmix: float = knob(
+        0.0, "cutmix alpha: paste a box of the batch rolled by one, labels by area; 0 = off", resume="resume_only"
     )
     train_interpolation: str = knob(
         "bilinear",
@@ -234,7 +243,6 @@ class TrainConfig:
             (self.width is None or self.width > 0, "width must be > 0"),
             (self.freeze >= 0, "freeze must be >= 0 (the number of leading stages to freeze; 0 = none)"),
             (self.pretrained_lr_scale > 0, "pretrained_lr_scale must be > 0 (use --freeze to stop updates)"),
-            (self.lr_schedule in ("staircase", "cosine"), f"lr_schedule {self.lr_schedule!r}: staircase or cosine"),
             (self.residual_scale is None or self.residual_scale > 0, "residual_scale must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
@@ -242,39 +250,18 @@ class TrainConfig:
             (self.train_per_class >= 0 and self.val_per_class >= 0, "train/val_per_class must be >= 0 (0 = all)"),
             (self.input_size is None or self.input_size >= 75, "input_size must be >= 75 (the networks' minimum)"),
             (self.accumulate >= 1, "accumulate must be >= 1 (micro-batches per optimiser step)"),
-            (
-                self.optimizer in ("rmsprop_tf", "sgd", "adamw"),
-                f"optimizer {self.optimizer!r}: rmsprop_tf, sgd or adamw",
-            ),
-            (self.sampler in ("shuffle", "balanced"), f"sampler {self.sampler!r}: choose shuffle or balanced"),
-            (self.class_weights in ("none", "balanced"), f"class_weights {self.class_weights!r}: none or balanced"),
-            (self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r}: choose fp32, bf16 or fp16"),
-            (self.color_distort in ("none", "fast", "full"), "color_distort: choose none, fast or full"),
-            (self.label_mode in ("auto", "single", "multi"), "label_mode: choose auto, single or multi"),
+            (0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in [0, 30]"),
+            (self.randaugment_ops >= 1, "randaugment_ops must be >= 1"),
+            (0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1] (a probability)"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix must be >= 0 (Beta alphas; 0 = off)"),
         ]
+        checks += [(False, message) for message in choice_errors(self)]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"invalid training config: {message}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def model_options(self, *, num_classes: int | None) -> dict[str, Any]:
-        """The `create_model` options this configuration sets (without the auxiliary head).
-
-        Unset options (width, residual scales, and `num_classes=None`) are left out: they are the
-        weights' own when fine-tuning, and the network's defaults otherwise.
-        """
-        options: dict[str, Any] = {"drop_rate": self.drop_rate}
-        if num_classes is not None:
-            options["num_classes"] = num_classes
-        if self.width is not None:
-            options["width"] = self.width
-        if self.residual_scale is not None:
-            if not self.model.startswith("inception_resnet"):
-                raise ValueError(f"--residual-scale applies to the Inception-ResNet networks only, not {self.model}")
-            options["scales"] = (self.residual_scale,) * 3
-        return options
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

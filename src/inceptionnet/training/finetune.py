@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from types import MethodType
+from typing import Any
 
 from torch import nn
 
@@ -22,6 +23,24 @@ from inceptionnet.weights import WeightsError
 
 # The body of every network, in forward order; conv_7b exists in the released Inception-ResNet-v2 only.
 STAGES = ("stem", "blocks_a", "reduction_a", "blocks_b", "reduction_b", "blocks_c", "conv_7b")
+
+
+def model_options(cfg: TrainConfig, *, num_classes: int | None) -> dict[str, Any]:
+    """The `create_model` options `cfg` sets (without the auxiliary head).
+
+    Unset options (width, residual scales, and `num_classes=None`) are left out: they are the
+    weights' own when fine-tuning, and the network's defaults otherwise.
+    """
+    options: dict[str, Any] = {"drop_rate": cfg.drop_rate}
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    if cfg.width is not None:
+        options["width"] = cfg.width
+    if cfg.residual_scale is not None:
+        if not cfg.model.startswith("inception_resnet"):
+            raise ValueError(f"--residual-scale applies to the Inception-ResNet networks only, not {cfg.model}")
+        options["scales"] = (cfg.residual_scale,) * 3
+    return options
 
 
 def create_network(name: str, *, weights: str | None = None, aux: bool, **options: object) -> InceptionNetwork:
@@ -43,7 +62,7 @@ def network_from_weights(cfg: TrainConfig, *, num_classes: int, aux: bool) -> tu
     options the configuration sets are passed. `aux` asks for the auxiliary head. A network or
     width that does not fit the weights is a WeightsError (a ValueError) naming both.
     """
-    options = {**cfg.model_options(num_classes=None), "in_chans": 3}  # the images are RGB
+    options = {**model_options(cfg, num_classes=None), "in_chans": 3}  # the images are RGB
     try:
         model = create_network(cfg.model, weights=cfg.weights, aux=aux, **options)
     except WeightsError as err:

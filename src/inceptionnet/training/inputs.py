@@ -70,9 +70,11 @@ def training_classes(cfg: TrainConfig) -> list[str]:
 
 def training_transform(cfg: TrainConfig, pre: Preprocessing, *, input_size: int) -> Callable[..., Any]:
     """The augmentation a run of `cfg` applies to each training image (`data.train_transform` with the
-    recipe's crop area, colour distortion and interpolation); the GPU check times this very transform."""
-    augment = {"min_area": cfg.min_area, "color_distort": cfg.color_distort, "interpolation": cfg.train_interpolation}
-    return train_transform(pre, input_size=input_size, **augment)
+    recipe's crop area, policy, colour distortion, interpolation and random erasing); the GPU check times
+    this very transform. Mixup and cutmix act on whole batches, in the training step (mixing.py)."""
+    names = ("min_area", "color_distort", "augment", "randaugment_magnitude", "randaugment_ops", "random_erasing")
+    augment = {name: getattr(cfg, name) for name in names}
+    return train_transform(pre, input_size=input_size, interpolation=cfg.train_interpolation, **augment)
 
 
 def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None = None) -> TrainingInputs:

@@ -19,7 +19,14 @@ from inceptionnet.devices import DTYPES
 from inceptionnet.models.merged import merge_heads
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.finetune import adopt_network, create_network, freeze, frozen_note, network_from_weights
+from inceptionnet.training.finetune import (
+    adopt_network,
+    create_network,
+    freeze,
+    frozen_note,
+    model_options,
+    network_from_weights,
+)
 from inceptionnet.training.optim import WeightAverage, build_optimizer
 from inceptionnet.training.probe import LastFeatureProbe
 
@@ -114,7 +121,7 @@ def build_network(
         model, note = network_from_weights(cfg, num_classes=num_classes, aux=cfg.aux_weight > 0)
         notes.append(note)
     else:
-        model = create_network(cfg.model, aux=cfg.aux_weight > 0, **cfg.model_options(num_classes=num_classes))
+        model = create_network(cfg.model, aux=cfg.aux_weight > 0, **model_options(cfg, num_classes=num_classes))
     frozen = freeze(model, cfg.freeze)
     if frozen:
         notes.append(frozen_note(model, frozen))

@@ -2,7 +2,9 @@
 the ranks, the update.
 
 Each step reseeds torch's generator with `derive_seed(seed, rank, step, 1)` before the forward
-pass, so its dropout masks are a pure function of the step: a resumed run draws the same ones.
+pass, so its dropout masks are a pure function of the step: a resumed run draws the same ones. The
+mixup / cutmix of each batch (mixing.py) is seeded by the batch's number in the run, step * accumulate + i
+for the step's i-th batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from inceptionnet.training.distributed import Context
 from inceptionnet.training.faults import TrainingDiverged, divergence_message
 from inceptionnet.training.learner import Learner
 from inceptionnet.training.losses import training_loss
+from inceptionnet.training.mixing import mix_batch
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,7 @@ def train_step(
     losses = []
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
-        images = batch.images.to(ctx.device, non_blocking=True)
-        targets = batch.targets.to(ctx.device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = _inputs(batch, learner, cfg, ctx, number=step * cfg.accumulate + i)
         if learner.probe is not None:
             learner.probe.armed = probed and last
         with learner.net.no_sync() if ctx.distributed and not last else nullcontext():
@@ -107,6 +107,19 @@ def train_step(
         raise TrainingDiverged(message)
     _update(learner, cfg, ctx)
     return sync
+
+
+def _inputs(
+    batch: Batch, learner: Learner, cfg: TrainConfig, ctx: Context, *, number: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and targets of the run's batch `number` on the device, mixed (`--mixup`, `--cutmix`)."""
+    images = batch.images.to(ctx.device, non_blocking=True)
+    targets = batch.targets.to(ctx.device, non_blocking=True)
+    alphas = {"mixup": cfg.mixup, "cutmix": cfg.cutmix, "num_classes": learner.model.num_classes}
+    images, targets = mix_batch(images, targets, **alphas, seed=cfg.seed, rank=ctx.rank, batch=number)
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
 
 
 def _loss(
