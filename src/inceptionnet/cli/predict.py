@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 
 import torch
 
 from inceptionnet.cli.options import add_engine_options, add_model_options, say, write_json
+from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
-from inceptionnet.inference.predict import format_predictions, image_files, predict, predictions_to_json
+from inceptionnet.inference.batchjob import is_jsonl, job_meta, run_job
+from inceptionnet.inference.predict import (
+    Prediction,
+    classify,
+    format_predictions,
+    image_files,
+    predict,
+    predictions_to_json,
+)
+from inceptionnet.ranks import Ranks, from_env, process_group
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,19 +38,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     add_engine_options(p)
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': print only the JSON)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the results as JSON to PATH ('-': print only the JSON). A PATH ending in .jsonl gets one "
+        "line per image, resumable (a rerun predicts only the images not yet in it), and split over the processes "
+        "of `torchrun --nproc_per_node N -m inceptionnet predict` (docs/inference.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    ranks = from_env()
+    if ranks.distributed and not is_jsonl(args.json):
+        raise ValueError("under torchrun, predict writes its results to a .jsonl file: add --json OUT.jsonl")
     int8 = names_int8_folder(args.model, args.weights)
-    device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)
+    device = torch.device("cpu") if int8 else engine_device(args.engine, ranks.device(args.device))
     if not int8:  # a request the engine cannot run fails before the loading
         choose_engine(args.engine, dtype=args.dtype, device=device)
     files = image_files(args.images)
-    options = dict(engine=args.engine, dtype=args.dtype, device=args.device, images=len(files), log=say)
+    options = dict(engine=args.engine, dtype=args.dtype, device=device, images=len(files), log=say)
     model = open_for_inference(args.model, weights=args.weights, **options)
     say(f"engine: {describe_engine(model)}")
+    if is_jsonl(args.json):
+        with process_group(ranks):
+            return run_jsonl(args, files, model, device, ranks)
     results = predict(files, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
     if args.json != "-":
         print(format_predictions(results))
@@ -48,4 +71,24 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"error: {len(failed)} of {len(results)} files could not be classified", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_jsonl(
+    args: argparse.Namespace, files: list[str], model: DescribedNetwork, device: torch.device, ranks: Ranks
+) -> int:
+    """One line per image in the .jsonl of --json, this process's share of them (inference/batchjob.py)."""
+    model = model.to(device).eval()
+
+    def classify_files(todo: list[str]) -> Iterator[list[Prediction]]:
+        return classify(todo, model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+
+    meta = job_meta(model, args.top_k)
+    summary, records = run_job(files, args.json, meta=meta, ranks=ranks, classify=classify_files)
+    where = f"rank {ranks.rank} of {ranks.world_size}: " if ranks.distributed else ""
+    say(f"{where}predicted {summary.predicted} images ({summary.failed} unreadable), {summary.done_before} done before")
+    if records is None:
+        return 0
+    failed = sum(r["error"] is not None for r in records)
+    print(f"wrote {args.json}: {len(records)} images, {failed} could not be classified")
     return 1 if failed else 0

@@ -11,7 +11,7 @@ engine `inceptionnet.inference.engines.inference_network` picks (or the one aske
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,30 +93,42 @@ def predict(
     with `error` set; they do not stop the others.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
+    files = image_files(paths)
+    dev = engine_device(engine, device)
+    net = inference_network(net, engine, dtype=dtype, device=dev, images=len(files)).to(dev).eval()
+    return [r for batch in classify(files, net, top_k=top_k, batch_size=batch_size, device=dev) for r in batch]
+
+
+def classify(
+    files: Sequence[str], net: DescribedNetwork, *, top_k: int | None, batch_size: int, device: torch.device
+) -> Iterator[list[Prediction]]:
+    """The Predictions of `files`, in order, one list per `batch_size` files: a batch's images are read only when
+    its turn comes, so a job over millions of files holds one batch in memory and can save each as it comes.
+
+    `net`: made for inference (`inference_network`, `open_for_inference`) and on `device`.
+    """
     k = checked_top_k(net.card, top_k)
     labels = class_labels(net.card)
-    dev = engine_device(engine, device)
-    results = [Prediction(p) for p in image_files(paths)]
-    net = inference_network(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
     transform = eval_transform(net.preprocessing)
-    ready: list[tuple[Prediction, torch.Tensor]] = []
-    for result in results:
-        path = Path(result.path)
-        if not path.is_file():
-            result.error = "no such file" if not path.exists() else "not a file"
-            continue
-        try:
-            ready.append((result, transform(read_image(path))))
-        except UNREADABLE as err:
-            result.error = f"not a readable image ({type(err).__name__}: {err})"
-    with torch.inference_mode():
-        for start in range(0, len(ready), batch_size):
-            chunk = ready[start : start + batch_size]
-            probs = net(torch.stack([x for _, x in chunk]).to(dev)).float().softmax(dim=1).cpu()
+    for start in range(0, len(files), batch_size):
+        results = [Prediction(p) for p in files[start : start + batch_size]]
+        ready: list[tuple[Prediction, torch.Tensor]] = []
+        for result in results:
+            path = Path(result.path)
+            if not path.is_file():
+                result.error = "no such file" if not path.exists() else "not a file"
+                continue
+            try:
+                ready.append((result, transform(read_image(path))))
+            except UNREADABLE as err:
+                result.error = f"not a readable image ({type(err).__name__}: {err})"
+        if ready:
+            with torch.inference_mode():
+                probs = net(torch.stack([x for _, x in ready]).to(device)).float().softmax(dim=1).cpu()
             values, indices = probs.topk(k, dim=1)
-            for (result, _), v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+            for (result, _), v, i in zip(ready, values.tolist(), indices.tolist(), strict=True):
                 result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
-    return results
+        yield results
 
 
 def checked_top_k(card: ModelCard, top_k: int | None, *, default: int = DEFAULT_TOP_K) -> int:
@@ -167,14 +179,14 @@ def predictions_to_json(results: Sequence[Prediction], *, model: DescribedNetwor
         "device": device,
         "engine": model.engine,
         "precision": model.precision,
-        "results": [
-            {
-                "path": r.path,
-                "error": r.error,
-                "top": [
-                    {"index": t.index, "label": t.label, "name": t.name, "probability": t.probability} for t in r.top
-                ],
-            }
-            for r in results
-        ],
+        "results": [prediction_record(r) for r in results],
+    }
+
+
+def prediction_record(result: Prediction) -> dict[str, Any]:
+    """One file's result as JSON: its path, its error (None when classified) and its top classes."""
+    return {
+        "path": result.path,
+        "error": result.error,
+        "top": [{"index": t.index, "label": t.label, "name": t.name, "probability": t.probability} for t in result.top],
     }
