@@ -100,7 +100,7 @@ def test_a_killed_run_finishes_the_rest_on_rerun(
 ) -> None:
     out = tmp_path / "out.jsonl"
     job = subprocess.Popen(
-        _torchrun(_predict_argv(photos, small_weights, out) + ["--batch-size", "1"]),
+        _torchrun([*_predict_argv(photos, small_weights, out), "--batch-size", "1"]),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

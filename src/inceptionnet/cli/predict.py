@@ -10,9 +10,9 @@ import torch
 
 from inceptionnet.cli.options import add_engine_options, add_model_options, say, write_json
 from inceptionnet.export.runtimes import DescribedNetwork
+from inceptionnet.inference.batchjob import is_jsonl, job_meta, run_job
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
-from inceptionnet.inference.batchjob import is_jsonl, job_meta, run_job
 from inceptionnet.inference.predict import (
     Prediction,
     classify,
