@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory, make_image_folder: Callable[..., Path]) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("photos"), classes=2, train=6, val=3, corrupt=1)
+    return make_image_folder(tmp_path_factory.mktemp("photos"), classes=3, train=4, val=3, corrupt=1)
 
 
 def _env() -> dict[str, str]:
@@ -87,38 +88,41 @@ def test_torchrun_predict_writes_each_image_once(
     done = subprocess.run(_torchrun(_predict_argv(photos, small_weights, out)), env=_env(), capture_output=True)
     assert done.returncode != 0  # the corrupt file
     got = _by_path(out)
-    assert len(got) == len(one_process) == 19
+    assert len(got) == len(one_process) == 22
     assert sum(r["error"] is not None for r in got.values()) == 1
     _assert_same(got, one_process)
     assert not part_file(out, 0).exists() and not part_file(out, 1).exists()
     assert json.loads(meta_file(out).read_text())["model"] == "inception_v3"
 
 
-@pytest.mark.slow  # two torchrun starts and a kill: about 25 s
-def test_a_killed_run_finishes_the_rest_on_rerun(
-    photos: Path, small_weights: Path, one_process: dict[str, dict], tmp_path: Path
-) -> None:
+@pytest.mark.slow  # two torchrun starts, a kill and a one-process run over 88 images: about 30 s
+def test_a_killed_run_finishes_the_rest_on_rerun(photos: Path, small_weights: Path, tmp_path: Path) -> None:
+    many = tmp_path / "many"
+    for copy in range(4):  # enough images that the kill lands mid-way
+        shutil.copytree(photos, many / f"copy{copy}")
     out = tmp_path / "out.jsonl"
     job = subprocess.Popen(
-        _torchrun([*_predict_argv(photos, small_weights, out), "--batch-size", "1"]),
+        _torchrun([*_predict_argv(many, small_weights, out), "--batch-size", "1"]),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(len(read_records(part_file(out, r))) >= 2 for r in (0, 1)):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and not any(len(read_records(part_file(out, r))) >= 3 for r in (0, 1)):
+        time.sleep(0.01)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert not out.exists(), "killed before the merge"
     done_before = sum(len(read_records(part_file(out, r))) for r in (0, 1))
-    assert 2 <= done_before < 19
+    assert 3 <= done_before < 88
     # A line cut mid-write is dropped and redone.
     with part_file(out, 0).open("a") as f:
         f.write('{"path": "half')
-    subprocess.run(_torchrun(_predict_argv(photos, small_weights, out)), env=_env(), capture_output=True)
-    _assert_same(_by_path(out), one_process)
+    subprocess.run(_torchrun(_predict_argv(many, small_weights, out)), env=_env(), capture_output=True)
+    single = tmp_path / "single.jsonl"
+    main(_predict_argv(many, small_weights, single))
+    _assert_same(_by_path(out), _by_path(single))
 
 
 def test_a_single_process_rerun_predicts_only_what_is_missing(
@@ -130,7 +134,7 @@ def test_a_single_process_rerun_predicts_only_what_is_missing(
     out.write_bytes(b"\n".join(lines[:5]) + b"\n" + lines[5][:10])  # 5 whole lines, then a cut one
     capsys.readouterr()
     main(_predict_argv(photos, small_weights, out))
-    assert "predicted 14 images" in capsys.readouterr().err
+    assert "predicted 17 images" in capsys.readouterr().err
     _assert_same(_by_path(out), one_process)
 
 
@@ -141,3 +145,15 @@ def test_an_output_of_another_network_is_refused(
     main(_predict_argv(photos, small_weights, out))
     assert main([*_predict_argv(photos, small_weights, out), "--top-k", "1"]) == 2
     assert "holds predictions of another network or options (top_k 3 -> 1)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a torchrun start and two evaluations: about 13 s
+def test_torchrun_eval_equals_one_process(photos: Path, small_weights: Path, tmp_path: Path) -> None:
+    argv = ["eval", "--data", str(photos / "train"), "--model", str(small_weights), "--device", "cpu", "--workers", "0"]
+    argv += ["--per-class", "--batch-size", "2"]
+    assert main([*argv, "--json", str(tmp_path / "one.json")]) == 0
+    done = subprocess.run(_torchrun([*argv, "--json", str(tmp_path / "two.json")]), env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["images"] == one["images"] == 12 and one["skipped"] == 1
+    assert (two["results"], two["skipped"]) == (one["results"], one["skipped"])
