@@ -47,11 +47,11 @@ class Ranks:
         """This rank's items: those at positions i with i % world_size == rank (every item on exactly one rank)."""
         return [x for i, x in enumerate(items) if i % self.world_size == self.rank]
 
-    def device(self, device: str | None) -> str | None:
-        """`device` as asked; unasked, a rank's own GPU (LOCAL_RANK) under torchrun when CUDA is available."""
-        if device is not None or not self.distributed or not torch.cuda.is_available():
+    def device(self, device: torch.device) -> torch.device:
+        """`device` for this rank: under torchrun, CUDA without an index is the rank's own GPU (LOCAL_RANK)."""
+        if device.type != "cuda" or device.index is not None or not self.distributed:
             return device
-        return f"cuda:{self.local_rank}"
+        return torch.device("cuda", self.local_rank)
 
 
 def from_env() -> Ranks:

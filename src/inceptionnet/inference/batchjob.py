@@ -74,7 +74,7 @@ def check_meta(output: Path, meta: dict[str, Any]) -> None:
     """Refuse to add to an output written with another network, weights or options (ValueError naming the fix)."""
     sidecar = meta_file(output)
     if not sidecar.exists():
-        if output.exists() or any(output.parent.glob(f"{output.name}.rank*")):
+        if output.exists() or _parts(output):
             raise ValueError(
                 f"{output} (or its part files) exists without {sidecar.name}, so what wrote it is unknown; "
                 "remove it or choose another --json path"
@@ -107,7 +107,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _parts(output: Path) -> list[Path]:
-    return sorted(p for p in output.parent.glob(f"{output.name}.rank*") if p.name[len(output.name) + 5 :].isdigit())
+    """The part files of `output` present, of any rank (an earlier run may have had more processes)."""
+    prefix = f"{output.name}.rank"
+    found = output.parent.iterdir() if output.parent.is_dir() else ()
+    return sorted(p for p in found if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit())
 
 
 def done_paths(output: Path) -> set[str]:
