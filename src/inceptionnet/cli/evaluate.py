@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="top-1 / top-5 error over 1, 10, 12 or 144 crops, of one network or an ensemble",
         description="Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax "
-        "averaged over the views of each image and over the ensemble's members (docs/evaluation.md).",
+        "averaged over the views of each image and over the ensemble's members (docs/evaluation.md). Under "
+        "`torchrun --nproc_per_node N -m inceptionnet eval`, each process scores its share of the images and the "
+        "counts are summed: one result, printed once.",
     )
     p.add_argument(
         "--data",

@@ -14,6 +14,7 @@ from inceptionnet.weights import CONFIG_FILE, WEIGHTS_FILE, save_timm_folder
 
 TIMM_FORMAT = "timm"  # a folder in timm's hub layout (weights/timm_layout.py), not an inference file
 TRITON_FORMAT = "triton"  # a Triton model repository (export/triton.py)
+DEFAULT_REPOSITORY = "model_repository"
 PIXELS = ", uint8 pixels in, probabilities out"
 
 
@@ -41,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: batch 1)")
     p.add_argument(
         "--output",
-        help="output file (default: NETWORK.onnx / NETWORK.pt / NETWORK.pt2), or folder (timm: NETWORK-timm)",
+        help="output file (default: NETWORK.onnx / NETWORK.pt / NETWORK.pt2), or folder (timm: NETWORK-timm; "
+        f"triton: {DEFAULT_REPOSITORY})",
     )
     p.add_argument("--input-size", type=int, help="square input size (default: the weights' preprocessing, 299)")
     p.add_argument(
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 def run_triton(args: argparse.Namespace) -> int:
     """Write the Triton model repository (export/triton.py) and print how to serve it."""
     model = load_model(args.model, weights=args.weights)
-    folder = args.output or "model_repository"
+    folder = args.output or DEFAULT_REPOSITORY
     options = dict(backend=args.triton_backend, max_batch=args.max_batch, device=args.triton_device)
     try:
         repo = write_triton_repository(model, folder, input_size=args.input_size, **options)

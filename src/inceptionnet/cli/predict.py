@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="also write the results as JSON to PATH ('-': print only the JSON). A PATH ending in .jsonl gets one "
         "line per image, resumable (a rerun predicts only the images not yet in it), and split over the processes "
-        "of `torchrun --nproc_per_node N -m inceptionnet predict` (docs/inference.md)",
+        "of `torchrun --nproc_per_node N -m inceptionnet predict` (docs/export.md)",
     )
     p.set_defaults(func=run)
 
