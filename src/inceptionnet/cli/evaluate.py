@@ -20,15 +20,19 @@ from inceptionnet.inference.engines import choose_engine, describe_engine, engin
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
 from inceptionnet.ranks import from_env, process_group
 
+DESCRIPTION = (
+    "Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax averaged over the "
+    "views of each image and over the ensemble's members (docs/evaluation.md). Under `torchrun --nproc_per_node N "
+    "-m inceptionnet eval`, each process scores its share of the images and the counts are summed: one result, "
+    "printed once."
+)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="top-1 / top-5 error over 1, 10, 12 or 144 crops, of one network or an ensemble",
-        description="Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax "
-        "averaged over the views of each image and over the ensemble's members (docs/evaluation.md). Under "
-        "`torchrun --nproc_per_node N -m inceptionnet eval`, each process scores its share of the images and the "
-        "counts are summed: one result, printed once.",
+        description=DESCRIPTION,
     )
     p.add_argument(
         "--data",
