@@ -16,6 +16,7 @@ import pytest
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
+from inceptionnet.evaluation.sharding import check_sharding
 from inceptionnet.inference.batchjob import meta_file, part_file, read_records
 from inceptionnet.models import Preprocessing
 from inceptionnet.ranks import Ranks
@@ -157,3 +158,9 @@ def test_torchrun_eval_equals_one_process(photos: Path, small_weights: Path, tmp
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["images"] == one["images"] == 12 and one["skipped"] == 1
     assert (two["results"], two["skipped"]) == (one["results"], one["skipped"])
+
+
+def test_a_split_evaluation_keeps_no_per_image_probabilities() -> None:
+    check_sharding(Ranks(0, 1, 0), keep_predictions=True)
+    with pytest.raises(ValueError, match="kept in one process only"):
+        check_sharding(Ranks(1, 2, 1), keep_predictions=True)

@@ -29,7 +29,7 @@ from inceptionnet.card import ModelCard
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Predictions, Tally
-from inceptionnet.evaluation.sharding import sum_over_ranks
+from inceptionnet.evaluation.sharding import check_sharding, sum_over_ranks
 from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
 from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
@@ -139,6 +139,7 @@ def evaluate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_sharding(ranks, keep_predictions=keep_predictions)
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]

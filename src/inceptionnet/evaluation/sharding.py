@@ -16,6 +16,14 @@ from inceptionnet.evaluation.scores import Tally
 from inceptionnet.ranks import Ranks, all_sum
 
 
+def check_sharding(ranks: Ranks | None, *, keep_predictions: bool) -> None:
+    """Refuse what a split evaluation cannot give: each image's probabilities stay on the rank that scored it."""
+    if keep_predictions and ranks is not None and ranks.distributed:
+        raise ValueError(
+            "the probabilities of each image (a report) are kept in one process only; run without torchrun"
+        )
+
+
 def rank_share(dataset: Dataset, ranks: Ranks | None) -> Dataset:
     """This rank's images of `dataset` (the dataset itself in a single process)."""
     if ranks is None or not ranks.distributed:
