@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None, help="classes to print per image (default 5, at most all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes decoding images ahead of the network (default 0: none)"
+    )
     add_engine_options(p)
     p.add_argument(
         "--json",
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if is_jsonl(args.json):
         with process_group(ranks):
             return run_jsonl(args, files, model, device, ranks)
-    results = predict(files, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+    run = dict(top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
+    results = predict(files, model=model, **run)
     if args.json != "-":
         print(format_predictions(results))
     if args.json is not None:
@@ -81,7 +85,7 @@ def run_jsonl(
     model = model.to(device).eval()
 
     def classify_files(todo: list[str]) -> Iterator[list[Prediction]]:
-        return classify(todo, model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+        return classify(todo, model, top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
 
     meta = job_meta(model, args.top_k)
     summary, records = run_job(files, args.json, meta=meta, ranks=ranks, classify=classify_files)

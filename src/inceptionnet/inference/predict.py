@@ -11,12 +11,14 @@ engine `inceptionnet.inference.engines.inference_network` picks (or the one aske
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from inceptionnet._version import __version__
@@ -81,6 +83,7 @@ def predict(
     device: str | torch.device | None = None,
     engine: str = "auto",
     dtype: str | None = None,
+    workers: int = 0,
 ) -> list[Prediction]:
     """Top-k classes of each image, in the order of `paths` (a folder: its images, sorted).
 
@@ -90,38 +93,38 @@ def predict(
     `device`: default CUDA when available (the CPU for a CPU engine). `engine` and `dtype`: what
     runs the network (`inference_network`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
     "bf16"); a network already made for inference runs as it is. Unreadable files and non-images get a Prediction
-    with `error` set; they do not stop the others.
+    with `error` set; they do not stop the others. `workers`: processes decoding the images ahead of the network.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
     files = image_files(paths)
     dev = engine_device(engine, device)
     net = inference_network(net, engine, dtype=dtype, device=dev, images=len(files)).to(dev).eval()
-    return [r for batch in classify(files, net, top_k=top_k, batch_size=batch_size, device=dev) for r in batch]
+    run = dict(top_k=top_k, batch_size=batch_size, device=dev, workers=workers)
+    return [r for batch in classify(files, net, **run) for r in batch]
 
 
 def classify(
-    files: Sequence[str], net: DescribedNetwork, *, top_k: int | None, batch_size: int, device: torch.device
+    files: Sequence[str],
+    net: DescribedNetwork,
+    *,
+    top_k: int | None,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
 ) -> Iterator[list[Prediction]]:
     """The Predictions of `files`, in order, one list per `batch_size` files: a batch's images are read only when
-    its turn comes, so a job over millions of files holds one batch in memory and can save each as it comes.
+    its turn comes, so a job over millions of files holds a few batches in memory and can save each as it comes.
 
-    `net`: made for inference (`inference_network`, `open_for_inference`) and on `device`.
+    `net`: made for inference (`inference_network`, `open_for_inference`) and on `device`. `workers`: processes
+    that decode the images ahead of the network (0: decoded here, between forward passes).
     """
     k = checked_top_k(net.card, top_k)
     labels = class_labels(net.card)
-    transform = eval_transform(net.preprocessing)
-    for start in range(0, len(files), batch_size):
-        results = [Prediction(p) for p in files[start : start + batch_size]]
-        ready: list[tuple[Prediction, torch.Tensor]] = []
-        for result in results:
-            path = Path(result.path)
-            if not path.is_file():
-                result.error = "no such file" if not path.exists() else "not a file"
-                continue
-            try:
-                ready.append((result, transform(read_image(path))))
-            except UNREADABLE as err:
-                result.error = f"not a readable image ({type(err).__name__}: {err})"
+    images = _ImageFiles(list(files), eval_transform(net.preprocessing))
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    for start, batch in zip(range(0, len(images), batch_size), loader, strict=True):
+        results = [Prediction(p, error=e) for p, (_, e) in zip(files[start : start + batch_size], batch, strict=True)]
+        ready = [(r, x) for r, (x, _) in zip(results, batch, strict=True) if x is not None]
         if ready:
             with torch.inference_mode():
                 probs = net(torch.stack([x for _, x in ready]).to(device)).float().softmax(dim=1).cpu()
@@ -129,6 +132,27 @@ def classify(
             for (result, _), v, i in zip(ready, values.tolist(), indices.tolist(), strict=True):
                 result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
         yield results
+
+
+class _ImageFiles(Dataset):
+    """Each file read and prepared for the network, or why it could not be (an error, not an exception, so that
+    the other files of its batch are still classified)."""
+
+    def __init__(self, files: list[str], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.files = files
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+        path = Path(self.files[i])
+        if not path.is_file():
+            return None, "no such file" if not path.exists() else "not a file"
+        try:
+            return self.transform(read_image(path)), None
+        except UNREADABLE as err:
+            return None, f"not a readable image ({type(err).__name__}: {err})"
 
 
 def checked_top_k(card: ModelCard, top_k: int | None, *, default: int = DEFAULT_TOP_K) -> int:
