@@ -20,14 +20,21 @@ from inceptionnet.export.runtimes import network_card
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.ranks import from_env, process_group
+
+DESCRIPTION = (
+    "Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax averaged over the "
+    "views of each image and over the ensemble's members (docs/evaluation.md). Under `torchrun --nproc_per_node N "
+    "-m inceptionnet eval`, each process scores its share of the images and the counts are summed: one result, "
+    "printed once."
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="top-1 / top-5 error over 1, 10, 12 or 144 crops, of one network or an ensemble",
-        description="Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax "
-        "averaged over the views of each image and over the ensemble's members (docs/evaluation.md).",
+        description=DESCRIPTION,
     )
     p.add_argument(
         "--data",
@@ -96,11 +103,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("name the image folder with --data DIR")
     if source_kind(args.data) == "folder" and not Path(args.data).is_dir():  # before building networks (seconds)
         raise ValueError(f"dataset folder {args.data} does not exist; expected {args.data}/<class name>/<image files>")
+    ranks = from_env()
+    if ranks.distributed and (args.report is not None or args.data_only):
+        raise ValueError("under torchrun, eval scores the images only: run --report or --data-only in one process")
     if args.report is not None:
         sklearn_metrics()  # a missing optional dependency fails before the evaluation, not after it
     columns = {"image_column": args.image_column, "label_column": args.label_column}
     int8 = any(names_int8_folder(spec) for spec in args.model)
-    device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)  # int8 runs on the CPU
+    device = (
+        torch.device("cpu") if int8 else ranks.device(engine_device(args.engine, args.device))
+    )  # int8 runs on the CPU
     if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
         choose_engine(args.engine, dtype=args.dtype, device=device)
     models = _networks(args, device)
@@ -108,9 +120,16 @@ def run(args: argparse.Namespace) -> int:
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
     if any(getattr(network_card(m), "label_mode", "single") == "multi" for m in models.values()):
+        if ranks.distributed:
+            raise ValueError("a multi-label network is evaluated in one process: run eval without torchrun")
         return _evaluate_multilabel(args, models, device=device, workers=workers, columns=columns)
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
-    result = ev.evaluate(models, args.data, **common, **options, keep_predictions=args.report is not None)
+    with process_group(ranks):  # under torchrun: this rank's share of the images, the counts of all summed
+        result = ev.evaluate(
+            models, args.data, **common, **options, keep_predictions=args.report is not None, ranks=ranks
+        )
+    if not ranks.is_main:
+        return 0
     if args.json != "-":
         print(result.table())
         print(result.describe())

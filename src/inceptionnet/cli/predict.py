@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from inceptionnet.cli.options import add_engine_options, add_model_options, say, write_json
+from inceptionnet.export.runtimes import DescribedNetwork
+from inceptionnet.inference.batchjob import is_jsonl, job_meta, run_job
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
-from inceptionnet.inference.predict import format_predictions, image_files, predict, predictions_to_json
+from inceptionnet.inference.predict import (
+    classify,
+    format_predictions,
+    image_files,
+    predict,
+    prediction_record,
+    predictions_to_json,
+)
+from inceptionnet.ranks import Ranks, from_env, process_group
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,21 +38,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None, help="classes to print per image (default 5, at most all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes decoding images ahead of the network (default 0: none)"
+    )
     add_engine_options(p)
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': print only the JSON)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the results as JSON to PATH ('-': print only the JSON). A PATH ending in .jsonl gets one "
+        "line per image, resumable (a rerun predicts only the images not yet in it), and split over the processes "
+        "of `torchrun --nproc_per_node N -m inceptionnet predict` (docs/export.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    ranks = from_env()
+    if ranks.distributed and not is_jsonl(args.json):
+        raise ValueError("under torchrun, predict writes its results to a .jsonl file: add --json OUT.jsonl")
     int8 = names_int8_folder(args.model, args.weights)
-    device = torch.device("cpu") if int8 else engine_device(args.engine, args.device)
+    device = torch.device("cpu") if int8 else ranks.device(engine_device(args.engine, args.device))
     if not int8:  # a request the engine cannot run fails before the loading
         choose_engine(args.engine, dtype=args.dtype, device=device)
     files = image_files(args.images)
-    options = dict(engine=args.engine, dtype=args.dtype, device=args.device, images=len(files), log=say)
+    options = dict(engine=args.engine, dtype=args.dtype, device=device, images=len(files), log=say)
     model = open_for_inference(args.model, weights=args.weights, **options)
     say(f"engine: {describe_engine(model)}")
-    results = predict(files, model=model, top_k=args.top_k, batch_size=args.batch_size, device=device)
+    if is_jsonl(args.json):
+        with process_group(ranks):
+            return run_jsonl(args, files, model, device, ranks)
+    run = dict(top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
+    results = predict(files, model=model, **run)
     if args.json != "-":
         print(format_predictions(results))
     if args.json is not None:
@@ -48,4 +76,28 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"error: {len(failed)} of {len(results)} files could not be classified", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_jsonl(
+    args: argparse.Namespace, files: list[str], model: DescribedNetwork, device: torch.device, ranks: Ranks
+) -> int:
+    """One line per image in the .jsonl of --json, this process's share of them (inference/batchjob.py)."""
+    model = model.to(device).eval()
+
+    def classify_files(todo: list[str]) -> Iterator[list[dict[str, Any]]]:
+        run = dict(top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
+        multi_label = model.card.label_mode == "multi"
+        return (
+            [prediction_record(r, multi_label=multi_label) for r in batch] for batch in classify(todo, model, **run)
+        )
+
+    meta = job_meta(model, args.top_k)
+    summary, records = run_job(files, args.json, meta=meta, ranks=ranks, classify=classify_files)
+    where = f"rank {ranks.rank} of {ranks.world_size}: " if ranks.distributed else ""
+    say(f"{where}predicted {summary.predicted} images ({summary.failed} unreadable), {summary.done_before} done before")
+    if records is None:
+        return 0
+    failed = sum(r["error"] is not None for r in records)
+    print(f"wrote {args.json}: {len(records)} images, {failed} could not be classified")
     return 1 if failed else 0

@@ -29,9 +29,11 @@ from inceptionnet.card import ModelCard
 from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Predictions, Tally
+from inceptionnet.evaluation.sharding import check_sharding, sum_over_ranks
 from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
 from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
+from inceptionnet.ranks import Ranks
 
 
 @dataclass
@@ -120,6 +122,7 @@ def evaluate(
     image_column: str | None = None,
     label_column: str | None = None,
     keep_predictions: bool = False,
+    ranks: Ranks | None = None,
 ) -> EvalResult:
     """Top-1 / top-5 of each network and of their ensemble on one split of a data source (`data.open_split`: an
     image folder `data_dir/<class>/<image>`, a folder with a metadata.csv / metadata.jsonl, or a Hugging Face
@@ -131,10 +134,12 @@ def evaluate(
     pass. `input_size` overrides every network's input size. `max_images` takes an evenly spaced
     subset, for quick checks. Networks are moved to `device` and put in eval mode for the run.
     Unreadable images are skipped and counted in `EvalResult.skipped`. `keep_predictions`: also keep
-    each image's probabilities in `EvalResult.predictions` (`evaluation.report`).
+    each image's probabilities in `EvalResult.predictions` (`evaluation.report`). `ranks`: under torchrun, score
+    this rank's share and sum the counts of all (evaluation/sharding.py; inside `ranks.process_group`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_sharding(ranks, keep_predictions=keep_predictions)
     dev = default_device(device)
     named = _named(models)
     pres = [_preprocessing(m, input_size) for _, m in named]
@@ -148,12 +153,14 @@ def evaluate(
         workers=workers,
         max_images=max_images,
         pin_memory=pin,
+        ranks=ranks,
         **columns,
     )
     members = _members(named, pres, [configs.index(view_config(p, crops)) for p in pres], classes, device=dev)
     label = f"eval {crops} crop(s)" if progress else None
     run = {"batch_size": batch_size, "device": dev, "progress": label, "keep": keep_predictions}
     counted = _count(members, loader, num_classes=len(classes), **run)
+    counted.skipped = sum_over_ranks(counted.tallies, counted.skipped, ranks)
     kept = _predictions(counted, loader.dataset, members[0], classes) if keep_predictions else None
     names = [m.name for m in members] + ([f"ensemble of {len(members)}"] if len(members) > 1 else [])
     scores = tuple(t.score(n, crops, classes) for t, n in zip(counted.tallies, names, strict=True))

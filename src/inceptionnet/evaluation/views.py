@@ -20,7 +20,9 @@ from torchvision.transforms.v2 import functional as F
 
 from inceptionnet.data import SourceError, collate_skipping_bad, open_split
 from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
+from inceptionnet.evaluation.sharding import rank_share
 from inceptionnet.models import Preprocessing
+from inceptionnet.ranks import Ranks
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # data-loading processes of an evaluation
 
@@ -89,11 +91,13 @@ def view_dataset(
     *,
     image_column: str | None = None,
     label_column: str | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[Dataset, list[str]]:
     """The split at `data_dir` (any data source) cut into views by `transform`, and its class names.
 
     `max_images` keeps an evenly spaced subset of that many images; None keeps them all.
-    `image_column` / `label_column` choose a Hugging Face dataset's columns (`data.open_split`).
+    `image_column` / `label_column` choose a Hugging Face dataset's columns (`data.open_split`). `ranks`: under
+    torchrun, this rank's share of them (`sharding.rank_share`).
     """
     folder = open_split(data_dir, transform=transform, image_column=image_column, label_column=label_column)
     if folder.multi_label:
@@ -102,12 +106,12 @@ def view_dataset(
             "choose a single-label column (--label-column)"
         )
     if max_images is None or max_images >= len(folder):
-        return folder, folder.classes
+        return rank_share(folder, ranks), folder.classes
     if max_images < 1:
         raise ValueError(f"max_images must be at least 1, got {max_images}")
     # Evenly spaced over the (class-sorted) samples, so a quick check still sees every part of the folder.
     step = len(folder) / max_images
-    return Subset(folder, [int(i * step) for i in range(max_images)]), folder.classes
+    return rank_share(Subset(folder, [int(i * step) for i in range(max_images)]), ranks), folder.classes
 
 
 def view_loader(dataset: Dataset, *, images_per_batch: int, workers: int, pin_memory: bool) -> DataLoader:
@@ -133,12 +137,14 @@ def view_batches(
     pin_memory: bool,
     image_column: str | None = None,
     label_column: str | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[DataLoader, list[ViewConfig], list[str]]:
     """The loader of an evaluation of networks prepared by `pres`: its batches, the distinct view
     configurations they carry (one view tensor each, in this order) and the folder's classes."""
     configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
     columns = {"image_column": image_column, "label_column": label_column}
-    dataset, classes = view_dataset(data_dir, MultiViewTransform(crops, configs), max_images, **columns)
+    transform = MultiViewTransform(crops, configs)
+    dataset, classes = view_dataset(data_dir, transform, max_images, **columns, ranks=ranks)
     loader = view_loader(
         dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=pin_memory
     )

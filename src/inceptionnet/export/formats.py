@@ -94,13 +94,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    name = model.model_name
-    size = input_size or model.preprocessing.input_size
-    if size < model.min_input_size:
-        raise ValueError(
-            f"input size {size} is below the {model.min_input_size}x{model.min_input_size} minimum of {name}"
-        )
-    path = Path(output) if output is not None else default_output(name, format)
+    size = checked_input_size(model, input_size)
+    path = Path(output) if output is not None else default_output(model.model_name, format)
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"torch.export programs are .pt2 archives; name the output {path.with_suffix('.pt2')}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +111,8 @@ def export_model(
 
     with torch.no_grad():
         if format == "onnx":
-            _export_onnx(deployed, example, path, dynamic_batch, metadata)
-            got = _run_onnx(path, check)
+            export_onnx(deployed, example, path, dynamic_batch, metadata)
+            got = run_onnx(path, check)
         elif format == "torchscript":
             _export_torchscript(deployed, example, path, metadata)
             got = load_torchscript(path)(check)
@@ -133,6 +128,17 @@ def export_model(
             f"of the logits {diff:.3g} > {tolerance:g} x their scale {scale:.3g}"
         )
     return ExportResult(path, format, size, dynamic_batch, folded, diff)
+
+
+def checked_input_size(model: InceptionNetwork, input_size: int | None) -> int:
+    """The square input size to export at: `input_size`, by default the preprocessing's, at least the minimum."""
+    size = input_size or model.preprocessing.input_size
+    if size < model.min_input_size:
+        raise ValueError(
+            f"input size {size} is below the {model.min_input_size}x{model.min_input_size} minimum of "
+            f"{model.model_name}"
+        )
+    return size
 
 
 def _batch_dim() -> torch.export.Dim:
@@ -188,18 +194,24 @@ def _from_prop(text: str) -> Any:
         return text  # a plain string (model name, weights, format)
 
 
-def _export_onnx(
-    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, metadata: dict[str, Any]
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    dynamic_batch: bool,
+    metadata: dict[str, Any],
+    names: tuple[str, str] = ("images", "logits"),
 ) -> None:
+    """Write `model` traced on `example` as an ONNX file carrying `metadata`; `names`: its input and output."""
     try:
         program = torch.onnx.export(
             model,
             (example,),
             None,
             dynamo=True,  # the torch.export-based exporter (needs onnxscript)
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes={"images": {0: _batch_dim()}} if dynamic_batch else None,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_shapes=({0: _batch_dim()},) if dynamic_batch else None,  # the batch of the one input
             verbose=False,
         )
     except ModuleNotFoundError as err:
@@ -208,7 +220,8 @@ def _export_onnx(
     _write_file(path, program.model_proto.SerializeToString())
 
 
-def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
+def run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
+    """The first output of the ONNX file at `path` on `images` (any dtype the file takes), by ONNX Runtime."""
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:

@@ -90,7 +90,9 @@ def _onnxruntime(path: str, threads: int) -> Runner:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    (first,) = session.get_inputs()
+    _check_float_input(path, first.type, "tensor(float)")
+    name = first.name
 
     def run(images: np.ndarray) -> np.ndarray:
         return session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
@@ -103,6 +105,7 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
 
     core = ov.Core()
     model = core.read_model(path)
+    _check_float_input(path, model.inputs[0].get_element_type().get_type_name(), "f32")
     config: dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
@@ -121,6 +124,17 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
         return request.get_output_tensor(0).data.copy()
 
     return run
+
+
+def _check_float_input(path: str, given: str, expected: str) -> None:
+    """Refuse a file whose input is not float NCHW images, such as one exported --with-preprocessing (uint8
+    NHWC pixels): fed the normalised images the engines make, it would give wrong results without an error."""
+    if given != expected:
+        raise ValueError(
+            f"{path} takes {given} input, not the normalised float images (N, C, H, W) this engine feeds; a file "
+            "exported with --with-preprocessing takes uint8 pixels (N, H, W, 3) and is for serving (Triton, "
+            "docs/export.md): export the network without --with-preprocessing to run it here"
+        )
 
 
 @runtime_checkable

@@ -12,12 +12,14 @@ engine `inceptionnet.inference.engines.inference_network` picks (or the one aske
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from inceptionnet._version import __version__
@@ -84,6 +86,7 @@ def predict(
     device: str | torch.device | None = None,
     engine: str = "auto",
     dtype: str | None = None,
+    workers: int = 0,
 ) -> list[Prediction]:
     """Top-k classes of each image, in the order of `paths` (a folder: its images, sorted).
 
@@ -93,47 +96,86 @@ def predict(
     `device`: default CUDA when available (the CPU for a CPU engine). `engine` and `dtype`: what
     runs the network (`inference_network`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
     "bf16"); a network already made for inference runs as it is. Unreadable files and non-images get a Prediction
-    with `error` set; they do not stop the others.
+    with `error` set; they do not stop the others. `workers`: processes decoding the images ahead of the network.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
+    files = image_files(paths)
+    dev = engine_device(engine, device)
+    net = inference_network(net, engine, dtype=dtype, device=dev, images=len(files)).to(dev).eval()
+    run = dict(top_k=top_k, batch_size=batch_size, device=dev, workers=workers)
+    return [r for batch in classify(files, net, **run) for r in batch]
+
+
+def classify(
+    files: Sequence[str],
+    net: DescribedNetwork,
+    *,
+    top_k: int | None,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+) -> Iterator[list[Prediction]]:
+    """The Predictions of `files`, in order, one list per `batch_size` files: a batch's images are read only when
+    its turn comes, so a job over millions of files holds a few batches in memory and can save each as it comes.
+
+    `net`: made for inference (`inference_network`, `open_for_inference`) and on `device`. `workers`: processes
+    that decode the images ahead of the network (0: decoded here, between forward passes).
+    """
     k = checked_top_k(net.card, top_k)
     labels = class_labels(net.card)
-    dev = engine_device(engine, device)
-    results = [Prediction(p) for p in image_files(paths)]
-    net = inference_network(net, engine, dtype=dtype, device=dev, images=len(results)).to(dev).eval()
-    transform = eval_transform(net.preprocessing)
-    ready: list[tuple[Prediction, torch.Tensor]] = []
-    for result in results:
-        path = Path(result.path)
-        if not path.is_file():
-            result.error = "no such file" if not path.exists() else "not a file"
-            continue
-        try:
-            ready.append((result, transform(read_image(path))))
-        except UNREADABLE as err:
-            result.error = f"not a readable image ({type(err).__name__}: {err})"
-    with torch.inference_mode():
-        for start in range(0, len(ready), batch_size):
-            chunk = ready[start : start + batch_size]
-            logits = net(torch.stack([x for _, x in chunk]).to(dev)).float().cpu()
-            if net.card.label_mode == "multi":
-                _above_thresholds([r for r, _ in chunk], torch.sigmoid(logits), net.card, labels)
-                continue
-            values, indices = logits.softmax(dim=1).topk(k, dim=1)
-            for (result, _), v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-                result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
-    return results
+    images = _ImageFiles(list(files), eval_transform(net.preprocessing))
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    for start, batch in zip(range(0, len(images), batch_size), loader, strict=True):
+        results = [Prediction(p, error=e) for p, (_, e) in zip(files[start : start + batch_size], batch, strict=True)]
+        ready = [(r, x) for r, (x, _) in zip(results, batch, strict=True) if x is not None]
+        if ready:
+            with torch.inference_mode():
+                logits = net(torch.stack([x for _, x in ready]).to(device)).float().cpu()
+            _label(ready, logits, net.card, labels, k=k)
+        yield results
 
 
-def _above_thresholds(
-    results: Sequence[Prediction], probs: torch.Tensor, card: ModelCard, labels: list[tuple[str | None, str]]
+def _label(
+    ready: Sequence[tuple[Prediction, torch.Tensor]],
+    logits: torch.Tensor,
+    card: ModelCard,
+    labels: list[tuple[str | None, str]],
+    *,
+    k: int,
 ) -> None:
-    """Multi-label: each result's classes whose probability reaches the card's threshold (most probable first)."""
-    thresholds = card.decision_thresholds()
-    for result, row in zip(results, probs.tolist(), strict=True):
-        result.probabilities = [TopClass(c, *labels[c], p) for c, p in enumerate(row)]
-        above = [t for t in result.probabilities if t.probability >= thresholds[t.index]]
-        result.top = sorted(above, key=lambda t: -t.probability)
+    """Set each result's classes from its logits: the top `k` of the softmax, or for a multi-label `card` the
+    classes whose sigmoid reaches the card's threshold (most probable first) and every class's probability."""
+    if card.label_mode == "multi":
+        thresholds = card.decision_thresholds()
+        for (result, _), row in zip(ready, torch.sigmoid(logits).tolist(), strict=True):
+            result.probabilities = [TopClass(c, *labels[c], p) for c, p in enumerate(row)]
+            above = [t for t in result.probabilities if t.probability >= thresholds[t.index]]
+            result.top = sorted(above, key=lambda t: -t.probability)
+        return
+    values, indices = logits.softmax(dim=1).topk(k, dim=1)
+    for (result, _), v, i in zip(ready, values.tolist(), indices.tolist(), strict=True):
+        result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
+
+
+class _ImageFiles(Dataset):
+    """Each file read and prepared for the network, or why it could not be (an error, not an exception, so that
+    the other files of its batch are still classified)."""
+
+    def __init__(self, files: list[str], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.files = files
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+        path = Path(self.files[i])
+        if not path.is_file():
+            return None, "no such file" if not path.exists() else "not a file"
+        try:
+            return self.transform(read_image(path)), None
+        except UNREADABLE as err:
+            return None, f"not a readable image ({type(err).__name__}: {err})"
 
 
 def checked_top_k(card: ModelCard, top_k: int | None, *, default: int = DEFAULT_TOP_K) -> int:
@@ -163,8 +205,6 @@ def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r.path}:" if r.ok else f"{r.path}: error: {r.error}")
-        if r.ok and r.probabilities is not None and not r.top:
-            lines.append("  (none above threshold)")
         for t in r.top:
             label = f"{t.label}, " if t.label not in (None, t.name) else ""
             lines.append(f"  {t.probability:7.2%}  {t.name} ({label}class {t.index})")
@@ -187,17 +227,18 @@ def predictions_to_json(results: Sequence[Prediction], *, model: DescribedNetwor
         "engine": model.engine,
         "precision": model.precision,
         **({"label_mode": "multi"} if card.label_mode == "multi" else {}),
-        "results": [_result_json(r, multi_label=card.label_mode == "multi") for r in results],
+        "results": [prediction_record(r, multi_label=card.label_mode == "multi") for r in results],
     }
 
 
-def _result_json(r: Prediction, *, multi_label: bool) -> dict[str, Any]:
-    """One file's entry: its top classes; multi-label, its `labels` above threshold and every class's probability."""
-    classes = [_class_json(t) for t in r.top]
+def prediction_record(result: Prediction, *, multi_label: bool = False) -> dict[str, Any]:
+    """One file's result as JSON: its path, its error (None when classified) and its top classes; for a
+    `multi_label` network its `labels` above threshold and every class's `probabilities` instead."""
+    classes = [_class_json(t) for t in result.top]
     if not multi_label:
-        return {"path": r.path, "error": r.error, "top": classes}
-    every = [_class_json(t) for t in r.probabilities or []]
-    return {"path": r.path, "error": r.error, "labels": classes, "probabilities": every}
+        return {"path": result.path, "error": result.error, "top": classes}
+    every = [_class_json(t) for t in result.probabilities or []]
+    return {"path": result.path, "error": result.error, "labels": classes, "probabilities": every}
 
 
 def _class_json(t: TopClass) -> dict[str, Any]:
