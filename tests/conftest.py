@@ -3,17 +3,27 @@ and the development machines' shared data (absent on a user's machine: the tests
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from inceptionnet import create_model
 from inceptionnet.data import DEMO_DATA
+from inceptionnet.models import Preprocessing
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -117,3 +127,95 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INCEPTIONNET_ENGINE_CACHE", str(folder))
         yield folder
+
+
+# `inceptionnet serve` in a subprocess, on a tiny network (tests/test_serve.py, tests/test_serve_page.py)
+
+SERVER_START_S = 90  # importing torch and building the network, on a busy 2-core machine
+SERVER_STOP_S = 30
+
+
+@dataclass
+class Server:
+    """A running `inceptionnet serve` and what talks to it over HTTP."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def call(
+        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request: a POST when there is a body, else a GET."""
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (killed if it does not stop in SERVER_STOP_S)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout=SERVER_STOP_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(model: Path, folder: Path, *options: str) -> Server:
+    port = _free_port()
+    log = folder / f"serve-{port}.log"
+    argv = [sys.executable, "-m", "inceptionnet", "serve", str(model), "--engine", "torch", "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen([*argv, *options], stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if server.call("/healthz", timeout=2)[0] == 200:
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise AssertionError(f"the server did not start:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An eighth-width Inception-v3 of three named classes at 75 px, as a weights file."""
+    torch.manual_seed(0)
+    model = create_model("inception_v3", width=0.125, num_classes=3)
+    model.preprocessing = Preprocessing(input_size=75)
+    model.class_names = ("cat", "dog", "bird")
+    return save_weights(model, tmp_path_factory.mktemp("served") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def start_server(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start `inceptionnet serve` on the tiny network with extra options; every server is stopped at the end."""
+    started: list[Server] = []
+    folder = tmp_path_factory.mktemp("serve-logs")
+
+    def start(*options: str) -> Server:
+        started.append(_start_server(tiny_classifier, folder, *options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server: Callable[..., Server]) -> Server:
+    """The server the tests share: batches of up to 8 waiting 150 ms, 1 MB uploads, 1 MP images."""
+    return start_server("--max-batch", "8", "--max-wait-ms", "150", "--max-upload-mb", "1", "--max-megapixels", "1")
