@@ -132,13 +132,20 @@ def _bomb() -> bytes:
     return out.getvalue()
 
 
-def _chunked_oversize(server: Any) -> tuple[int, bytes]:
-    """1.5 MB sent in chunks, without a Content-Length: the streamed size is what is checked."""
+def _oversize(server: Any, *, declared: bool) -> tuple[int, bytes]:
+    """Over 1 MB to a 1 MB server: 1.5 MB declared by Content-Length (refused before the body is sent, as a client
+    sending `Expect: 100-continue` would wait), or sent in chunks without one (the streamed size is checked)."""
     url = urllib.parse.urlparse(server.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    chunks = (b"\xff" * 65536 for _ in range(24))
     try:
-        connection.request("POST", "/v1/predict", chunks, {"Content-Type": "image/jpeg"}, encode_chunked=True)
+        if declared:
+            connection.putrequest("POST", "/v1/predict")
+            connection.putheader("Content-Type", "image/jpeg")
+            connection.putheader("Content-Length", str(3 * 2**19))
+            connection.endheaders()
+        else:
+            chunks = (b"\xff" * 65536 for _ in range(17))
+            connection.request("POST", "/v1/predict", chunks, {"Content-Type": "image/jpeg"}, encode_chunked=True)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -151,8 +158,8 @@ BAD = {
     "truncated": (400, lambda s: s.call("/v1/predict", *multipart([("t.jpg", jpeg(4)[:600])]))),
     "no file field": (400, lambda s: s.call("/v1/predict", *multipart([("a.jpg", jpeg(4))], field="image"))),
     "decompression bomb": (413, lambda s: s.call("/v1/predict", _bomb(), {"Content-Type": "image/png"})),
-    "too large": (413, lambda s: s.call("/v1/predict", b"\xff" * (3 * 2**19), {"Content-Type": "image/jpeg"})),
-    "too large, streamed": (413, _chunked_oversize),
+    "too large": (413, lambda s: _oversize(s, declared=True)),
+    "too large, streamed": (413, lambda s: _oversize(s, declared=False)),
 }
 
 
