@@ -115,10 +115,12 @@ def test_model_card_health_metrics_and_explain(server: Any, tiny_classifier: Pat
     assert (
         json.loads(server.call("/v1/model")[2]) == create_model("inception_v3", weights=tiny_classifier).card.to_dict()
     )
-    status, _, body = server.call("/v1/explain", *multipart([("a.jpg", jpeg(3))]))
+    status, _, body = server.call("/v1/explain?class=dog", *multipart([("a.jpg", jpeg(3))]))
     answer = json.loads(body)
-    assert status == 200 and answer["name"] in ("cat", "dog", "bird")
-    assert Image.open(io.BytesIO(base64.b64decode(answer["overlay_png"]))).size == (75, 75)
+    assert status == 200 and (answer["index"], answer["name"]) == (1, "dog")
+    status, _, body = server.call("/v1/explain?class=zebra", *multipart([("a.jpg", jpeg(3))]))
+    assert status == 400 and "no class named 'zebra'" in json.loads(body)["error"]
+    assert Image.open(io.BytesIO(base64.b64decode(answer["overlay_png"]))).size == (150, 150)
     status, headers, text = server.call("/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = text.decode().splitlines()

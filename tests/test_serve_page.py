@@ -55,4 +55,4 @@ def test_the_page_shows_the_top_class_the_api_answers(server: Any, browser: Any,
         lambda d: d.find_elements(By.CSS_SELECTOR, ".result img[src^='data:image/png']")
     )
     png = overlay[0].get_attribute("src").split(",", 1)[1]
-    assert Image.open(io.BytesIO(base64.b64decode(png))).size == (75, 75)
+    assert Image.open(io.BytesIO(base64.b64decode(png))).size == (150, 150)

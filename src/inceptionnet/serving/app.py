@@ -83,7 +83,7 @@ class Handlers:
         return json_reply({"model": self.classifier.card.model_name, "predictions": results})
 
     async def explain(self, request: Any) -> Reply:
-        """The Grad-CAM overlay of the top class of one uploaded image, as a base64 PNG."""
+        """The Grad-CAM overlay of one uploaded image as a base64 PNG: for its top class, or `?class=C`."""
         if self.explainer is None:
             raise Rejected(501, "Grad-CAM needs the PyTorch network; this server runs an int8 folder, which has none")
         uploads = await self.uploads(request)
@@ -91,7 +91,8 @@ class Handlers:
             raise Rejected(400, f"explain takes one image, got {len(uploads)}; send one file per request")
         name, data = uploads[0]
         picture = await asyncio.to_thread(self.classifier.decode, data, name)
-        return json_reply(await asyncio.to_thread(self.explainer.overlay, picture, name))
+        target = request.query_params.get("class")
+        return json_reply(await asyncio.to_thread(self.explainer.overlay, picture, name, target))
 
     async def uploads(self, request: Any) -> list[tuple[str, bytes]]:
         """(name, bytes) of each image: the `file` fields of a multipart form, or the body of an image/* request."""

@@ -96,24 +96,31 @@ class Classifier:
         return {"index": c, "label": label, "name": name, "probability": float(probs[c])}
 
 
+EXPLAIN_MIN_SIZE = 150  # the heat map has one cell per 32 px: a 75 px network's own view would be one cell
+
+
 class Explainer:
     """Grad-CAM overlays for the page, on the PyTorch network of the same model (the engines have no
-    gradients): loaded once, at the first request, and run one request at a time (its hooks are shared)."""
+    gradients): loaded once, at the first request, and run one request at a time (its hooks are shared).
+    The view is the network's own size, at least EXPLAIN_MIN_SIZE (docs/explain.md)."""
 
     def __init__(self, spec: str, weights: str | None) -> None:
         self.spec, self.weights = spec, weights
         self._net: InceptionNetwork | None = None
         self._lock = threading.Lock()
 
-    def overlay(self, picture: Image.Image, name: str) -> dict[str, Any]:
-        """The top class's overlay as a base64 PNG, with the class it shows (called in a worker thread)."""
+    def overlay(self, picture: Image.Image, name: str, target: str | None = None) -> dict[str, Any]:
+        """The overlay of class `target` (an index, label or name; None: the top class) as a base64 PNG,
+        with the class it shows (called in a worker thread)."""
         with self._lock:
             if self._net is None:
                 self._net = load_model(self.spec, weights=self.weights, pretrained=True)
+            size = max(self._net.preprocessing.input_size, EXPLAIN_MIN_SIZE)
             try:
-                (e,) = explain(self._net, [picture], top_k=1)
-            except ValueError as err:  # the extra is missing
-                raise Rejected(501, str(err)) from None
+                (e,) = explain(self._net, [picture], target=target, top_k=1, input_size=size)
+            except ValueError as err:  # an unknown class, or the extra is missing
+                status = 501 if "pip install" in str(err) else 400
+                raise Rejected(status, str(err)) from None
         png = io.BytesIO()
         Image.fromarray(e.overlay()).save(png, format="PNG")
         return {
