@@ -3,16 +3,9 @@ and the development machines' shared data (absent on a user's machine: the tests
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +15,7 @@ from torch import nn
 from inceptionnet import create_model
 from inceptionnet.data import DEMO_DATA
 from inceptionnet.models import Preprocessing
+from inceptionnet.serving.client import LocalServer
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.weights import save_weights
 
@@ -131,64 +125,6 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 # `inceptionnet serve` in a subprocess, on a tiny network (tests/test_serve.py, tests/test_serve_page.py)
 
-SERVER_START_S = 90  # importing torch and building the network, on a busy 2-core machine
-SERVER_STOP_S = 30
-
-
-@dataclass
-class Server:
-    """A running `inceptionnet serve` and what talks to it over HTTP."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def call(
-        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60
-    ) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body) of one request: a POST when there is a body, else a GET."""
-        request = urllib.request.Request(self.url + path, data=body, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit status (killed if it does not stop in SERVER_STOP_S)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout=SERVER_STOP_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(model: Path, folder: Path, *options: str) -> Server:
-    port = _free_port()
-    log = folder / f"serve-{port}.log"
-    argv = [sys.executable, "-m", "inceptionnet", "serve", str(model), "--engine", "torch", "--port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen([*argv, *options], stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if server.call("/healthz", timeout=2)[0] == 200:
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.stop()
-    raise AssertionError(f"the server did not start:\n{log.read_text()}")
-
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -201,13 +137,19 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def start_server(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """Start `inceptionnet serve` on the tiny network with extra options; every server is stopped at the end."""
-    started: list[Server] = []
+def start_server(
+    tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., LocalServer]]:
+    """Start `inceptionnet serve` on the tiny network (torch, one thread) with extra options; every server
+    is stopped at the end."""
+    started: list[LocalServer] = []
     folder = tmp_path_factory.mktemp("serve-logs")
 
-    def start(*options: str) -> Server:
-        started.append(_start_server(tiny_classifier, folder, *options))
+    def start(*options: str) -> LocalServer:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", "1")
+            log = folder / f"serve-{len(started)}.log"
+            started.append(LocalServer(tiny_classifier, ["--engine", "torch", *options], log))
         return started[-1]
 
     yield start
@@ -216,6 +158,6 @@ def start_server(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def server(start_server: Callable[..., Server]) -> Server:
+def server(start_server: Callable[..., LocalServer]) -> LocalServer:
     """The server the tests share: batches of up to 8 waiting 150 ms, 1 MB uploads, 1 MP images."""
     return start_server("--max-batch", "8", "--max-wait-ms", "150", "--max-upload-mb", "1", "--max-megapixels", "1")

@@ -16,7 +16,6 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from PIL import Image
 from inceptionnet import create_model
 from inceptionnet.cli import main
 from inceptionnet.serving import server as server_module
+from inceptionnet.serving.client import LocalServer
 from inceptionnet.serving.service import Classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,7 +68,7 @@ def assert_same(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> 
 
 
 def test_predict_answers_what_the_predict_command_prints(
-    server: Any, tiny_classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: LocalServer, tiny_classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = [tmp_path / f"{i}.jpg" for i in range(2)]
     for i, f in enumerate(files):
@@ -84,7 +84,7 @@ def test_predict_answers_what_the_predict_command_prints(
 
 
 def test_concurrent_requests_share_forwards_and_each_gets_its_own_answer(
-    server: Any, tiny_classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: LocalServer, tiny_classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = [tmp_path / f"{i}.jpg" for i in range(8)]
     for i, f in enumerate(files):
@@ -110,7 +110,7 @@ def test_concurrent_requests_share_forwards_and_each_gets_its_own_answer(
     assert count > single, "no forward took more than one image"
 
 
-def test_model_card_health_metrics_and_explain(server: Any, tiny_classifier: Path) -> None:
+def test_model_card_health_metrics_and_explain(server: LocalServer, tiny_classifier: Path) -> None:
     assert json.loads(server.call("/healthz")[2]) == {"status": "ok"}
     assert (
         json.loads(server.call("/v1/model")[2]) == create_model("inception_v3", weights=tiny_classifier).card.to_dict()
@@ -134,7 +134,7 @@ def _bomb() -> bytes:
     return out.getvalue()
 
 
-def _oversize(server: Any, *, declared: bool) -> tuple[int, bytes]:
+def _oversize(server: LocalServer, *, declared: bool) -> tuple[int, bytes]:
     """Over 1 MB to a 1 MB server: 1.5 MB declared by Content-Length (refused before the body is sent, as a client
     sending `Expect: 100-continue` would wait), or sent in chunks without one (the streamed size is checked)."""
     url = urllib.parse.urlparse(server.url)
@@ -166,7 +166,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_a_bad_request_gets_a_4xx_naming_it_and_the_next_is_served(server: Any, case: str) -> None:
+def test_a_bad_request_gets_a_4xx_naming_it_and_the_next_is_served(server: LocalServer, case: str) -> None:
     expected, send = BAD[case]
     reply = send(server)
     status, body = reply[0], reply[-1]
@@ -175,7 +175,7 @@ def test_a_bad_request_gets_a_4xx_naming_it_and_the_next_is_served(server: Any, 
     assert server.call("/v1/predict", jpeg(5), {"Content-Type": "image/jpeg"})[0] == 200
 
 
-def test_api_key_guards_everything_but_health(start_server: Callable[..., Any]) -> None:
+def test_api_key_guards_everything_but_health(start_server: Callable[..., LocalServer]) -> None:
     keyed = start_server("--api-key", "s3cret")
     image = {"Content-Type": "image/jpeg"}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -189,7 +189,7 @@ def test_api_key_guards_everything_but_health(start_server: Callable[..., Any]) 
     assert keyed.call("/healthz")[0] == 200 and keyed.call("/")[0] == 200  # the page holds no data; it asks for the key
 
 
-def test_sigterm_answers_the_request_in_flight_and_exits_0(start_server: Callable[..., Any]) -> None:
+def test_sigterm_answers_the_request_in_flight_and_exits_0(start_server: Callable[..., LocalServer]) -> None:
     slow = start_server("--max-batch", "64", "--max-wait-ms", "1500")  # a lone image waits 1.5 s for company
     answer: list[int] = []
     request = threading.Thread(

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inceptionnet.serving.client import LocalServer
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -35,7 +37,7 @@ def browser() -> Any:
     driver.quit()
 
 
-def test_the_page_shows_the_top_class_the_api_answers(server: Any, browser: Any, tmp_path: Path) -> None:
+def test_the_page_shows_the_top_class_the_api_answers(server: LocalServer, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

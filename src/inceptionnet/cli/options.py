@@ -16,8 +16,8 @@ from inceptionnet.models import list_models
 from inceptionnet.training.config import TrainConfig
 
 MODEL_HELP = (
-    "network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
-    "folder, a model folder, a weights file, hf-hub:ORG/NAME (docs/weights.md)"
+    "network name (with its default published weights), NAME:WEIGHTS, a run folder, a model folder, "
+    "a weights file, hf-hub:ORG/NAME (docs/weights.md)"
 )
 
 
@@ -40,7 +40,7 @@ def add_config_option(p: argparse._ActionsContainer, name: str, *, default: obje
 def add_model_options(p: argparse.ArgumentParser, *, also: str) -> None:
     """--model and --weights, as the commands that run one network name it (docs/weights.md); `also` ends
     the --model help with what else this command takes or refuses."""
-    p.add_argument("--model", default="inception_v4", metavar="MODEL", help=MODEL_HELP + also)
+    p.add_argument("--model", default="inception_v4", metavar="MODEL", help=f"{MODEL_HELP}; default inception_v4{also}")
     add_weights_option(p)
 
 
