@@ -1,4 +1,6 @@
-"""Run the server: the network opened as `predict` opens it, behind uvicorn, until SIGTERM or Ctrl-C.
+"""Run the server: the network opened as `predict` opens it, run once at every batch size the batcher
+can form (so that no request waits for an engine's first call at a size), behind uvicorn, until SIGTERM
+or Ctrl-C.
 
 Shutdown is uvicorn's graceful one: it stops accepting connections, waits for the requests in flight
 (up to DRAIN_SECONDS), then ends the application's lifespan, where the batcher answers what is still
@@ -65,6 +67,7 @@ def serve(
         max_upload=int(max_upload_mb * 2**20),
     )
     log(f"engine: {describe_engine(model)}; batches of up to {max_batch} images, waiting up to {max_wait_ms:g} ms")
+    classifier.warm_up(max_batch)
     log(f"serving {classifier.card.model_name} on http://{host}:{port}/" + (" (API key required)" if api_key else ""))
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info"

@@ -79,6 +79,13 @@ class Classifier:
             logits = self.model(batch.to(self.device)).float().cpu()
         return logits.sigmoid() if self.multi else logits.softmax(dim=1)
 
+    def warm_up(self, max_batch: int) -> None:
+        """One forward at every batch size the batcher can form: OpenVINO compiles each shape at its first
+        call (hundreds of ms to seconds), which would otherwise land on the first requests of that size."""
+        size = self.model.preprocessing.input_size
+        for n in range(1, max_batch + 1):
+            self.forward(torch.zeros(n, self.card.in_chans, size, size))
+
     def result(self, probs: torch.Tensor, name: str) -> dict[str, Any]:
         """One image's answer: the top-k classes (single-label), or the labels above threshold and every
         probability (multi-label)."""
