@@ -1,5 +1,6 @@
 """`inceptionnet serve` over real HTTP: the same probabilities as `predict`, batching, refusals, the API key,
-a graceful SIGTERM; the model side (multi-label answers) and the base install without FastAPI."""
+a graceful SIGTERM; the model side (multi-label answers), the base install without FastAPI; (slow) the
+serve benchmark."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from PIL import Image
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
+from inceptionnet.perf.servebench import ServeBenchConfig, format_serve_result, run_serve_benchmark
 from inceptionnet.serving import server as server_module
 from inceptionnet.serving.client import LocalServer
 from inceptionnet.serving.service import Classifier
@@ -219,3 +221,16 @@ def test_base_install_runs_without_fastapi(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setattr(server_module.importlib.util, "find_spec", lambda name: None)
     assert main(["serve", "inception_v3"]) == 2
     assert "pip install 'inceptionnet[serve]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_benchmark_drives_the_server_and_the_bad_mix_gets_no_5xx() -> None:
+    config = ServeBenchConfig(
+        model="inception_v3", width=0.125, input_size=75, engine="torch", clients=(1, 4), requests=20, mix_requests=60
+    )
+    result = run_serve_benchmark(config, log=lambda message: None)
+    assert [row.clients for row in result.rows] == [1, 4] and all(row.failed == 0 for row in result.rows)
+    assert result.offline_images_per_s > 0 and result.forward1_ms > 0 and result.decode_ms > 0
+    assert sum(result.mix.values()) == 60 and result.mix[200] == 54
+    assert {400, 413, 415} <= set(result.mix) and all(s < 500 for s in result.mix)
+    assert "| 4 | 20 |" in format_serve_result(result)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import statistics
 import tempfile
 import threading
@@ -67,6 +68,7 @@ class LoadRow:
     p50_ms: float
     p99_ms: float
     failed: int  # answers other than 200
+    mean_batch: float  # images per forward, from the server's batch-size histogram
 
     @property
     def per_second(self) -> float:
@@ -148,11 +150,22 @@ def offline(cfg: ServeBenchConfig, weights: Path, jpegs: list[bytes], result: Se
 
 def drive(server: LocalServer, jpegs: list[bytes], *, clients: int, requests: int) -> LoadRow:
     """`requests` predictions from `clients` threads, each sending its next one when answered."""
-    statuses = send_all(server, [(jpegs[i % len(jpegs)], "image/jpeg") for i in range(requests)], clients)
-    latencies = sorted(s for _, s in statuses[1])
+    images_before, forwards_before = batches(server)
+    seconds, answers = send_all(server, [(jpegs[i % len(jpegs)], "image/jpeg") for i in range(requests)], clients)
+    images, forwards = batches(server)
+    latencies = sorted(s for _, s in answers)
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    failed = sum(1 for status, _ in statuses[1] if status != 200)
-    return LoadRow(clients, requests, statuses[0], 1000 * statistics.median(latencies), 1000 * p99, failed)
+    failed = sum(1 for status, _ in answers if status != 200)
+    mean_batch = (images - images_before) / max(1, forwards - forwards_before)
+    return LoadRow(clients, requests, seconds, 1000 * statistics.median(latencies), 1000 * p99, failed, mean_batch)
+
+
+def batches(server: LocalServer) -> tuple[float, int]:
+    """(images, forwards) so far: the sum and count of the server's batch-size histogram."""
+    text = server.call("/metrics")[2].decode()
+    images = re.search(r"^inceptionnet_batch_size_sum (\S+)$", text, re.MULTILINE)
+    forwards = re.search(r"^inceptionnet_batch_size_count (\d+)$", text, re.MULTILINE)
+    return (float(images[1]), int(forwards[1])) if images and forwards else (0.0, 0)
 
 
 def send_all(
@@ -217,14 +230,14 @@ def format_serve_result(r: ServeBenchResult) -> str:
     lines = [
         f"serve: {c.model} width {c.width:g}, {r.engine}; --max-batch {c.max_batch}, --max-wait-ms {c.max_wait_ms:g}",
         "",
-        "| clients | requests | requests/s | images/s | p50 ms | p99 ms | not 200 |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | requests | requests/s | images/s | p50 ms | p99 ms | images per forward | not 200 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r.rows:
         rate = row.per_second
         lines.append(
             f"| {row.clients} | {row.requests} | {rate:.1f} | {rate:.1f} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | "
-            f"{row.failed} |"
+            f"{row.mean_batch:.1f} | {row.failed} |"
         )
     lone = next((row.p50_ms for row in r.rows if row.clients == 1), None)
     lines += [

@@ -4,8 +4,9 @@ or Ctrl-C.
 
 Shutdown is uvicorn's graceful one: it stops accepting connections, waits for the requests in flight
 (up to DRAIN_SECONDS), then ends the application's lifespan, where the batcher answers what is still
-queued. uvicorn sends the signal it caught to the process again after shutting down; the handler
-installed here takes it quietly, so that a drained server exits with status 0.
+queued. uvicorn sends the signal it caught to the process again after shutting down; the handlers
+installed here take it quietly, so that a drained server exits with status 0 (and Ctrl-C prints no
+traceback).
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def serve(
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info"
     )
-    signal.signal(signal.SIGTERM, _after_shutdown)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _after_shutdown)
     uvicorn.Server(config).run()
 
 
 def _after_shutdown(signum: int, frame: FrameType | None) -> None:
-    """Takes the SIGTERM uvicorn raises again once it has drained: the shutdown is already done."""
+    """Takes the SIGTERM or SIGINT uvicorn raises again once it has drained: the shutdown is already done."""
