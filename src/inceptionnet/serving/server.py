@@ -1,6 +1,6 @@
-"""Run the server: the network opened as `predict` opens it, run once at every batch size the batcher
-can form (so that no request waits for an engine's first call at a size), behind uvicorn, until SIGTERM
-or Ctrl-C.
+"""Run the server: the network opened as `predict` opens it, run once at every batch size it will run
+(so that no request waits for an engine's first call at a size; on OpenVINO the batches are padded to
+powers of two), behind uvicorn, until SIGTERM or Ctrl-C.
 
 Shutdown is uvicorn's graceful one: it stops accepting connections, waits for the requests in flight
 (up to DRAIN_SECONDS), then ends the application's lifespan, where the batcher answers what is still
@@ -57,7 +57,7 @@ def serve(
     int8 = names_int8_folder(spec, weights)
     dev = torch.device("cpu") if int8 else engine_device(engine, device)
     model = open_for_inference(spec, weights=weights, engine=engine, dtype=dtype, device=device, log=log)
-    classifier = Classifier(model.to(dev), device=dev, top_k=top_k, max_pixels=max_pixels)
+    classifier = Classifier(model.to(dev), device=dev, top_k=top_k, max_pixels=max_pixels, max_batch=max_batch)
     explainer = None if int8 else Explainer(spec, weights)
     app = create_app(
         classifier,
@@ -68,7 +68,7 @@ def serve(
         max_upload=int(max_upload_mb * 2**20),
     )
     log(f"engine: {describe_engine(model)}; batches of up to {max_batch} images, waiting up to {max_wait_ms:g} ms")
-    classifier.warm_up(max_batch)
+    classifier.warm_up()
     log(f"serving {classifier.card.model_name} on http://{host}:{port}/" + (" (API key required)" if api_key else ""))
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info"

@@ -42,9 +42,17 @@ class Classifier:
     """A network ready for inference, with what turns uploads into its inputs and its outputs into JSON."""
 
     def __init__(
-        self, model: DescribedNetwork, *, device: torch.device, top_k: int | None = None, max_pixels: int = MAX_PIXELS
+        self,
+        model: DescribedNetwork,
+        *,
+        device: torch.device,
+        top_k: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+        max_batch: int = 16,
     ) -> None:
-        self.model, self.device, self.max_pixels = model.eval(), device, max_pixels
+        self.model, self.device, self.max_pixels, self.max_batch = model.eval(), device, max_pixels, max_batch
+        # OpenVINO compiles each batch size it meets: batches padded to powers of two keep them to a few
+        self.pads = getattr(model, "engine", None) == "openvino"
         self.card: ModelCard = model.card
         self.multi = self.card.label_mode == "multi"
         self.top_k = checked_top_k(self.card, top_k)
@@ -75,15 +83,22 @@ class Classifier:
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, classes) of a batch of prepared images: what the batcher runs in a worker thread."""
+        n = len(batch)
+        if self.pads and self.run_size(n) > n:
+            batch = torch.cat([batch, batch.new_zeros(self.run_size(n) - n, *batch.shape[1:])])
         with torch.inference_mode():
-            logits = self.model(batch.to(self.device)).float().cpu()
+            logits = self.model(batch.to(self.device)).float().cpu()[:n]
         return logits.sigmoid() if self.multi else logits.softmax(dim=1)
 
-    def warm_up(self, max_batch: int) -> None:
-        """One forward at every batch size the batcher can form: OpenVINO compiles each shape at its first
+    def run_size(self, n: int) -> int:
+        """The batch size `n` images run at: the next power of two (at most max_batch) when padding, else n."""
+        return min(1 << (n - 1).bit_length(), self.max_batch) if self.pads else n
+
+    def warm_up(self) -> None:
+        """One forward at every batch size the batcher can run: OpenVINO compiles each shape at its first
         call (hundreds of ms to seconds), which would otherwise land on the first requests of that size."""
         size = self.model.preprocessing.input_size
-        for n in range(1, max_batch + 1):
+        for n in sorted({self.run_size(n) for n in range(1, self.max_batch + 1)}):
             self.forward(torch.zeros(n, self.card.in_chans, size, size))
 
     def result(self, probs: torch.Tensor, name: str) -> dict[str, Any]:
