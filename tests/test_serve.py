@@ -234,3 +234,14 @@ def test_serve_benchmark_drives_the_server_and_the_bad_mix_gets_no_5xx() -> None
     assert sum(result.mix.values()) == 60 and result.mix[200] == 54
     assert {400, 413, 415} <= set(result.mix) and all(s < 500 for s in result.mix)
     assert "| 4 | 20 |" in format_serve_result(result)
+
+
+def test_openvino_batches_are_padded_to_powers_of_two_and_answered_unpadded() -> None:
+    model = create_model("inception_v3", width=0.125, num_classes=3).eval()
+    plain = Classifier(model, device=torch.device("cpu"), max_batch=12)
+    model.engine = "openvino"  # what a network on OpenVINO says; it compiles each batch size it meets
+    padded = Classifier(model, device=torch.device("cpu"), max_batch=12)
+    assert [padded.run_size(n) for n in range(1, 13)] == [1, 2, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12]
+    assert [plain.run_size(n) for n in (3, 5)] == [3, 5]
+    x = torch.randn(3, 3, 75, 75)
+    assert torch.allclose(padded.forward(x), plain.forward(x), atol=1e-6) and padded.forward(x).shape == (3, 3)
