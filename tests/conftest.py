@@ -12,8 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from inceptionnet import create_model
 from inceptionnet.data import DEMO_DATA
+from inceptionnet.models import Preprocessing
+from inceptionnet.serving.client import LocalServer
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -117,3 +121,43 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INCEPTIONNET_ENGINE_CACHE", str(folder))
         yield folder
+
+
+# `inceptionnet serve` in a subprocess, on a tiny network (tests/test_serve.py, tests/test_serve_page.py)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An eighth-width Inception-v3 of three named classes at 75 px, as a weights file."""
+    torch.manual_seed(0)
+    model = create_model("inception_v3", width=0.125, num_classes=3)
+    model.preprocessing = Preprocessing(input_size=75)
+    model.class_names = ("cat", "dog", "bird")
+    return save_weights(model, tmp_path_factory.mktemp("served") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def start_server(
+    tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., LocalServer]]:
+    """Start `inceptionnet serve` on the tiny network (torch, one thread) with extra options; every server
+    is stopped at the end."""
+    started: list[LocalServer] = []
+    folder = tmp_path_factory.mktemp("serve-logs")
+
+    def start(*options: str) -> LocalServer:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", "1")
+            log = folder / f"serve-{len(started)}.log"
+            started.append(LocalServer(tiny_classifier, ["--engine", "torch", *options], log))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server: Callable[..., LocalServer]) -> LocalServer:
+    """The server the tests share: batches of up to 8 waiting 150 ms, 1 MB uploads, 1 MP images."""
+    return start_server("--max-batch", "8", "--max-wait-ms", "150", "--max-upload-mb", "1", "--max-megapixels", "1")

@@ -26,6 +26,7 @@ COMMANDS = {
     "study": ("residual", "scaling", "--data", "--out-dir", "--seeds", "--quick", "--threads", "--warmup-epochs"),
     "quantize": ("MODEL", "--calibration", "--output", "--images", "--method"),
     "shards": ("SRC", "DST", "--shard-size", "--seed"),
+    "serve": ("MODEL_OR_RUN", "--weights", "--host", "--port", "--engine", "--max-batch", "--max-wait-ms", "--api-key"),
 }
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from inceptionnet._version import __version__
-from inceptionnet.cli import bench, evaluate, explain, export, predict, quantize, shards, study, summary, train
+from inceptionnet.cli import bench, evaluate, explain, export, predict, quantize, serve, shards, study, summary, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inceptionnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (summary, bench, evaluate, train, shards, predict, explain, export, quantize, study):
+    for command in (summary, bench, evaluate, train, shards, predict, explain, export, quantize, serve, study):
         command.add_parser(sub)
     return parser
 

@@ -12,6 +12,7 @@ from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
 from inceptionnet.perf.loaderbench import LoaderBenchConfig, format_loader_result, run_loader_benchmark
 from inceptionnet.perf.references import REFERENCES
+from inceptionnet.perf.servebench import ServeBenchConfig, format_serve_result, run_serve_benchmark
 from inceptionnet.quantization.int8folder import describe_quantized
 
 
@@ -37,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=299, help="square input size in pixels (default 299)")
     p.add_argument(
         "--mode",
-        choices=["infer", "train", "loader"],
+        choices=["infer", "train", "loader", "serve"],
         default="infer",
-        help="forward, training step, or input pipeline",
+        help="forward, training step, input pipeline, or the HTTP server under load (`inceptionnet serve`)",
     )
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision")
     p.add_argument(
@@ -67,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the result as JSON")
     _add_loader_options(p.add_argument_group("--mode loader"))
+    _add_serve_options(p.add_argument_group("--mode serve"))
     p.set_defaults(func=run)
 
 
@@ -94,9 +96,24 @@ def _add_loader_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--seconds", type=float, default=10.0, help="counted seconds per loader per round (default 10)")
 
 
+def _add_serve_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--clients",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(1, 4, 16, 64),
+        help="concurrent clients, one row each (default 1,4,16,64)",
+    )
+    g.add_argument("--requests", type=int, default=200, help="requests per client count (default 200)")
+    g.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch and the offline batch (16)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms (default 5)")
+    g.add_argument("--bad-fraction", type=float, default=0.1, help="bad requests in the 2,000 of the mix (0.1)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.mode == "loader":
         return run_loader(args)
+    if args.mode == "serve":
+        return run_serve(args)
     if args.model is None and args.int8 is None:
         raise ValueError("name the network: --model NAME or --int8 FOLDER (or --mode loader)")
     args.iters = 10 if args.iters is None else args.iters
@@ -127,6 +144,25 @@ def run_loader(args: argparse.Namespace) -> int:
     )
     result = run_loader_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
     return _report(format_loader_result(result), result.to_json(), args.json)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`bench --mode serve`: the HTTP server under load from concurrent clients (perf/servebench.py)."""
+    if args.model is None:
+        raise ValueError("--mode serve times a network of this name, width and input size: name it with --model")
+    cfg = ServeBenchConfig(
+        model=args.model,
+        width=args.width,
+        input_size=args.input_size,
+        engine=args.engine,
+        clients=args.clients,
+        requests=args.requests,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        bad_fraction=args.bad_fraction,
+    )
+    result = run_serve_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    return _report(format_serve_result(result), result.to_json(), args.json)
 
 
 def _report(table: str, as_json: str, path: Path | None) -> int:

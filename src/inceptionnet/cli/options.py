@@ -15,6 +15,11 @@ from inceptionnet.inference.engines import DTYPES, ENGINES
 from inceptionnet.models import list_models
 from inceptionnet.training.config import TrainConfig
 
+MODEL_HELP = (
+    "network name (with its default published weights), NAME:WEIGHTS, a run folder, a model folder, "
+    "a weights file, hf-hub:ORG/NAME (docs/weights.md)"
+)
+
 
 def add_config_option(p: argparse._ActionsContainer, name: str, *, default: object, suffix: str = "") -> None:
     """`--field-name` for a TrainConfig field, typed and explained as the field is."""
@@ -35,13 +40,12 @@ def add_config_option(p: argparse._ActionsContainer, name: str, *, default: obje
 def add_model_options(p: argparse.ArgumentParser, *, also: str) -> None:
     """--model and --weights, as the commands that run one network name it (docs/weights.md); `also` ends
     the --model help with what else this command takes or refuses."""
-    p.add_argument(
-        "--model",
-        default="inception_v4",
-        metavar="MODEL",
-        help="network name (default inception_v4, with its default published weights), NAME:WEIGHTS, a run "
-        f"folder, a model folder, a weights file, hf-hub:ORG/NAME (docs/weights.md){also}",
-    )
+    p.add_argument("--model", default="inception_v4", metavar="MODEL", help=f"{MODEL_HELP}; default inception_v4{also}")
+    add_weights_option(p)
+
+
+def add_weights_option(p: argparse.ArgumentParser) -> None:
+    """--weights, for a model given by its name."""
     p.add_argument("--weights", help="published tag (e.g. tf_in1k), file or folder for a --model NAME")
 
 

@@ -3,9 +3,10 @@
 Both are optional (`pip install "inceptionnet[openvino]"` or `"inceptionnet[onnxruntime]"`).
 `onnx_runner(path, engine)` returns a function from a float32 NCHW batch to the file's first
 output; the engine runs with `threads` intra-op threads (default: torch's thread count, so the
-engines and PyTorch are compared on the same cores). OpenVINO compiles for the batch size it
-first sees and recompiles when it changes; `precision="bf16"` asks it to compute in bfloat16
-(CPUs with AVX512-BF16 or AMX); ONNX Runtime computes in the file's own types.
+engines and PyTorch are compared on the same cores). OpenVINO compiles for each batch size it
+sees and keeps the last OPENVINO_SHAPES of them (a server's batches vary in size);
+`precision="bf16"` asks it to compute in bfloat16 (CPUs with AVX512-BF16 or AMX); ONNX Runtime
+computes in the file's own types.
 
 `EngineNetwork` wraps a runner into a module that stands where a network does (predict, eval,
 bench), with the network's model card; `inceptionnet.inference.engines.inference_network` builds
@@ -28,6 +29,9 @@ from inceptionnet.models.layers import check_input_size
 
 ENGINES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
+# Compiled batch sizes OpenVINO keeps: predict and eval use two (the batch and the last one), a server up to
+# five (its batches padded to 1, 2, 4, 8, 16); each holds its own copy of the repacked weights.
+OPENVINO_SHAPES = 6
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -116,7 +120,8 @@ def _openvino(path: str, threads: int, precision: str) -> Runner:
     def run(images: np.ndarray) -> np.ndarray:
         shape = tuple(images.shape)
         if shape not in compiled:  # a static shape per batch size: a little faster than a dynamic one
-            compiled.clear()
+            if len(compiled) >= OPENVINO_SHAPES:
+                del compiled[next(iter(compiled))]  # the shape compiled first goes
             model.reshape(list(shape))
             compiled[shape] = core.compile_model(model, "CPU", config).create_infer_request()
         request = compiled[shape]

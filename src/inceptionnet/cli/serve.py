@@ -1,0 +1,72 @@
+"""`inceptionnet serve`: a network behind HTTP (JSON API, Prometheus metrics) with a web page."""
+
+from __future__ import annotations
+
+import argparse
+
+from inceptionnet.cli.options import MODEL_HELP, add_engine_options, add_weights_option, say
+from inceptionnet.serving.server import DRAIN_SECONDS, serve
+from inceptionnet.serving.service import MAX_PIXELS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="an HTTP service (JSON API and a web page) that classifies uploaded images",
+        description="Serve a network over HTTP: POST /v1/predict (multipart field 'file', or an image/* body) "
+        "answers the top-k classes as JSON, POST /v1/explain the Grad-CAM overlay, GET /v1/model the model card, "
+        "GET /healthz, GET /metrics (Prometheus); GET / is a web page to drop images on. Requests that arrive "
+        "together share a forward (--max-batch, --max-wait-ms). SIGTERM or Ctrl-C drains the requests in flight "
+        f"(up to {DRAIN_SECONDS} s) and exits 0. Needs the `serve` extra (docs/serving.md).",
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN", help=MODEL_HELP + ", or an int8 folder of `inceptionnet quantize`")
+    add_weights_option(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    add_engine_options(p)
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--max-batch", type=int, default=16, help="most images in one forward (default 16)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first queued image waits for others to join its batch (default 5 ms)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every endpoint but /healthz and the page",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=MAX_PIXELS / 1e6,
+        help=f"largest image in megapixels, read from its header before decoding (default {MAX_PIXELS / 1e6:g})",
+    )
+    p.add_argument("--top-k", type=int, default=None, help="classes per image in the answers (default 5, at most all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise ValueError(
+            "--max-batch must be 1 or more, --max-wait-ms 0 or more, --max-upload-mb and --max-megapixels above 0"
+        )
+    serve(
+        args.model,
+        weights=args.weights,
+        host=args.host,
+        port=args.port,
+        engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        top_k=args.top_k,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        api_key=args.api_key,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=int(args.max_megapixels * 1e6),
+        log=say,
+    )
+    return 0

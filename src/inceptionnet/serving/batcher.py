@@ -1,0 +1,84 @@
+"""Dynamic batching: requests that arrive close together share one forward of the network.
+
+Each image is queued with a future. The loop takes the first waiting image, then collects more until
+`max_batch` images or `max_wait` seconds since that first one, runs one forward in a worker thread
+(the event loop keeps accepting requests meanwhile) and resolves each future with its own row. One
+forward runs at a time: the engines use every core for one batch already, so two at once would only
+compete. `close()` lets the loop finish every image queued before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import torch
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+_CLOSE = None  # queued by close(): the loop ends once everything queued before it is answered
+
+
+class Batcher:
+    """Collects single images into batches for `forward` (a batch in, one output row per image out)."""
+
+    def __init__(
+        self, forward: Forward, *, max_batch: int, max_wait: float, on_batch: Callable[[int], None] | None = None
+    ) -> None:
+        if max_batch < 1 or max_wait < 0:
+            raise ValueError(f"a batch needs at least 1 image and a wait of 0 s or more, got {max_batch}, {max_wait}")
+        self.forward, self.max_batch, self.max_wait, self.on_batch = forward, max_batch, max_wait, on_batch
+        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[torch.Tensor]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        """Answer every queued image, then stop the loop."""
+        if self._task is not None:
+            self._queue.put_nowait(_CLOSE)
+            await self._task
+            self._task = None
+
+    async def submit(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's output for one prepared image (C, H, W), computed in a batch with its neighbours."""
+        if self._task is None:
+            raise RuntimeError("the batcher is not running; start() it inside the server's event loop")
+        future: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((image, future))
+        return await future
+
+    async def _loop(self) -> None:
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is _CLOSE:
+                return
+            batch = [first]
+            deadline = asyncio.get_running_loop().time() + self.max_wait
+            while len(batch) < self.max_batch:
+                left = deadline - asyncio.get_running_loop().time()
+                try:
+                    item = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                if item is _CLOSE:
+                    closing = True
+                    break
+                batch.append(item)
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[torch.Tensor, asyncio.Future[torch.Tensor]]]) -> None:
+        try:
+            out = await asyncio.to_thread(self.forward, torch.stack([image for image, _ in batch]))
+        except Exception as err:  # every waiting request gets the failure; the loop serves the next batch
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        for (_, future), row in zip(batch, out, strict=True):
+            if not future.done():  # a client that went away cancelled its future
+                future.set_result(row)

@@ -1,0 +1,154 @@
+"""The model side of the server, with no web framework: uploads to tensors, outputs to JSON, Grad-CAM.
+
+An upload is decoded as `read_image` decodes a file (whole, EXIF orientation applied, RGB) and prepared
+with the network's own preprocessing (its card), as `inceptionnet predict` prepares it; the outputs are
+the same probabilities: softmax for a single-label network, and for a multi-label one
+(`card.label_mode == "multi"`) a sigmoid per class with the labels at or above the card's thresholds
+(0.5 without). Before decoding, the header's size is checked against `max_pixels`: a small file can
+claim a huge image (a decompression bomb), and decoding it would take the server's memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from typing import Any
+
+import torch
+from PIL import Image
+
+from inceptionnet.card import ModelCard
+from inceptionnet.data import UNREADABLE, eval_transform
+from inceptionnet.data.images import read_image_bytes
+from inceptionnet.export.runtimes import DescribedNetwork
+from inceptionnet.factory import load_model
+from inceptionnet.inference.explain import explain
+from inceptionnet.inference.predict import checked_top_k, class_labels
+from inceptionnet.models import InceptionNetwork
+
+MAX_PIXELS = 40_000_000  # 40 MP: a 7300 x 5500 photo; about 120 MB once decoded to RGB
+
+
+class Rejected(Exception):
+    """A request the server refuses: `status` (4xx) and a message naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Classifier:
+    """A network ready for inference, with what turns uploads into its inputs and its outputs into JSON."""
+
+    def __init__(
+        self,
+        model: DescribedNetwork,
+        *,
+        device: torch.device,
+        top_k: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+        max_batch: int = 16,
+    ) -> None:
+        self.model, self.device, self.max_pixels, self.max_batch = model.eval(), device, max_pixels, max_batch
+        # OpenVINO compiles each batch size it meets: batches padded to powers of two keep them to a few
+        self.pads = getattr(model, "engine", None) == "openvino"
+        self.card: ModelCard = model.card
+        self.multi = self.card.label_mode == "multi"
+        self.top_k = checked_top_k(self.card, top_k)
+        self.labels = class_labels(self.card)
+        self.thresholds = torch.tensor(self.card.thresholds or [0.5] * self.card.num_classes)
+        self.transform = eval_transform(model.preprocessing)
+
+    def decode(self, data: bytes, name: str) -> Image.Image:
+        """The upload `name` as an upright RGB picture; Rejected (400, 413) when it is not one or too large."""
+        if not data:
+            raise Rejected(400, f"{name} is empty; send the bytes of a JPEG, PNG, WebP, ... image")
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+            if width * height > self.max_pixels:
+                raise Rejected(
+                    413,
+                    f"{name} is {width} x {height} = {width * height / 1e6:.1f} MP, above this server's "
+                    f"limit of {self.max_pixels / 1e6:g} MP; send a smaller image",
+                )
+            return read_image_bytes(data)
+        except UNREADABLE as err:
+            raise Rejected(400, f"{name} is not a readable image ({type(err).__name__}: {err})") from None
+
+    def prepare(self, data: bytes, name: str) -> torch.Tensor:
+        """The network's input (C, H, W) for one upload."""
+        return self.transform(self.decode(data, name))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, classes) of a batch of prepared images: what the batcher runs in a worker thread."""
+        n = len(batch)
+        if self.pads and self.run_size(n) > n:
+            batch = torch.cat([batch, batch.new_zeros(self.run_size(n) - n, *batch.shape[1:])])
+        with torch.inference_mode():
+            logits = self.model(batch.to(self.device)).float().cpu()[:n]
+        return logits.sigmoid() if self.multi else logits.softmax(dim=1)
+
+    def run_size(self, n: int) -> int:
+        """The batch size `n` images run at: the next power of two (at most max_batch) when padding, else n."""
+        return min(1 << (n - 1).bit_length(), self.max_batch) if self.pads else n
+
+    def warm_up(self) -> None:
+        """One forward at every batch size the batcher can run: OpenVINO compiles each shape at its first
+        call (hundreds of ms to seconds), which would otherwise land on the first requests of that size."""
+        size = self.model.preprocessing.input_size
+        for n in sorted({self.run_size(n) for n in range(1, self.max_batch + 1)}):
+            self.forward(torch.zeros(n, self.card.in_chans, size, size))
+
+    def result(self, probs: torch.Tensor, name: str) -> dict[str, Any]:
+        """One image's answer: the top-k classes (single-label), or the labels above threshold and every
+        probability (multi-label)."""
+        if self.multi:
+            chosen = (probs >= self.thresholds).nonzero().flatten().tolist()
+            return {
+                "file": name,
+                "labels": [self._entry(c, probs) for c in sorted(chosen, key=lambda c: -float(probs[c]))],
+                "probabilities": {self.labels[c][1]: float(p) for c, p in enumerate(probs.tolist())},
+            }
+        return {"file": name, "top": [self._entry(c, probs) for c in probs.topk(self.top_k).indices.tolist()]}
+
+    def _entry(self, c: int, probs: torch.Tensor) -> dict[str, Any]:
+        label, name = self.labels[c]
+        return {"index": c, "label": label, "name": name, "probability": float(probs[c])}
+
+
+EXPLAIN_MIN_SIZE = 150  # the heat map has one cell per 32 px: a 75 px network's own view would be one cell
+
+
+class Explainer:
+    """Grad-CAM overlays for the page, on the PyTorch network of the same model (the engines have no
+    gradients): loaded once, at the first request, and run one request at a time (its hooks are shared).
+    The view is the network's own size, at least EXPLAIN_MIN_SIZE (docs/explain.md)."""
+
+    def __init__(self, spec: str, weights: str | None) -> None:
+        self.spec, self.weights = spec, weights
+        self._net: InceptionNetwork | None = None
+        self._lock = threading.Lock()
+
+    def overlay(self, picture: Image.Image, name: str, target: str | None = None) -> dict[str, Any]:
+        """The overlay of class `target` (an index, label or name; None: the top class) as a base64 PNG,
+        with the class it shows (called in a worker thread)."""
+        with self._lock:
+            if self._net is None:
+                self._net = load_model(self.spec, weights=self.weights, pretrained=True)
+            size = max(self._net.preprocessing.input_size, EXPLAIN_MIN_SIZE)
+            try:
+                (e,) = explain(self._net, [picture], target=target, top_k=1, input_size=size)
+            except ValueError as err:  # an unknown class, or the extra is missing
+                status = 501 if "pip install" in str(err) else 400
+                raise Rejected(status, str(err)) from None
+        png = io.BytesIO()
+        Image.fromarray(e.overlay()).save(png, format="PNG")
+        return {
+            "file": name,
+            "index": e.index,
+            "name": e.name,
+            "probability": e.probability,
+            "overlay_png": base64.b64encode(png.getvalue()).decode("ascii"),
+        }
