@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-wait-ms",
         type=float,
         default=5.0,
-        help="how long the first queued image waits for others to join its batch (default 5 ms)",
+        help="longest wait of the first queued image for requests still being decoded to join its batch; a lone "
+        "request does not wait (default 5 ms)",
     )
     p.add_argument(
         "--api-key",

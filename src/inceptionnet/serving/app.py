@@ -77,8 +77,10 @@ class Handlers:
     async def predict(self, request: Any) -> Reply:
         """Top-k classes (or labels above threshold) of each uploaded image, in upload order."""
         uploads = await self.uploads(request)
-        inputs = await asyncio.to_thread(lambda: [self.classifier.prepare(data, name) for name, data in uploads])
-        outputs = await asyncio.gather(*(self.batcher.submit(x) for x in inputs))
+        with self.batcher.arriving(len(uploads)):  # queued before the count drops: a batch waiting for them gets them
+            inputs = await asyncio.to_thread(lambda: [self.classifier.prepare(data, name) for name, data in uploads])
+            futures = [self.batcher.enqueue(x) for x in inputs]
+        outputs = await asyncio.gather(*futures)
         results = [self.classifier.result(p, name) for (name, _), p in zip(uploads, outputs, strict=True)]
         return json_reply({"model": self.classifier.card.model_name, "predictions": results})
 

@@ -1,8 +1,11 @@
 """Dynamic batching: requests that arrive close together share one forward of the network.
 
-Each image is queued with a future. The loop takes the first waiting image, then collects more until
-`max_batch` images or `max_wait` seconds since that first one, runs one forward in a worker thread
-(the event loop keeps accepting requests meanwhile) and resolves each future with its own row. One
+Each image is queued with a future. The loop takes the first waiting image and every image queued behind
+it, up to `max_batch`. It waits for more only while other images are on their way (`arriving`: received
+and being decoded), and at most `max_wait` seconds since that first image: a lone request runs at once,
+without paying the wait, while under load the requests still being decoded join the batch. It runs one
+forward in a worker thread (the event loop keeps accepting requests meanwhile) and resolves each future
+with its own row. One
 forward runs at a time: the engines use every core for one batch already, so two at once would only
 compete. `close()` lets the loop finish every image queued before it returns.
 """
@@ -10,7 +13,8 @@ compete. `close()` lets the loop finish every image queued before it returns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -29,6 +33,16 @@ class Batcher:
         self.forward, self.max_batch, self.max_wait, self.on_batch = forward, max_batch, max_wait, on_batch
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[torch.Tensor]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._arriving = 0  # images received and being decoded, not yet submitted
+
+    @contextmanager
+    def arriving(self, images: int) -> Iterator[None]:
+        """Announce `images` about to be submitted (while they are decoded), so that a batch waits for them."""
+        self._arriving += images
+        try:
+            yield
+        finally:
+            self._arriving -= images
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
@@ -43,11 +57,15 @@ class Batcher:
 
     async def submit(self, image: torch.Tensor) -> torch.Tensor:
         """The network's output for one prepared image (C, H, W), computed in a batch with its neighbours."""
+        return await self.enqueue(image)
+
+    def enqueue(self, image: torch.Tensor) -> asyncio.Future[torch.Tensor]:
+        """Queue one prepared image at once; the future of its output row."""
         if self._task is None:
             raise RuntimeError("the batcher is not running; start() it inside the server's event loop")
         future: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((image, future))
-        return await future
+        return future
 
     async def _loop(self) -> None:
         closing = False
@@ -59,8 +77,9 @@ class Batcher:
             deadline = asyncio.get_running_loop().time() + self.max_wait
             while len(batch) < self.max_batch:
                 left = deadline - asyncio.get_running_loop().time()
+                waits = left > 0 and self._queue.empty() and self._arriving > 0
                 try:
-                    item = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
+                    item = await asyncio.wait_for(self._queue.get(), left) if waits else self._queue.get_nowait()
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
                 if item is _CLOSE:

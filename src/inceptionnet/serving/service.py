@@ -57,7 +57,7 @@ class Classifier:
         self.multi = self.card.label_mode == "multi"
         self.top_k = checked_top_k(self.card, top_k)
         self.labels = class_labels(self.card)
-        self.thresholds = torch.tensor(self.card.thresholds or [0.5] * self.card.num_classes)
+        self.thresholds = torch.tensor(self.card.decision_thresholds())
         self.transform = eval_transform(model.preprocessing)
 
     def decode(self, data: bytes, name: str) -> Image.Image:

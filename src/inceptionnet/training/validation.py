@@ -8,6 +8,7 @@ counts, so every rank gets the errors of the whole set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import torch
@@ -17,6 +18,27 @@ from torch.utils.data import DataLoader
 from inceptionnet.evaluation.multilabel import MultiLabelScores, multilabel_scores, tune_thresholds
 from inceptionnet.training import distributed
 from inceptionnet.training.distributed import Context
+
+
+def _outputs(
+    model: nn.Module,
+    batches: DataLoader,
+    *,
+    ctx: Context,
+    channels_last: bool,
+    autocast: AbstractContextManager,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, targets) on the device of each non-empty batch, `model` put in eval mode."""
+    model.eval()
+    for batch in batches:
+        if len(batch.targets) == 0:
+            continue
+        images = batch.images.to(ctx.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = model(images)
+        yield logits, batch.targets.to(ctx.device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -29,17 +51,8 @@ def validation_errors(
     autocast: AbstractContextManager,
 ) -> tuple[float, float]:
     """Top-1 and top-5 error (%) of `model` (put in eval mode) over the whole validation set."""
-    model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # top-1 correct, top-5 correct, images
-    for batch in batches:
-        if len(batch.targets) == 0:
-            continue
-        images = batch.images.to(ctx.device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = batch.targets.to(ctx.device, non_blocking=True)
-        with autocast:
-            logits = model(images)
+    for logits, targets in _outputs(model, batches, ctx=ctx, channels_last=channels_last, autocast=autocast):
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == targets[:, None]
         counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets), device=ctx.device)])
@@ -61,18 +74,10 @@ def multilabel_validation(
     """The multi-label scores of `model` (put in eval mode) over the whole validation set, at the per-class
     thresholds that maximise each class's F1 on it (evaluation.multilabel.tune_thresholds). Every rank
     gathers every rank's probabilities: the thresholds need all of them, not sums."""
-    model.eval()
     probs, targets = [], []
-    for batch in batches:
-        if len(batch.targets) == 0:
-            continue
-        images = batch.images.to(ctx.device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            logits = model(images)
+    for logits, batch_targets in _outputs(model, batches, ctx=ctx, channels_last=channels_last, autocast=autocast):
         probs.append(torch.sigmoid(logits.float()))
-        targets.append(batch.targets.to(ctx.device, non_blocking=True))
+        targets.append(batch_targets)
     classes = model.num_classes
     local_probs = torch.cat(probs) if probs else torch.zeros(0, classes, device=ctx.device)
     local_targets = torch.cat(targets) if targets else torch.zeros(0, classes, device=ctx.device)
