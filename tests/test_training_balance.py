@@ -21,6 +21,7 @@ from inceptionnet.training.balance import balanced_weights, loss_weights, positi
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.learner import build_learner
+from inceptionnet.training.losses import training_loss
 from inceptionnet.training.step import train_step
 from inceptionnet.weights.checkpoint import read_checkpoint
 
@@ -47,6 +48,23 @@ def test_multi_label_weights_are_negatives_over_positives() -> None:
     assert torch.equal(
         loss_weights(targets, ["a", "b", "c"], mode="balanced", multi_label=True), positive_weights(targets, "abc")
     )
+
+
+def test_the_training_loss_weighs_classes_or_positives_as_the_label_mode_says() -> None:
+    torch.manual_seed(0)
+    logits, weights = torch.randn(6, 3), torch.tensor([0.5, 2.0, 4.0])
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    single = training_loss(logits, labels, class_weights=weights)
+    # a weighted mean: sum of w[y] * -log p[y] over sum of w[y]
+    picked = -logits.log_softmax(1).gather(1, labels[:, None]).squeeze(1)
+    assert torch.allclose(single, (weights[labels] * picked).sum() / weights[labels].sum())
+    hot = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=torch.float32)
+    multi = training_loss(logits, hot, multi_label=True, class_weights=weights)
+    # the positive term of class c weighed by w[c], the negative term by 1
+    p = logits.sigmoid()
+    expected = -(weights * hot * p.log() + (1 - hot) * (1 - p).log()).mean()
+    assert torch.allclose(multi, expected, atol=1e-6)
+    assert not torch.allclose(multi, training_loss(logits, hot, multi_label=True))
 
 
 TEN_TO_ONE = [0] * 1000 + [1] * 100
