@@ -155,7 +155,7 @@ def test_cutmix_lambda_is_the_kept_area(kind: str) -> None:
         assert torch.allclose(labels, kept[0] * hot + (1 - kept[0]) * hot.roll(1, 0))
 
 
-def test_mixing_is_seeded_by_the_step_and_leaves_the_generator_alone() -> None:
+def test_mixing_is_seeded_by_the_batch_number_and_leaves_the_generator_alone() -> None:
     images, targets = _batch(), torch.arange(8)
     assert mix_batch(images, targets, mixup=0.0, cutmix=0.0, num_classes=10, seed=0, rank=0, batch=0) == (
         images,
