@@ -29,6 +29,7 @@ from inceptionnet.data import DEMO_DATA, eval_transform, open_split
 from inceptionnet.evaluation.multilabel import multilabel_scores
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import preset
 
 CANVAS = 64
 TRAIN_CANVASES, VAL_CANVASES = 1500, 500
@@ -84,21 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     multi_data, single_data = build_canvases(out / "data")
-    recipe = TrainConfig(
-        model="inception_resnet_v1",
-        width=0.25,
-        input_size=75,
-        min_area=1.0,
-        epochs=args.epochs,
-        batch_size=64,
-        lr=0.045,
-        lr_decay_rate=0.8,
-        lr_decay_epochs=1.0,
-        warmup_epochs=0.5,
-        ema_decay=0.99,
-        num_workers=1,
-        progress=False,
-    )  # the demo preset, with whole canvases (min_area 1: a crop could cut one object out)
+    # the demo preset, with whole canvases (min_area 1: a crop could cut one object out)
+    recipe = preset("demo", min_area=1.0, epochs=args.epochs, progress=False)
     results = {}
     for name, data in (("multi-label (BCE)", multi_data), ("softmax baseline", single_data)):
         start = time.perf_counter()
