@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,17 @@ def test_two_ranks_validate_on_all_the_validation_images(multilabel_run, make_tr
     got = multilabel_scores(*_val_predictions(net.eval(), data), net.card.thresholds)
     assert got.map == pytest.approx(net.card.metrics["val_map"], abs=1e-4)  # all 6 images, not one rank's 3
     assert got.exact_match == pytest.approx(net.card.metrics["val_exact_match"], abs=1e-4)
+
+
+@pytest.mark.slow  # a torchrun start and two evaluations: about 10 s
+def test_torchrun_eval_of_a_multilabel_network_equals_one_process(multilabel_run, tmp_path) -> None:
+    data, result = multilabel_run
+    argv = ["eval", "--data", str(data / "val"), "--model", str(result.out_dir), "--workers", "0", "--batch-size", "2"]
+    assert main([*argv, "--json", str(tmp_path / "one.json")]) == 0
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", "-m"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, "inceptionnet", *argv, "--json", str(tmp_path / "two.json")], env=env)
+    assert done.returncode == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["images"] == one["images"] == 6
+    assert two == one

@@ -5,8 +5,9 @@ environment; a plain command has none of them and is rank 0 of 1. `predict` and 
 the items i with i % world_size == r of their sorted list, and meet in a gloo process group (CPU
 tensors, whatever device the networks run on) to wait for each other and to sum counts.
 
-Any layer may import this module (training keeps its own group set-up, training/distributed.py,
-with restarts and NCCL).
+Any layer may import this module. Training keeps its own group set-up (training/distributed.py, with
+restarts and NCCL) and shares the collectives here (`all_sum`, `all_rows`), which take any object that
+says its `world_size` and whether it is `distributed` (a Ranks, training's Context).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -82,10 +83,36 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """The element-wise sum of the CPU tensor `values` over all ranks (the tensor itself in a single process)."""
-    if not ranks.distributed:
+class Group(Protocol):
+    """What the collectives need to know of the processes: how many, and whether there are several."""
+
+    @property
+    def world_size(self) -> int: ...
+
+    @property
+    def distributed(self) -> bool: ...
+
+
+def all_sum(values: torch.Tensor, group: Group) -> torch.Tensor:
+    """The element-wise sum of `values` over all ranks, on its device (CPU tensors for gloo); the tensor itself
+    in a single process."""
+    if not group.distributed:
         return values
-    values = values.detach().cpu().clone()
+    values = values.detach().clone()
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def all_rows(rows: torch.Tensor, group: Group) -> torch.Tensor:
+    """The rows of `rows` of every rank, rank 0's first (the tensor itself in a single process): the ranks may
+    hold different numbers of rows (a share with unreadable images dropped)."""
+    if not group.distributed:
+        return rows
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(group.world_size)]
+    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
+    sizes = [int(c) for c in counts]
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: len(rows)] = rows
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[:size] for part, size in zip(gathered, sizes, strict=True)])

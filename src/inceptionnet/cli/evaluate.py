@@ -20,7 +20,7 @@ from inceptionnet.export.runtimes import network_card
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
-from inceptionnet.ranks import from_env, process_group
+from inceptionnet.ranks import Ranks, from_env, process_group
 
 DESCRIPTION = (
     "Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax averaged over the "
@@ -119,12 +119,11 @@ def run(args: argparse.Namespace) -> int:
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
-    if any(getattr(network_card(m), "label_mode", "single") == "multi" for m in models.values()):
-        if ranks.distributed:
-            raise ValueError("a multi-label network is evaluated in one process: run eval without torchrun")
-        return _evaluate_multilabel(args, models, device=device, workers=workers, columns=columns)
+    multi_label = any(getattr(network_card(m), "label_mode", "single") == "multi" for m in models.values())
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
     with process_group(ranks):  # under torchrun: this rank's share of the images, the counts of all summed
+        if multi_label:
+            return _evaluate_multilabel(args, models, device=device, workers=workers, columns=columns, ranks=ranks)
         result = ev.evaluate(
             models, args.data, **common, **options, keep_predictions=args.report is not None, ranks=ranks
         )
@@ -147,14 +146,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_multilabel(
-    args: argparse.Namespace, models: dict[str, nn.Module], *, device: torch.device, workers: int, columns: dict
+    args: argparse.Namespace,
+    models: dict[str, nn.Module],
+    *,
+    device: torch.device,
+    workers: int,
+    columns: dict,
+    ranks: Ranks,
 ) -> int:
     """A multi-label network: mAP, per-class AP and F1 at its thresholds, micro/macro F1, exact match."""
     if len(models) > 1 or args.crops != 1:
         raise ValueError("a multi-label network is evaluated alone on one crop; drop the other --model and --crops")
     spec, model = next(iter(models.items()))
     common = dict(batch_size=args.batch_size, workers=workers, device=device, input_size=args.input_size)
-    result = evaluate_multilabel(model, args.data, name=spec, max_images=args.max_images, **common, **columns)
+    result = evaluate_multilabel(
+        model, args.data, name=spec, max_images=args.max_images, **common, **columns, ranks=ranks
+    )
+    if not ranks.is_main:
+        return 0
     if args.json != "-":
         print(result.table())
     if args.json is not None:

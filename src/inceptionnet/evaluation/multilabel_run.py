@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader
 
 from inceptionnet.data import collate_skipping_bad, eval_transform, open_split
 from inceptionnet.evaluation.multilabel import MultiLabelScores, multilabel_scores
+from inceptionnet.evaluation.sharding import rank_share
 from inceptionnet.export.runtimes import network_card
+from inceptionnet.ranks import Ranks, all_rows, all_sum
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,14 @@ def evaluate_multilabel(
     max_images: int | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
+    ranks: Ranks | None = None,
 ) -> MultiLabelResult:
     """Score `model` (a multi-label network: its card says label_mode "multi") on the split `data`.
 
     One central crop per image, prepared as the card says (`input_size` overrides its size); `max_images`
-    takes an evenly spaced subset. Unreadable images are skipped and counted.
+    takes an evenly spaced subset. Unreadable images are skipped and counted. Under torchrun (`ranks`), each
+    rank computes its share of the probabilities (sharding.py) and every rank gathers them all: AP needs
+    every image's probability, not sums, and the scores equal one process's.
     """
     card = network_card(model)
     if card is None or card.class_names is None:
@@ -104,8 +109,14 @@ def evaluate_multilabel(
     if max_images is not None and max_images < len(source):
         source.keep(torch.linspace(0, len(source) - 1, max_images).round().long().tolist())
     source.multi_hot = True
-    loader = DataLoader(source, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
+    share = rank_share(source, ranks)
+    loader = DataLoader(share, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
     probs, targets, skipped = _probabilities(model, loader, outputs, card.num_classes, device)
+    if ranks is not None and ranks.distributed:
+        probs, targets = all_rows(probs, ranks), all_rows(targets, ranks)
+        skipped = int(all_sum(torch.tensor([skipped]), ranks))
+    if len(probs) == 0:
+        raise ValueError("no readable images to evaluate")
     scores = multilabel_scores(probs, targets, card.thresholds)
     return MultiLabelResult(name, str(data), list(card.class_names), len(probs), skipped, scores)
 
@@ -136,6 +147,6 @@ def _probabilities(
         labels = torch.zeros(len(batch.targets), num_classes)
         labels[:, outputs] = batch.targets
         targets.append(labels)
-    if not probs:
-        raise ValueError("no readable images to evaluate")
+    if not probs:  # none readable in this share: another rank may have some
+        return torch.zeros(0, num_classes), torch.zeros(0, num_classes), skipped
     return torch.cat(probs), torch.cat(targets), skipped

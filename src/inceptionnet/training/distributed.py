@@ -21,6 +21,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# the collectives, shared with predict and eval (re-exported: training calls them distributed.all_sum, ...)
+from inceptionnet.ranks import all_rows as all_rows
+from inceptionnet.ranks import all_sum as all_sum
+
 # How long forming the group, or a collective, may wait for the other ranks before failing. Long
 # enough for rank 0 to write a large checkpoint while the others wait at the next collective.
 GROUP_TIMEOUT = timedelta(minutes=10)
@@ -118,29 +122,6 @@ def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store:
 def cleanup(ctx: Context) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
-    """The element-wise sum of `values` over all ranks (the tensor itself in a single process)."""
-    if ctx.distributed:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
-def all_rows(rows: torch.Tensor, ctx: Context) -> torch.Tensor:
-    """The rows of `rows` of every rank, rank 0's first (the tensor itself in a single process): the ranks may
-    hold different numbers of rows (a validation share with unreadable images dropped)."""
-    if not ctx.distributed:
-        return rows
-    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(ctx.world_size)]
-    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
-    sizes = [int(c) for c in counts]
-    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
-    padded[: len(rows)] = rows
-    gathered = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(gathered, padded)
-    return torch.cat([part[:size] for part, size in zip(gathered, sizes, strict=True)])
 
 
 def any_rank(flag: bool, ctx: Context) -> bool:
