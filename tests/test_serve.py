@@ -211,7 +211,8 @@ def test_multi_label_answers_labels_above_their_thresholds() -> None:
     classifier = Classifier(model, device=torch.device("cpu"))
     answer = classifier.result(torch.tensor([0.3, 0.8, 0.6]), "x.jpg")
     assert [label["name"] for label in answer["labels"]] == ["c", "a"]  # most probable first; b is under 0.9
-    assert answer["probabilities"] == pytest.approx({"a": 0.3, "b": 0.8, "c": 0.6})
+    assert [(p["index"], p["name"]) for p in answer["probabilities"]] == [(0, "a"), (1, "b"), (2, "c")]
+    assert [p["probability"] for p in answer["probabilities"]] == pytest.approx([0.3, 0.8, 0.6])
     assert classifier.forward(torch.zeros(2, 3, 75, 75)).sum(1).max() > 1  # sigmoids, not a softmax
 
 

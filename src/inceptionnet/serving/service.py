@@ -109,7 +109,7 @@ class Classifier:
             return {
                 "file": name,
                 "labels": [self._entry(c, probs) for c in sorted(chosen, key=lambda c: -float(probs[c]))],
-                "probabilities": {self.labels[c][1]: float(p) for c, p in enumerate(probs.tolist())},
+                "probabilities": [self._entry(c, probs) for c in range(len(probs))],  # as predict --json writes
             }
         return {"file": name, "top": [self._entry(c, probs) for c in probs.topk(self.top_k).indices.tolist()]}
 
