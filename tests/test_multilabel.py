@@ -17,10 +17,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from inceptionnet import create_model
 from inceptionnet.cli import main
 from inceptionnet.data import DEMO_DATA, eval_transform, open_split
+from inceptionnet.data.crops import render_views, views_for
 from inceptionnet.evaluation.multilabel import multilabel_scores, tune_thresholds
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.training.loop import train
@@ -148,6 +150,31 @@ def test_eval_reports_the_map_of_scikit_learn(multilabel_run, tmp_path, capsys) 
     printed = capsys.readouterr().out
     assert f"mAP {got['map']:.2f}%" in printed and "exact match" in printed
     assert "mAP" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_ten_crops_average_the_sigmoids_of_the_ten_views(multilabel_run, capsys) -> None:
+    data, result = multilabel_run
+    argv = ["eval", "--data", str(data / "val"), "--model", str(result.out_dir), "--workers", "0", "--json", "-"]
+    assert main([*argv, "--crops", "10"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    net = create_model(weights=str(result.out_dir)).eval()
+    pre = net.preprocessing
+    source = open_split(data, "val")
+    probs, truth = [], torch.zeros(len(source), len(CLASSES))
+    for i in range(len(source)):
+        image, target = source[i]
+        pixels = TF.pil_to_tensor(image)
+        views = views_for(10, *pixels.shape[-2:], input_size=pre.input_size, crop_fraction=pre.crop_fraction)
+        cut = render_views(pixels, views, input_size=pre.input_size, interpolation=pre.interpolation)
+        x = TF.normalize(TF.to_dtype(cut, torch.float32, scale=True), mean=list(pre.mean), std=list(pre.std))
+        with torch.no_grad():
+            probs.append(torch.sigmoid(net(x)).mean(0))  # the sigmoids of the 10 views, averaged
+        truth[i, list(target)] = 1
+    expected = multilabel_scores(torch.stack(probs), truth, net.card.thresholds)
+    assert got["crops"] == 10 and got["images"] == len(source)
+    assert got["map"] == pytest.approx(expected.map, abs=1e-4)
+    assert got["exact_match"] == pytest.approx(expected.exact_match, abs=1e-4)
+    assert got["ap"] == pytest.approx(expected.ap, abs=1e-4)
 
 
 def _val_predictions(net: torch.nn.Module, data: Path) -> tuple[torch.Tensor, torch.Tensor]:

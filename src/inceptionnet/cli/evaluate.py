@@ -155,10 +155,11 @@ def _evaluate_multilabel(
     ranks: Ranks,
 ) -> int:
     """A multi-label network: mAP, per-class AP and F1 at its thresholds, micro/macro F1, exact match."""
-    if len(models) > 1 or args.crops != 1:
-        raise ValueError("a multi-label network is evaluated alone on one crop; drop the other --model and --crops")
+    if len(models) > 1:
+        raise ValueError("a multi-label network is evaluated alone (no ensembles); drop the other --model")
     spec, model = next(iter(models.items()))
     common = dict(batch_size=args.batch_size, workers=workers, device=device, input_size=args.input_size)
+    common["crops"] = args.crops
     result = evaluate_multilabel(
         model, args.data, name=spec, max_images=args.max_images, **common, **columns, ranks=ranks
     )

@@ -1,5 +1,6 @@
-"""`eval` of a multi-label network: a sigmoid per class over one central crop of each image of a split whose
-images have several labels, scored by evaluation.multilabel at the thresholds of the network's card.
+"""`eval` of a multi-label network: a sigmoid per class, averaged over 1, 10, 12 or 144 views of each image
+(the views of the single-label protocol, views.py) of a split whose images have several labels, scored by
+evaluation.multilabel at the thresholds of the network's card.
 
 The data's classes are matched to the network's outputs by name (the card's class names), so the split may
 hold fewer classes than the network, in any order; a class the network does not know is an error.
@@ -7,6 +8,7 @@ hold fewer classes than the network, in any order; a class the network does not 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from collections.abc import Sequence
@@ -18,9 +20,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from inceptionnet.data import collate_skipping_bad, eval_transform, open_split
+from inceptionnet.data import open_split
 from inceptionnet.evaluation.multilabel import MultiLabelScores, multilabel_scores
 from inceptionnet.evaluation.sharding import rank_share
+from inceptionnet.evaluation.views import (
+    MultiViewTransform,
+    collate_views,
+    images_per_batch,
+    view_config,
+    view_probabilities,
+)
 from inceptionnet.export.runtimes import network_card
 from inceptionnet.ranks import Ranks, all_rows, all_sum
 
@@ -35,12 +44,13 @@ class MultiLabelResult:
     images: int
     skipped: int  # unreadable images
     scores: MultiLabelScores
+    crops: int = 1  # views per image
 
     def table(self) -> str:
         """The console report: the summary line, then AP, F1 and threshold of each class."""
         s = self.scores
         lines = [
-            f"{self.model} on {self.images} images of {self.data} (multi-label, 1 crop"
+            f"{self.model} on {self.images} images of {self.data} (multi-label, {self.crops} crop(s)"
             + (f", {self.skipped} unreadable skipped" if self.skipped else "")
             + ")",
             f"mAP {s.map:.2f}%  micro F1 {s.micro_f1:.2f}%  macro F1 {s.macro_f1:.2f}%  "
@@ -56,6 +66,7 @@ class MultiLabelResult:
             "model": self.model,
             "data": self.data,
             "label_mode": "multi",
+            "crops": self.crops,
             "images": self.images,
             "skipped": self.skipped,
             "classes": self.class_names,
@@ -80,6 +91,7 @@ def evaluate_multilabel(
     data: str | Path,
     *,
     name: str,
+    crops: int = 1,
     batch_size: int = 32,
     workers: int = 0,
     device: str | torch.device = "cpu",
@@ -91,34 +103,34 @@ def evaluate_multilabel(
 ) -> MultiLabelResult:
     """Score `model` (a multi-label network: its card says label_mode "multi") on the split `data`.
 
-    One central crop per image, prepared as the card says (`input_size` overrides its size); `max_images`
-    takes an evenly spaced subset. Unreadable images are skipped and counted. Under torchrun (`ranks`), each
-    rank computes its share of the probabilities (sharding.py) and every rank gathers them all: AP needs
-    every image's probability, not sums, and the scores equal one process's.
+    `crops` views per image (1: the central crop), cut as the card's preprocessing says (`input_size` overrides
+    its size), the sigmoid probabilities averaged over them; `max_images` takes an evenly spaced subset.
+    Unreadable images are skipped and counted. Under torchrun (`ranks`), each rank computes its share of the
+    probabilities (sharding.py) and every rank gathers them all: AP needs every image's probability, not
+    sums, and the scores equal one process's.
     """
     card = network_card(model)
     if card is None or card.class_names is None:
         raise ValueError(f"{name} names no classes; a multi-label evaluation matches the data's labels to them")
-    source = open_split(
-        data,
-        transform=eval_transform(card.preprocessing, input_size=input_size),
-        image_column=image_column,
-        label_column=label_column,
-    )
+    pre = card.preprocessing if input_size is None else dataclasses.replace(card.preprocessing, input_size=input_size)
+    transform = MultiViewTransform(crops, [view_config(pre, crops)])
+    source = open_split(data, transform=transform, image_column=image_column, label_column=label_column)
     outputs = _output_columns(source.classes, card.class_names, name=name)
     if max_images is not None and max_images < len(source):
         source.keep(torch.linspace(0, len(source) - 1, max_images).round().long().tolist())
     source.multi_hot = True
     share = rank_share(source, ranks)
-    loader = DataLoader(share, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
-    probs, targets, skipped = _probabilities(model, loader, outputs, card.num_classes, device)
+    per_batch = images_per_batch(batch_size, crops)
+    loader = DataLoader(share, batch_size=per_batch, num_workers=workers, collate_fn=collate_views)
+    how = {"preprocessing": pre, "batch_size": batch_size, "device": device, "multi_label": True}
+    probs, targets, skipped = _probabilities(model, loader, outputs, card.num_classes, how)
     if ranks is not None and ranks.distributed:
         probs, targets = all_rows(probs, ranks), all_rows(targets, ranks)
         skipped = int(all_sum(torch.tensor([skipped]), ranks))
     if len(probs) == 0:
         raise ValueError("no readable images to evaluate")
     scores = multilabel_scores(probs, targets, card.thresholds)
-    return MultiLabelResult(name, str(data), list(card.class_names), len(probs), skipped, scores)
+    return MultiLabelResult(name, str(data), list(card.class_names), len(probs), skipped, scores, crops)
 
 
 def _output_columns(data_classes: Sequence[str], outputs: Sequence[str], *, name: str) -> list[int]:
@@ -134,16 +146,17 @@ def _output_columns(data_classes: Sequence[str], outputs: Sequence[str], *, name
 
 @torch.inference_mode()
 def _probabilities(
-    model: nn.Module, loader: DataLoader, outputs: list[int], num_classes: int, device: str | torch.device
+    model: nn.Module, loader: DataLoader, outputs: list[int], num_classes: int, how: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Each image's sigmoid probabilities, its multi-hot labels in output order, and the unreadable count."""
+    """Each image's sigmoid probabilities averaged over its views (`view_probabilities` with `how`), its
+    multi-hot labels in output order, and the unreadable count."""
     model.eval()
     probs, targets, skipped = [], [], 0
     for batch in loader:
         skipped += batch.skipped
         if len(batch.targets) == 0:
             continue
-        probs.append(torch.sigmoid(model(batch.images.to(device)).float()).cpu())
+        probs.append(view_probabilities(model, batch.views[0], **how))
         labels = torch.zeros(len(batch.targets), num_classes)
         labels[:, outputs] = batch.targets
         targets.append(labels)

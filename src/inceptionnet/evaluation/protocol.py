@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from inceptionnet.card import ModelCard
@@ -30,7 +29,7 @@ from inceptionnet.devices import default_device
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
 from inceptionnet.evaluation.scores import EvalResult, Predictions, Tally
 from inceptionnet.evaluation.sharding import check_sharding, sum_over_ranks
-from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config
+from inceptionnet.evaluation.views import DEFAULT_WORKERS, view_batches, view_config, view_probabilities
 from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
 from inceptionnet.ranks import Ranks
@@ -69,31 +68,6 @@ def _num_outputs(model: nn.Module, card: ModelCard | None, pre: Preprocessing, d
         return card.num_classes
     with torch.inference_mode():
         return int(model(torch.zeros(1, 3, pre.input_size, pre.input_size, device=device)).shape[-1])
-
-
-def view_probabilities(
-    model: nn.Module,
-    views: torch.Tensor,
-    *,
-    preprocessing: Preprocessing,
-    offset: int = 0,
-    batch_size: int = 32,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """uint8 views (N, V, C, S, S) -> (N, classes) softmax probabilities averaged over each image's V views.
-
-    The views go through `model` `batch_size` at a time, scaled to [0, 1] and normalised with the
-    preprocessing's mean and std; the first `offset` outputs (TF's background class) are dropped
-    before the softmax. Probabilities, not logits, are averaged, as GoogLeNet and the paper do.
-    """
-    n_images, n_views = views.shape[:2]
-    mean, std = list(preprocessing.mean), list(preprocessing.std)
-    probs = []
-    for chunk in views.flatten(0, 1).split(batch_size):
-        x = F.to_dtype(chunk.to(device, non_blocking=True), torch.float32, scale=True)
-        logits = model(F.normalize(x, mean=mean, std=std)).float()
-        probs.append(logits[:, offset:].softmax(dim=-1))
-    return torch.cat(probs).view(n_images, n_views, -1).mean(dim=1).cpu()
 
 
 def _member_probabilities(m: _Member, views: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:

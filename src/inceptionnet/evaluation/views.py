@@ -1,4 +1,5 @@
-"""Evaluation's data side: decode each image once, cut the views of every preprocessing the networks need.
+"""Evaluation's views: decode each image once, cut the views of every preprocessing the networks need, and
+average a network's probabilities over an image's views (`view_probabilities`).
 
 `evaluate` and `measure_loading` share this loader (`view_batches`): DataLoader workers decode an image of the split,
 cut its 1, 10, 12 or 144 views (`inceptionnet.data.crops`) once per distinct `ViewConfig`, and hand
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
 
@@ -163,3 +165,30 @@ def view_config(pre: Preprocessing, crops: int) -> ViewConfig:
     fraction share their views (the crop fraction is set to 1.0).
     """
     return ViewConfig(pre.input_size, 1.0 if crops == 144 else pre.crop_fraction, pre.interpolation)
+
+
+def view_probabilities(
+    model: nn.Module,
+    views: torch.Tensor,
+    *,
+    preprocessing: Preprocessing,
+    offset: int = 0,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    multi_label: bool = False,
+) -> torch.Tensor:
+    """uint8 views (N, V, C, S, S) -> (N, classes) softmax probabilities averaged over each image's V views
+    (`multi_label`: a sigmoid per class).
+
+    The views go through `model` `batch_size` at a time, scaled to [0, 1] and normalised with the
+    preprocessing's mean and std; the first `offset` outputs (TF's background class) are dropped
+    before the softmax. Probabilities, not logits, are averaged, as GoogLeNet and the paper do.
+    """
+    n_images, n_views = views.shape[:2]
+    mean, std = list(preprocessing.mean), list(preprocessing.std)
+    probs = []
+    for chunk in views.flatten(0, 1).split(batch_size):
+        x = F.to_dtype(chunk.to(device, non_blocking=True), torch.float32, scale=True)
+        logits = model(F.normalize(x, mean=mean, std=std)).float()
+        probs.append(logits[:, offset:].sigmoid() if multi_label else logits[:, offset:].softmax(dim=-1))
+    return torch.cat(probs).view(n_images, n_views, -1).mean(dim=1).cpu()
