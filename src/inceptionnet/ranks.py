@@ -6,8 +6,8 @@ the items i with i % world_size == r of their sorted list, and meet in a gloo pr
 tensors, whatever device the networks run on) to wait for each other and to sum counts.
 
 Any layer may import this module. Training keeps its own group set-up (training/distributed.py, with
-restarts and NCCL) and shares the collectives here (`all_sum`, `all_rows`), which take any object that
-says its `world_size` and whether it is `distributed` (a Ranks, training's Context).
+restarts and NCCL); its Context is a Ranks with the device it trains on, and it shares the collectives
+here (`all_sum`, `all_rows`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,7 @@ class Ranks:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0 alone prints results and writes the merged output."""
+        """Rank 0 alone prints results and writes shared files (a merged output; training's logs, checkpoints)."""
         return self.rank == 0
 
     @property
@@ -48,7 +48,7 @@ class Ranks:
         """This rank's items: those at positions i with i % world_size == rank (every item on exactly one rank)."""
         return [x for i, x in enumerate(items) if i % self.world_size == self.rank]
 
-    def device(self, device: torch.device) -> torch.device:
+    def device_of_rank(self, device: torch.device) -> torch.device:
         """`device` for this rank: under torchrun, CUDA without an index is the rank's own GPU (LOCAL_RANK)."""
         if device.type != "cuda" or device.index is not None or not self.distributed:
             return device
@@ -83,32 +83,22 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-class Group(Protocol):
-    """What the collectives need to know of the processes: how many, and whether there are several."""
-
-    @property
-    def world_size(self) -> int: ...
-
-    @property
-    def distributed(self) -> bool: ...
-
-
-def all_sum(values: torch.Tensor, group: Group) -> torch.Tensor:
+def all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     """The element-wise sum of `values` over all ranks, on its device (CPU tensors for gloo); the tensor itself
     in a single process."""
-    if not group.distributed:
+    if not ranks.distributed:
         return values
     values = values.detach().clone()
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 
-def all_rows(rows: torch.Tensor, group: Group) -> torch.Tensor:
+def all_rows(rows: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     """The rows of `rows` of every rank, rank 0's first (the tensor itself in a single process): the ranks may
     hold different numbers of rows (a share with unreadable images dropped)."""
-    if not group.distributed:
+    if not ranks.distributed:
         return rows
-    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(group.world_size)]
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(ranks.world_size)]
     dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
     sizes = [int(c) for c in counts]
     padded = rows.new_zeros((max(sizes), *rows.shape[1:]))

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     columns = {"image_column": args.image_column, "label_column": args.label_column}
     int8 = any(names_int8_folder(spec) for spec in args.model)
     device = (
-        torch.device("cpu") if int8 else ranks.device(engine_device(args.engine, args.device))
+        torch.device("cpu") if int8 else ranks.device_of_rank(engine_device(args.engine, args.device))
     )  # int8 runs on the CPU
     if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
         choose_engine(args.engine, dtype=args.dtype, device=device)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if ranks.distributed and not is_jsonl(args.json):
         raise ValueError("under torchrun, predict writes its results to a .jsonl file: add --json OUT.jsonl")
     int8 = names_int8_folder(args.model, args.weights)
-    device = torch.device("cpu") if int8 else ranks.device(engine_device(args.engine, args.device))
+    device = torch.device("cpu") if int8 else ranks.device_of_rank(engine_device(args.engine, args.device))
     if not int8:  # a request the engine cannot run fails before the loading
         choose_engine(args.engine, dtype=args.dtype, device=device)
     files = image_files(args.images)

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from inceptionnet.ranks import Ranks
+
 # the collectives, shared with predict and eval (re-exported: training calls them distributed.all_sum, ...)
 from inceptionnet.ranks import all_rows as all_rows
 from inceptionnet.ranks import all_sum as all_sum
@@ -31,22 +33,11 @@ GROUP_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
-class Context:
-    """Where this process sits: its rank among world_size processes and the device it trains on."""
+class Context(Ranks):
+    """Where this process sits (Ranks: its rank among world_size processes; rank 0 alone prints, writes logs
+    and writes checkpoints) and the device it trains on."""
 
-    rank: int
-    world_size: int
-    local_rank: int
     device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 alone prints, writes logs and writes checkpoints."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def setup(device: str = "auto", *, timeout: timedelta = GROUP_TIMEOUT) -> Context:
