@@ -199,9 +199,9 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _views(args: argparse.Namespace) -> int:
-    """How many views the evaluation runs (the engine choice depends on it)."""
+    """How many views this process runs (the engine choice depends on it): its share under torchrun."""
     images = len(open_split(args.data, image_column=args.image_column, label_column=args.label_column))
-    return min(images, args.max_images or images) * args.crops
+    return len(from_env().share(range(min(images, args.max_images or images)))) * args.crops
 
 
 def _measure_loading(args: argparse.Namespace, models: dict[str, nn.Module], *, workers: int, **common: Any) -> int:

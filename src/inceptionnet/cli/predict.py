@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if not int8:  # a request the engine cannot run fails before the loading
         choose_engine(args.engine, dtype=args.dtype, device=device)
     files = image_files(args.images)
-    options = dict(engine=args.engine, dtype=args.dtype, device=device, images=len(files), log=say)
+    mine = len(ranks.share(files))  # the images this process classifies: what --engine auto weighs
+    options = dict(engine=args.engine, dtype=args.dtype, device=device, images=mine, log=say)
     model = open_for_inference(args.model, weights=args.weights, **options)
     say(f"engine: {describe_engine(model)}")
     if is_jsonl(args.json):
