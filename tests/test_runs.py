@@ -70,7 +70,8 @@ def test_model_folder_records_everything_needed(run) -> None:
     assert config["preprocessing"]["input_size"] == 75 and config["input_size"] == [3, 75, 75]
     assert (config["num_classes"], config["crop_pct"], config["interpolation"]) == (3, 0.875, "bicubic")
     record = last_epoch(out)
-    assert config["metrics"] == {k: record[k] for k in ("epoch", "step", "val_top1_error", "val_top5_error")}
+    kept = ("epoch", "step", "val_top1_error", "val_top5_error", "val_balanced_accuracy")
+    assert config["metrics"] == {k: record[k] for k in kept}
 
 
 @pytest.mark.parametrize("where", ["run", "model", "best.pt", "last.pt", "model.safetensors"])
@@ -133,6 +134,7 @@ def test_eval_of_a_run_gives_the_logged_top1_to_the_last_digit(run, tmp_path: Pa
     # training's own arithmetic on eval's counts gives the logged numbers exactly
     assert 100 * (1 - row["top1_correct"] / row["images"]) == logged["val_top1_error"]
     assert 100 * (1 - row["top5_correct"] / row["images"]) == logged["val_top5_error"]
+    assert row["balanced_accuracy"] == pytest.approx(logged["val_balanced_accuracy"], abs=1e-4)  # JSON: 4 decimals
     assert row["images"] == 9
 
 

@@ -25,7 +25,8 @@ from inceptionnet.weights import RUN_MODEL, save_model_folder
 
 # The fields of an epoch record (runlog) that describe the weights written with it.
 METRICS = ("epoch", "step", "val_top1_error", "val_top5_error")
-MULTI_LABEL_METRICS = ("val_map", "val_exact_match")  # a multi-label run's records have them too
+# The scores beside them: a single-label run's records have the first, a multi-label run's the other two.
+OTHER_METRICS = ("val_balanced_accuracy", "val_map", "val_exact_match")
 
 
 def save_run_model(
@@ -54,7 +55,7 @@ def save_run_model(
         model,
         class_names=class_names,
         preprocessing=preprocessing,
-        metrics={k: record[k] for k in (*METRICS, *MULTI_LABEL_METRICS) if k in record},
+        metrics={k: record[k] for k in (*METRICS, *OTHER_METRICS) if k in record},
         weights="average" if averaged else "raw",
         dataset=dataset,
         command=train_command(cfg) if cfg is not None else None,

@@ -230,8 +230,9 @@ def _validate(run: RunSession) -> dict[str, float]:
     checkpoints), each time, so that every saved model carries the thresholds of its own predictions."""
     how = {"ctx": run.ctx, "channels_last": run.cfg.channels_last, "autocast": run.learner.autocast}
     if run.inputs.label_mode != "multi":
-        run.errors = validation_errors(run.learner.evaluated, run.inputs.val_batches, **how)
-        return {}
+        top1, top5, balanced = validation_errors(run.learner.evaluated, run.inputs.val_batches, **how)
+        run.errors = (top1, top5)
+        return {"val_balanced_accuracy": balanced}
     scores = multilabel_validation(run.learner.evaluated, run.inputs.val_batches, **how)
     run.learner.describe_labels("multi", tuple(scores.thresholds))
     run.errors = (100 - scores.map, 100 - scores.exact_match)

@@ -49,17 +49,25 @@ def validation_errors(
     ctx: Context,
     channels_last: bool,
     autocast: AbstractContextManager,
-) -> tuple[float, float]:
-    """Top-1 and top-5 error (%) of `model` (put in eval mode) over the whole validation set."""
+) -> tuple[float, float, float]:
+    """Top-1 and top-5 error (%) of `model` (put in eval mode) over the whole validation set, and its balanced
+    accuracy (%): the mean over the classes with images of each class's top-1 accuracy (its recall)."""
+    classes = model.num_classes
     counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # top-1 correct, top-5 correct, images
+    per_class = torch.zeros(2, classes, dtype=torch.float64, device=ctx.device)  # images, top-1 correct
     for logits, targets in _outputs(model, batches, ctx=ctx, channels_last=channels_last, autocast=autocast):
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == targets[:, None]
         counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets), device=ctx.device)])
-    top1_ok, top5_ok, n = distributed.all_sum(counts, ctx).tolist()
+        per_class[0] += torch.bincount(targets, minlength=classes).double()
+        per_class[1] += torch.bincount(targets[hits[:, 0]], minlength=classes).double()
+    total = distributed.all_sum(torch.cat([counts, per_class.flatten()]), ctx)
+    top1_ok, top5_ok, n = total[:3].tolist()
     if n == 0:
         raise ValueError("no readable validation images; check the val/ folder")
-    return 100 * (1 - top1_ok / n), 100 * (1 - top5_ok / n)
+    images, correct = total[3:].view(2, classes)
+    balanced = 100 * float((correct[images > 0] / images[images > 0]).mean())
+    return 100 * (1 - top1_ok / n), 100 * (1 - top5_ok / n), balanced
 
 
 @torch.no_grad()
