@@ -131,30 +131,28 @@ def classify(
         if ready:
             with torch.inference_mode():
                 logits = net(torch.stack([x for _, x in ready]).to(device)).float().cpu()
-            _label(ready, logits, net.card, labels, k=k)
+            probs = output_probabilities(logits, net.card)
+            for (result, _), row in zip(ready, probs, strict=True):
+                result.top, result.probabilities = classes_of(row, net.card, labels, k=k)
         yield results
 
 
-def _label(
-    ready: Sequence[tuple[Prediction, torch.Tensor]],
-    logits: torch.Tensor,
-    card: ModelCard,
-    labels: list[tuple[str | None, str]],
-    *,
-    k: int,
-) -> None:
-    """Set each result's classes from its logits: the top `k` of the softmax, or for a multi-label `card` the
-    classes whose sigmoid reaches the card's threshold (most probable first) and every class's probability."""
-    if card.label_mode == "multi":
-        thresholds = card.decision_thresholds()
-        for (result, _), row in zip(ready, torch.sigmoid(logits).tolist(), strict=True):
-            result.probabilities = [TopClass(c, *labels[c], p) for c, p in enumerate(row)]
-            above = [t for t in result.probabilities if t.probability >= thresholds[t.index]]
-            result.top = sorted(above, key=lambda t: -t.probability)
-        return
-    values, indices = logits.softmax(dim=1).topk(k, dim=1)
-    for (result, _), v, i in zip(ready, values.tolist(), indices.tolist(), strict=True):
-        result.top = [TopClass(c, *labels[c], p) for p, c in zip(v, i, strict=True)]
+def output_probabilities(logits: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """The probabilities of logits (N, C): a softmax, or for a multi-label `card` a sigmoid per class."""
+    return logits.sigmoid() if card.label_mode == "multi" else logits.softmax(dim=1)
+
+
+def classes_of(
+    probs: torch.Tensor, card: ModelCard, labels: list[tuple[str | None, str]], *, k: int
+) -> tuple[list[TopClass], list[TopClass] | None]:
+    """One image's classes from its probabilities (C,): the top `k`; or for a multi-label `card` the classes at
+    or above the card's thresholds, most probable first, and every class (in output order)."""
+    if card.label_mode != "multi":
+        values, indices = probs.topk(k)
+        return [TopClass(c, *labels[c], p) for p, c in zip(values.tolist(), indices.tolist(), strict=True)], None
+    thresholds = card.decision_thresholds()
+    every = [TopClass(c, *labels[c], p) for c, p in enumerate(probs.tolist())]
+    return sorted((t for t in every if t.probability >= thresholds[t.index]), key=lambda t: -t.probability), every
 
 
 class _ImageFiles(Dataset):
@@ -234,12 +232,12 @@ def predictions_to_json(results: Sequence[Prediction], *, model: DescribedNetwor
 def prediction_record(result: Prediction, *, multi_label: bool = False) -> dict[str, Any]:
     """One file's result as JSON: its path, its error (None when classified) and its top classes; for a
     `multi_label` network its `labels` above threshold and every class's `probabilities` instead."""
-    classes = [_class_json(t) for t in result.top]
+    classes = [class_json(t) for t in result.top]
     if not multi_label:
         return {"path": result.path, "error": result.error, "top": classes}
-    every = [_class_json(t) for t in result.probabilities or []]
+    every = [class_json(t) for t in result.probabilities or []]
     return {"path": result.path, "error": result.error, "labels": classes, "probabilities": every}
 
 
-def _class_json(t: TopClass) -> dict[str, Any]:
+def class_json(t: TopClass) -> dict[str, Any]:
     return {"index": t.index, "label": t.label, "name": t.name, "probability": t.probability}

@@ -24,7 +24,7 @@ from inceptionnet.data.images import read_image_bytes
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.explain import explain
-from inceptionnet.inference.predict import checked_top_k, class_labels
+from inceptionnet.inference.predict import checked_top_k, class_json, class_labels, classes_of, output_probabilities
 from inceptionnet.models import InceptionNetwork
 
 MAX_PIXELS = 40_000_000  # 40 MP: a 7300 x 5500 photo; about 120 MB once decoded to RGB
@@ -54,10 +54,8 @@ class Classifier:
         # OpenVINO compiles each batch size it meets: batches padded to powers of two keep them to a few
         self.pads = getattr(model, "engine", None) == "openvino"
         self.card: ModelCard = model.card
-        self.multi = self.card.label_mode == "multi"
         self.top_k = checked_top_k(self.card, top_k)
         self.labels = class_labels(self.card)
-        self.thresholds = torch.tensor(self.card.decision_thresholds())
         self.transform = eval_transform(model.preprocessing)
 
     def decode(self, data: bytes, name: str) -> Image.Image:
@@ -88,7 +86,7 @@ class Classifier:
             batch = torch.cat([batch, batch.new_zeros(self.run_size(n) - n, *batch.shape[1:])])
         with torch.inference_mode():
             logits = self.model(batch.to(self.device)).float().cpu()[:n]
-        return logits.sigmoid() if self.multi else logits.softmax(dim=1)
+        return output_probabilities(logits, self.card)
 
     def run_size(self, n: int) -> int:
         """The batch size `n` images run at: the next power of two (at most max_batch) when padding, else n."""
@@ -104,18 +102,10 @@ class Classifier:
     def result(self, probs: torch.Tensor, name: str) -> dict[str, Any]:
         """One image's answer: the top-k classes (single-label), or the labels above threshold and every
         probability (multi-label)."""
-        if self.multi:
-            chosen = (probs >= self.thresholds).nonzero().flatten().tolist()
-            return {
-                "file": name,
-                "labels": [self._entry(c, probs) for c in sorted(chosen, key=lambda c: -float(probs[c]))],
-                "probabilities": [self._entry(c, probs) for c in range(len(probs))],  # as predict --json writes
-            }
-        return {"file": name, "top": [self._entry(c, probs) for c in probs.topk(self.top_k).indices.tolist()]}
-
-    def _entry(self, c: int, probs: torch.Tensor) -> dict[str, Any]:
-        label, name = self.labels[c]
-        return {"index": c, "label": label, "name": name, "probability": float(probs[c])}
+        top, every = classes_of(probs, self.card, self.labels, k=self.top_k)  # as predict, which --json writes
+        if every is None:
+            return {"file": name, "top": [class_json(t) for t in top]}
+        return {"file": name, "labels": [class_json(t) for t in top], "probabilities": [class_json(t) for t in every]}
 
 
 EXPLAIN_MIN_SIZE = 150  # the heat map has one cell per 32 px: a 75 px network's own view would be one cell
