@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from inceptionnet import create_model
+from inceptionnet.cpu import cpu_features
 from inceptionnet.data import DEMO_DATA
 from inceptionnet.models import Preprocessing
 from inceptionnet.serving.client import LocalServer
@@ -29,6 +30,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def native_bf16() -> None:
+    """Skip the test where this CPU has no native bf16 (AVX512-BF16 or AMX): there bf16 is refused or emulated,
+    many times slower (inceptionnet.cpu; ONEDNN_MAX_CPU_ISA=AVX2 simulates such a CPU)."""
+    cpu = cpu_features()
+    if not cpu.bf16:
+        pytest.skip(f"needs a CPU with AVX512-BF16 or AMX; this one is {cpu.describe()}")
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,7 @@ CPU_ENGINES = ("onnxruntime", "openvino")
 needs_engines = pytest.mark.skipif(
     not all(engine_installed(e) for e in CPU_ENGINES), reason="needs onnxruntime and openvino (the dev extra)"
 )
-needs_bf16 = pytest.mark.skipif(
-    not bf16_supported(torch.device("cpu")), reason="this CPU has neither AVX512-BF16 nor AMX: bf16 is refused"
-)
+needs_bf16 = pytest.mark.usefixtures("native_bf16")  # conftest: skips where the CPU has no native bf16
 
 
 def demo_images(count: int = 8) -> list[Path]:
@@ -77,7 +75,7 @@ def test_auto_picks_the_fastest_installed_engine_and_never_bf16() -> None:
     if bf16_supported(torch.device("cpu")):
         assert choose_engine("auto", dtype="bf16", device="cpu") == ("openvino" if expected == "openvino" else "torch")
     else:
-        with pytest.raises(ValueError, match="neither AVX512-BF16 nor AMX; use --dtype fp32"):
+        with pytest.raises(ValueError, match=r"bf16 needs AVX512-BF16 or AMX.*emulated.*use --dtype fp32"):
             choose_engine("auto", dtype="bf16", device="cpu")
 
 

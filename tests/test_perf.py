@@ -17,10 +17,11 @@ from inceptionnet.cli import main
 from inceptionnet.export.runtimes import engine_installed
 from inceptionnet.inference.engines import choose_engine
 from inceptionnet.models.summary import count_macs, count_params, summarize
+from inceptionnet.perf import measure
 from inceptionnet.perf.bench import run_benchmark
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.loaderbench import LoaderBenchConfig, format_loader_result, run_loader_benchmark
-from inceptionnet.perf.measure import quantiles
+from inceptionnet.perf.measure import CPU_CEILING_N, ceiling_size, matmul_ceiling_tflops, quantiles
 from inceptionnet.perf.pipeline import make_jpegs
 from inceptionnet.perf.references import REFERENCES, build_reference, reference_name
 
@@ -71,7 +72,33 @@ def test_config_errors_name_the_fix() -> None:
         BenchConfig(model="inception_v4", dtype="bf16", references=("onnxruntime",)).resolved()
     assert BenchConfig(model="inception_v4").resolved().fused is True
     assert BenchConfig(model="inception_v4", mode="train").resolved().fused is False
-    assert BenchConfig(model="inception_v4", engine="torch", dtype="bf16").resolved().reference_dtype == "bf16"
+    bf16 = BenchConfig(model="inception_v4", engine="torch", dtype="bf16", allow_emulated_bf16=True)
+    assert bf16.resolved().reference_dtype == "bf16"
+
+
+def test_bf16_where_the_cpu_emulates_it_is_refused_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # a CPU without AVX512-BF16, as inceptionnet.cpu sees it
+    asked = BenchConfig(model="inception_v4", dtype="bf16")
+    with pytest.raises(ValueError, match=r"bf16 needs AVX512-BF16 or AMX.*or add --allow-emulated-bf16"):
+        asked.resolved()
+    with pytest.raises(ValueError, match="--allow-emulated-bf16"):
+        BenchConfig(model="inception_v4", references=("timm",), reference_dtype="bf16").resolved()
+    assert replace(asked, allow_emulated_bf16=True).resolved().engine == "torch"  # the engine that emulates it
+    with pytest.raises(ValueError, match="OpenVINO runs bf16 only on CPUs with AVX512-BF16 or AMX"):
+        replace(asked, allow_emulated_bf16=True, engine="openvino").resolved()
+    tiny = ["--model", "inception_v4", "--width", "0.25", "--input-size", "75", "--batch-size", "1", "--iters", "1"]
+    assert main(["bench", *tiny, "--dtype", "bf16"]) == 2  # at once, before any measurement
+    assert "--allow-emulated-bf16" in capsys.readouterr().err
+
+
+def test_the_cpu_ceiling_takes_a_size_that_is_quick_to_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert ceiling_size(cpu, torch.float32) in (256, 512, 1024, CPU_CEILING_N)
+    monkeypatch.setattr(measure, "CEILING_STEP_S", 0.0)  # as if every product were slow (emulated bf16)
+    assert ceiling_size(cpu, torch.bfloat16) == 256
+    assert matmul_ceiling_tflops(device=cpu, dtype=torch.float32, n=256, reps=1) > 0
 
 
 def test_config_engine_is_what_predict_runs() -> None:
@@ -162,6 +189,7 @@ def test_training_with_checkpointing_runs() -> None:
     assert plain.config["merged_heads"] is False and any("--no-merged-heads" in n for n in plain.notes)
 
 
+@pytest.mark.usefixtures("native_bf16")
 def test_bf16_fused_inference_runs() -> None:
     cfg = BenchConfig(
         model="inception_resnet_v2", width=0.25, input_size=75, batch_size=1, iters=1, warmup=0, dtype="bf16"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +16,12 @@ import torch
 
 from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
+from inceptionnet.cpu import cpu_features
 from inceptionnet.data import eval_transform, read_image
 from inceptionnet.export.runtimes import ENGINES, EngineNetwork, engine_installed
 from inceptionnet.quantization.calibration import calibration_files, read_calibration
-from inceptionnet.quantization.int8folder import CONFIG_FILE, FORMAT, MODEL_FILE, is_quantized
-from inceptionnet.quantization.quantize import QuantizeResult, load_quantized, quantize_model
+from inceptionnet.quantization.int8folder import CONFIG_FILE, FORMAT, MODEL_FILE, WEIGHT_RANGES, is_quantized
+from inceptionnet.quantization.quantize import LowAgreement, QuantizeResult, load_quantized, quantize_model
 from inceptionnet.weights import save_model_folder
 
 pytestmark = [
@@ -67,6 +71,13 @@ def quantized(tmp_path_factory: pytest.TempPathFactory, data: Path, model: torch
     return quantize_model(model, data / "train", tmp_path_factory.mktemp("q") / "int8", images=64, method="minmax")
 
 
+@pytest.fixture(scope="module")
+def vnni_folder(tmp_path_factory: pytest.TempPathFactory, data: Path, model: torch.nn.Module) -> QuantizeResult:
+    """The folder with 8-bit weights, made for CPUs with VNNI whatever this one has."""
+    out = tmp_path_factory.mktemp("vnni") / "int8"
+    return quantize_model(model, data / "train", out, images=64, method="minmax", target_cpu="vnni")
+
+
 def _images(folder: Path, pre: Preprocessing) -> torch.Tensor:
     """The readable images of `folder`, prepared for the network."""
     tf = eval_transform(pre)
@@ -86,6 +97,23 @@ def test_writes_a_recognised_folder_with_its_record(quantized: QuantizeResult, d
     assert len(quantized.fp32_nodes) == 1 and config["quantization"]["fp32_nodes"] == list(quantized.fp32_nodes)
     assert quantized.rounding == config["quantization"]["rounding"] == "gptq"  # the default
     assert config["check"]["images"] == 18 and config["check"]["engine"] == quantized.check_engine
+    assert config["check"]["cpu"] == cpu_features().describe()  # the machine the check ran on
+    # auto: the weights this CPU computes exactly (inceptionnet.cpu)
+    target = "any" if cpu_features().int8_saturates else "vnni"
+    record = config["quantization"]
+    assert (
+        (record["target_cpu"], record["weight_range"])
+        == (target, WEIGHT_RANGES[target])
+        == (
+            quantized.target_cpu,
+            quantized.weight_range,
+        )
+    )
+    assert record["quantized_on"] == cpu_features().describe() and record["made_for"]
+    assert (
+        max(np.abs(v.astype(int)).max() for k, v in _conv_weights(folder).items() if v.dtype == np.int8)
+        == (WEIGHT_RANGES[target])
+    )
 
 
 def test_corrupt_calibration_images_are_skipped_and_counted(
@@ -226,7 +254,8 @@ def test_command_quantizes_a_model_folder(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / MODEL_FILE}" in printed and "average calibration on 4 images" in printed
-    assert "weights rounded by gptq" in printed
+    bits = "8-bit weights for CPUs with VNNI or AMX" if cpu_features().vnni else "7-bit weights for any CPU"
+    assert f"{bits}, rounded by gptq" in printed
     assert "top-1 agreement with fp32" in printed
     config = json.loads((out / CONFIG_FILE).read_text())
     assert (config["model_name"], config["class_names"], config["calibration"]["images"]) == (
@@ -274,3 +303,124 @@ def test_predict_eval_and_bench_run_the_folder(
     for extra, message in ((["--engine", "torch"], "use --engine auto"), (["--dtype", "bf16"], "computes in int8")):
         assert main(["predict", str(data / "val"), "--model", folder, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_each_target_cpu_writes_its_weight_range(
+    quantized: QuantizeResult, tmp_path: Path, data: Path, model: torch.nn.Module
+) -> None:
+    other = "any" if quantized.target_cpu == "vnni" else "vnni"
+    written = quantize_model(model, data / "train", tmp_path / other, images=64, method="minmax", target_cpu=other)
+    record = json.loads((written.folder / CONFIG_FILE).read_text())["quantization"]
+    assert (record["target_cpu"], record["weight_range"], written.weight_range) == (other, *[WEIGHT_RANGES[other]] * 2)
+    ints = [v for v in _conv_weights(written.folder).values() if v.dtype == np.int8]
+    assert max(np.abs(v.astype(int)).max() for v in ints) == WEIGHT_RANGES[other]
+    assert written.top1_agreement is not None and written.top1_agreement >= 15 / 18  # 7 or 8 bits: both close
+    with pytest.raises(ValueError, match="unknown target CPU 'arm'; choose one of: auto, vnni, any"):
+        quantize_model(model, data / "train", tmp_path / "x", target_cpu="arm")
+
+
+def test_a_low_agreement_writes_nothing_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: Path, model: torch.nn.Module, quantized: QuantizeResult
+) -> None:
+    import inceptionnet.quantization.quantize as quantize
+
+    def poor(*_args: object, **_kwargs: object) -> dict[str, object]:
+        return {"engine": "openvino", "images": 18, "cpu": "a CPU", "max_logit_diff": 9.0, "top1_agreement": 0.5}
+
+    monkeypatch.setattr(quantize, "check_quantized", poor)
+    out = tmp_path / "int8"
+    with pytest.raises(LowAgreement, match=r"agrees with fp32 on 50\.0% of the top-1 classes of 18 check images"):
+        quantize_model(model, data / "train", out, images=18, method="minmax", rounding="nearest")
+    assert not out.exists()
+    previous = tmp_path / "previous"  # an int8 folder being rewritten keeps its files
+    previous.mkdir()
+    for name in (CONFIG_FILE, MODEL_FILE):
+        (previous / name).write_bytes((quantized.folder / name).read_bytes())
+    with pytest.raises(LowAgreement, match="--min-agreement 0"):
+        quantize_model(model, data / "train", previous, images=18, method="minmax", rounding="nearest")
+    assert (previous / MODEL_FILE).read_bytes() == (quantized.folder / MODEL_FILE).read_bytes()
+    written = quantize_model(
+        model, data / "train", out, images=18, method="minmax", rounding="nearest", min_agreement=0
+    )
+    assert written.top1_agreement == 0.5 and is_quantized(out)
+    with pytest.raises(ValueError, match="--min-agreement is a fraction from 0"):
+        quantize_model(model, data / "train", out, min_agreement=90)
+
+
+def test_the_command_refuses_a_low_agreement(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    data: Path,
+    model: torch.nn.Module,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import inceptionnet.quantization.quantize as quantize
+
+    def poor(*_args: object, **_kwargs: object) -> dict[str, object]:
+        return {"engine": "openvino", "images": 4, "cpu": "a CPU", "max_logit_diff": 9.0, "top1_agreement": 0.75}
+
+    monkeypatch.setattr(quantize, "check_quantized", poor)
+    source = save_model_folder(tmp_path / "fp32", model)
+    argv = ["quantize", str(source), "--calibration", str(data / "val"), "--images", "4", "--rounding", "nearest"]
+    assert main([*argv, "--output", str(tmp_path / "refused")]) == 2
+    assert "below --min-agreement 0.9: nothing written" in capsys.readouterr().err
+    assert main([*argv, "--output", str(tmp_path / "kept"), "--min-agreement", "0.5"]) == 0
+    assert "warning: the int8 network disagrees with fp32 on 25% of the check images" in capsys.readouterr().out
+
+
+def test_8_bit_weights_narrowed_for_a_cpu_without_vnni(
+    monkeypatch: pytest.MonkeyPatch, vnni_folder: QuantizeResult, data: Path, model: torch.nn.Module
+) -> None:
+    """A folder for VNNI CPUs opened where the int8 kernels would saturate: its weights narrowed to -64..64
+    (ONNX Runtime here: it has no ISA switch and computes the narrowed file exactly on any CPU)."""
+    folder = vnni_folder
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # what inceptionnet.cpu reads; the engines are loaded already
+    lines: list[str] = []
+    network = load_quantized(folder.folder, engine="onnxruntime", threads=1, log=lines.append)
+    assert len(lines) == 1 and "has 8-bit weights, made for CPUs with VNNI or AMX" in lines[0]
+    assert "narrowed to 7 bits (-64..64)" in lines[0] and "--target-cpu any" in lines[0]
+    narrowed = _conv_weights(network.onnx_file.parent)
+    original = _conv_weights(folder.folder)
+    ints = [k for k, v in original.items() if v.dtype == np.int8]
+    assert all(np.abs(narrowed[k].astype(int)).max() <= 64 for k in ints)
+    assert all(
+        np.allclose(narrowed[k.replace("_quantized", "_scale")], 2 * original[k.replace("_quantized", "_scale")])
+        for k in ints
+    )
+    images = _images(data / "train", model.preprocessing)
+    with torch.no_grad():
+        expected = model(images)
+    got = network(images)
+    spread = (expected.max() - expected.min()).item()
+    assert (got - expected).abs().max().item() <= LOGIT_TOLERANCE * spread
+    assert (got.argmax(1) == expected.argmax(1)).float().mean().item() >= 15 / 18
+    with pytest.warns(RuntimeWarning, match="narrowed to 7 bits"):  # no log: a warning says it
+        load_quantized(folder.folder, engine="onnxruntime", threads=1)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert load_quantized(folder.folder, engine="onnxruntime", log=lines.append).onnx_file == folder.model_file
+    assert len(lines) == 1  # a VNNI CPU runs the folder as it is
+
+
+@pytest.mark.skipif(not engine_installed("openvino"), reason="the AVX2-only setting is OpenVINO's (oneDNN's) switch")
+def test_int8_is_right_under_the_avx2_only_setting(
+    tmp_path: Path, data: Path, model: torch.nn.Module, vnni_folder: QuantizeResult
+) -> None:
+    """On any machine: a process with ONEDNN_MAX_CPU_ISA=AVX2 runs OpenVINO as a CPU without VNNI does. There,
+    8-bit weights run as they are saturate (the failure this guards against); the same folder opened by
+    load_quantized is narrowed and close to fp32; quantize's default makes 7-bit weights and checks them."""
+    source = save_model_folder(tmp_path / "fp32", model)
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    child = Path(__file__).with_name("int8_avx2_child.py")
+    argv = [sys.executable, str(child), str(source), str(data / "train"), str(vnni_folder.folder), str(tmp_path)]
+    subprocess.run(argv, env=env, check=True, timeout=600)
+    result = json.loads((tmp_path / "result.json").read_text())
+    tolerance = LOGIT_TOLERANCE * result["spread"]
+    assert "limited by ONEDNN_MAX_CPU_ISA=AVX2" in result["cpu"] or "VNNI" not in result["cpu"]
+    assert result["raw_8bit"]["max_logit_diff"] > tolerance  # saturated: not the network quantized
+    assert result["narrowed_8bit"]["max_logit_diff"] <= tolerance
+    assert result["narrowed_8bit"]["top1_agreement"] >= 15 / 18
+    assert len(result["notes"]) == 1 and "narrowed to 7 bits" in result["notes"][0]
+    here = result["quantized_here"]
+    assert (here["quantization"]["target_cpu"], here["quantization"]["weight_range"]) == ("any", 64)
+    assert here["check"]["engine"] == "openvino" and here["check"]["top1_agreement"] >= 15 / 18
+    assert here["check"]["max_logit_diff"] <= tolerance

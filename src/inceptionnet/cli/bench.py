@@ -44,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision")
     p.add_argument(
+        "--allow-emulated-bf16",
+        action="store_true",
+        help="time bf16 on a CPU without AVX512-BF16 or AMX, which emulates it many times slower than fp32 "
+        "(refused without this option)",
+    )
+    p.add_argument(
         "--engine",
         choices=ENGINES,
         default="auto",

@@ -185,7 +185,7 @@ def _networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Mo
             say(f"note: {name} has no weights: randomly initialised")
         options = {"num_classes": args.num_classes, "width": args.width}
         if args.data_only:
-            model = open_for_inference(spec, pretrained=False) if int8 else load_model(spec, **_given(options))
+            model = open_for_inference(spec, pretrained=False, log=say) if int8 else load_model(spec, **_given(options))
         else:
             run = dict(engine=args.engine, dtype=args.dtype, input_size=args.input_size, device=device, log=say)
             model = open_for_inference(spec, pretrained=False, images=_views(args), **run, **_given(options))

@@ -8,17 +8,16 @@ from pathlib import Path
 from inceptionnet.factory import load_model
 from inceptionnet.models import list_models
 from inceptionnet.quantization.calibration import DEFAULT_METHOD, METHODS
-from inceptionnet.quantization.int8folder import MODEL_FILE
+from inceptionnet.quantization.int8folder import MODEL_FILE, TARGETS
 from inceptionnet.quantization.quantize import (
     CHECK_IMAGES,
     DEFAULT_IMAGES,
     DEFAULT_ROUNDING,
+    MIN_AGREEMENT,
     ROUNDINGS,
     QuantizeResult,
     quantize_model,
 )
-
-LOW_AGREEMENT = 0.9  # below this on the check images, say so: the int8 network is not a faithful copy
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Export the network to ONNX, measure its activations on calibration images (read with the "
         f"network's own preprocessing) and write FOLDER/{MODEL_FILE} (int8 weights and activations, ONNX Runtime's "
         "QDQ format) with FOLDER/config.json. predict, eval and bench run the folder on OpenVINO where installed, "
-        f"else on ONNX Runtime. The folder is then compared with the fp32 network on {CHECK_IMAGES} calibration "
-        "images (docs/export.md, 'int8 quantization').",
+        f"else on ONNX Runtime. The int8 network is compared with the fp32 network on {CHECK_IMAGES} calibration "
+        "images on this machine, and not written if they agree less than --min-agreement (docs/export.md, "
+        "'int8 quantization').",
     )
     p.add_argument(
         "model",
@@ -66,14 +66,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "kept close to fp32; seconds to minutes more) or nearest (each weight to its nearest step) "
         f"(default: {DEFAULT_ROUNDING})",
     )
+    _add_cpu_options(p)
     p.set_defaults(func=run)
+
+
+def _add_cpu_options(p: argparse.ArgumentParser) -> None:
+    """Which CPUs the weights are for, and how close to fp32 the int8 network must be on this one."""
+    p.add_argument(
+        "--target-cpu",
+        choices=TARGETS,
+        default="auto",
+        help="the CPUs the int8 weights are made for: vnni (8-bit weights, exact on CPUs with VNNI or AMX; an "
+        "x86 CPU without them runs the folder with its weights narrowed to 7 bits), any (7-bit weights, exact "
+        "on every CPU) or auto: vnni where this CPU has VNNI or AMX, else any (default: auto)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_AGREEMENT,
+        metavar="FRACTION",
+        help="write the folder only if the int8 network's top-1 class (multi-label: its label decisions) agrees "
+        f"with fp32 on at least this fraction of the check images; 0 writes it whatever (default: {MIN_AGREEMENT})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     output = Path(args.output) if args.output else Path(f"{model.model_name}-int8")
     result = quantize_model(
-        model, args.calibration, output, images=args.images, method=args.method, rounding=args.rounding
+        model,
+        args.calibration,
+        output,
+        images=args.images,
+        method=args.method,
+        rounding=args.rounding,
+        target_cpu=args.target_cpu,
+        min_agreement=args.min_agreement,
     )
     print(format_result(result))
     return 0
@@ -83,11 +111,13 @@ def format_result(result: QuantizeResult) -> str:
     """What the command prints: the folder, the calibration, the check against fp32."""
     skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
     kept = f"; kept in fp32: {', '.join(result.fp32_nodes)}" if result.fp32_nodes else ""
+    bits = "8-bit weights for CPUs with VNNI or AMX" if result.weight_range == 127 else "7-bit weights for any CPU"
     lines = [
         f"wrote {result.model_file} and config.json in {result.seconds:.0f}s: {result.method} calibration on "
-        f"{result.calibration_images} images{skipped}, weights rounded by {result.rounding}{kept}"
+        f"{result.calibration_images} images{skipped}, {bits}, rounded by {result.rounding}{kept}",
+        *(f"note: {note}" for note in result.notes),
     ]
-    agreement = result.top1_agreement if result.label_agreement is None else result.label_agreement
+    agreement = result.agreement
     if agreement is not None:
         what = (
             f"top-1 agreement with fp32 {agreement:.1%}"
@@ -99,7 +129,7 @@ def format_result(result: QuantizeResult) -> str:
             f"check on {result.check_engine}, {result.check_images} calibration images: {what}, "
             f"max logit difference {result.max_logit_diff:.3g}"
         )
-        if agreement < LOW_AGREEMENT:
+        if agreement < MIN_AGREEMENT:  # written all the same: --min-agreement was lowered
             lines.append(
                 f"warning: the int8 network disagrees with fp32 on {1 - agreement:.0%} of the check "
                 f"{'images' if result.label_agreement is None else 'decisions'}. A network whose largest logits are "

@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 import torch
 
+from inceptionnet.cpu import cpu_features
 from inceptionnet.devices import default_device, dtype_named
 from inceptionnet.export.formats import export_card
 from inceptionnet.export.fuse import fuse_for_inference
@@ -62,13 +63,21 @@ Log = Callable[[str], None]
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it."""
+    """Whether `device` computes bf16 natively: a CPU with AVX512-BF16 or AMX (inceptionnet.cpu, which
+    honours ONEDNN_MAX_CPU_ISA), a CUDA GPU that supports it."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes of the CPU
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
+    return device.type == "cpu" and cpu_features().bf16
+
+
+def bf16_refusal(device: torch.device) -> str:
+    """Why bf16 is refused on `device` (which lacks native bf16), with the fix."""
+    if device.type != "cpu":
+        return f"bf16 inference needs hardware support and {device} has no bf16; use --dtype fp32"
+    return (
+        f"bf16 needs AVX512-BF16 or AMX, and this CPU, {cpu_features().describe()}, has neither: bf16 would be "
+        "emulated, many times slower than fp32 (docs/performance.md, 'CPU kinds'); use --dtype fp32"
+    )
 
 
 def engine_device(engine: str, device: str | torch.device | None = None) -> torch.device:
@@ -108,8 +117,7 @@ def _check_precision(engine: str, dtype: str, device: torch.device) -> None:
     if dtype == "fp16" and device.type != "cuda":
         raise ValueError("fp16 inference needs a CUDA device (CPUs compute fp16 slowly); use --dtype bf16 or fp32")
     if dtype == "bf16" and not bf16_supported(device):
-        what = "this CPU has neither AVX512-BF16 nor AMX" if device.type == "cpu" else f"{device} has no bf16"
-        raise ValueError(f"bf16 inference needs hardware support and {what}; use --dtype fp32")
+        raise ValueError(bf16_refusal(device))
     if engine in CPU_ENGINES:
         check_engine(engine, dtype)
 

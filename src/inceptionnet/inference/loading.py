@@ -17,7 +17,7 @@ from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import Log, inference_network
 from inceptionnet.quantization.int8folder import is_quantized
-from inceptionnet.quantization.quantize import load_quantized
+from inceptionnet.quantization.running import load_quantized
 
 INT8_ENGINES = ("auto", "onnxruntime", "openvino")
 
@@ -60,7 +60,7 @@ def open_for_inference(
     given = sorted(k for k, v in options.items() if v is not None)
     if given:
         raise ValueError(f"{folder} is a quantized network as it was written; drop {', '.join(given)}")
-    model = load_quantized(folder, engine=engine)
+    model = load_quantized(folder, engine=engine, log=log)
     if input_size not in (None, model.preprocessing.input_size):
         raise ValueError(
             f"{folder} was quantized for {model.preprocessing.input_size}x{model.preprocessing.input_size} inputs; "

@@ -32,6 +32,7 @@ from inceptionnet.devices import dtype_named
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.contenders import Contender, build_contenders
 from inceptionnet.perf.measure import (
+    ceiling_size,
     device_name,
     interleaved,
     matmul_ceiling_tflops,
@@ -75,15 +76,18 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] | None = None)
     device = torch.device(cfg.device)
 
     dtypes = list(dict.fromkeys([cfg.dtype, cfg.reference_dtype or cfg.dtype]))
-    say(f"matrix-multiply ceiling ({', '.join(dtypes)}, {device.type}) ...")
-    before = {d: matmul_ceiling_tflops(device=device, dtype=dtype_named(d)) for d in dtypes}
+    sizes = {d: ceiling_size(device, dtype_named(d)) for d in dtypes}
+    say(f"matrix-multiply ceiling ({', '.join(f'{d}: {n}x{n}' for d, n in sizes.items())}, {device.type}) ...")
+    before = {d: matmul_ceiling_tflops(device=device, dtype=dtype_named(d), n=sizes[d]) for d in dtypes}
 
     with tempfile.TemporaryDirectory(prefix="inceptionnet-bench-") as workdir:
         contenders = build_contenders(cfg, device, Path(workdir), say)
         times = _interleaved_times(contenders, cfg, device, say)
         memory = {c.key: peak_memory_mb(c.step, device) for c in contenders}
     # Timed again after the rounds, keeping the faster: on a loaded machine one timing can catch a busy moment.
-    ceilings = {d: max(t, matmul_ceiling_tflops(device=device, dtype=dtype_named(d))) for d, t in before.items()}
+    ceilings = {
+        d: max(t, matmul_ceiling_tflops(device=device, dtype=dtype_named(d), n=sizes[d])) for d, t in before.items()
+    }
 
     def result(c: Contender) -> ModelResult:
         ips, achieved = rates(times[c.key], batch=cfg.batch_size, macs_per_image=c.macs, training=cfg.mode == "train")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from inceptionnet.devices import dtype_named
-from inceptionnet.inference.engines import ENGINES, bf16_supported, choose_engine
+from inceptionnet.inference.engines import ENGINES, bf16_refusal, bf16_supported, choose_engine
 from inceptionnet.models import list_models
 from inceptionnet.perf.references import TORCH_REFERENCES, reference_name
 
@@ -44,6 +44,7 @@ class BenchConfig:
     num_classes: int = 1000
     seed: int = 0
     int8: str | None = None  # an int8 folder of `inceptionnet quantize` to time as ours (its model and input size)
+    allow_emulated_bf16: bool = False  # time bf16 on a CPU that emulates it (refused otherwise)
 
     def resolved(self) -> BenchConfig:
         """Check the options and fill in the defaults that depend on others (the engine auto picks included)."""
@@ -69,10 +70,13 @@ class BenchConfig:
         if self.int8 is not None and (self.mode != "infer" or self.dtype != "fp32" or self.engine == "torch"):
             raise ValueError("an int8 network runs inference on ONNX Runtime or OpenVINO: --mode infer, --dtype fp32")
         references = self._checked_references()
+        # emulated bf16, where allowed, runs on torch: auto means torch then
+        emulated = self._emulated_bf16() and self.dtype == "bf16" and self.engine == "auto"
+        engine = "torch" if emulated else self._resolved_engine(fused)
         return replace(
             self,
             fused=fused,
-            engine=self._resolved_engine(fused),
+            engine=engine,
             references=references,
             reference_dtype=self.reference_dtype or self.dtype,
         )
@@ -111,6 +115,16 @@ class BenchConfig:
             raise ValueError("ONNX Runtime runs timm's network in fp32 only; add --reference-dtype fp32")
         if "openvino" in engines and ref_dtype not in ("fp32", "bf16"):
             raise ValueError(f"OpenVINO runs fp32 or bf16, not {ref_dtype}; use --reference-dtype fp32 or bf16")
-        if "openvino" in engines and ref_dtype == "bf16" and not bf16_supported(torch.device("cpu")):
-            raise ValueError("OpenVINO runs bf16 on CPUs with AVX512-BF16 or AMX only; add --reference-dtype fp32")
         return references
+
+    def _emulated_bf16(self) -> bool:
+        """Whether bf16 is asked for (ours or the references) on a CPU that emulates it; refused unless allowed."""
+        device = torch.device(self.device)
+        ours, theirs = self.dtype == "bf16", (self.reference_dtype or self.dtype) == "bf16"
+        if not (ours or theirs) or bf16_supported(device):
+            return False
+        if not self.allow_emulated_bf16:
+            raise ValueError(f"{bf16_refusal(device)}, or add --allow-emulated-bf16 to time the emulation")
+        if (ours and self.engine == "openvino") or (theirs and "openvino" in self.references):
+            raise ValueError("OpenVINO runs bf16 only on CPUs with AVX512-BF16 or AMX; time the emulation on torch")
+        return True

@@ -30,7 +30,7 @@ from inceptionnet.models.summary import count_macs
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.measure import Step, infer_step, train_step
 from inceptionnet.perf.references import TORCH_REFERENCES, build_reference, export_reference, reference_name
-from inceptionnet.quantization.quantize import load_quantized
+from inceptionnet.quantization.running import load_quantized
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def ours(cfg: BenchConfig, device: torch.device, say: Callable[[str], None]) -> 
     torch.manual_seed(cfg.seed)
     name = f"inceptionnet {cfg.model}"
     if cfg.int8 is not None:
-        return _int8(cfg, name)
+        return _int8(cfg, name, say)
     model = create_model(cfg.model, width=cfg.width, num_classes=cfg.num_classes)
     as_predict = cfg.mode == "infer" and cfg.fused and cfg.channels_last and not cfg.compile
     if as_predict:
@@ -102,9 +102,9 @@ def ours(cfg: BenchConfig, device: torch.device, say: Callable[[str], None]) -> 
     return _ours_on_torch(model, cfg, device, name)
 
 
-def _int8(cfg: BenchConfig, name: str) -> Contender:
+def _int8(cfg: BenchConfig, name: str, say: Callable[[str], None]) -> Contender:
     """The int8 network of an `inceptionnet quantize` folder, on the engine it runs on."""
-    net = load_quantized(cfg.int8, engine=cfg.engine)
+    net = load_quantized(cfg.int8, engine=cfg.engine, log=say)
     x = batch(cfg)[0]
 
     def infer() -> None:

@@ -25,6 +25,8 @@ from torch import nn
 from inceptionnet.devices import sync
 
 Step = Callable[[], None]
+CPU_CEILING_N = 2048  # the largest CPU matrix of the ceiling: large enough to reach the cores' peak
+CEILING_STEP_S = 0.25  # the longest one product of the CPU ceiling may take
 
 
 def timed(step: Callable[[], object], device: torch.device) -> float:
@@ -109,9 +111,28 @@ def rates(step_s: list[float], *, batch: int, macs_per_image: int, training: boo
     return images_per_s, macs_per_image * 2 * (3 if training else 1) * images_per_s / 1e12
 
 
+def ceiling_size(device: torch.device, dtype: torch.dtype) -> int:
+    """The matrix size of the ceiling: 8192 on a GPU; on a CPU the largest power of two up to CPU_CEILING_N whose
+    product takes at most CEILING_STEP_S, so that an emulated dtype (bf16 without AVX512-BF16: about 100x
+    slower than fp32) is measured in about a second, not minutes."""
+    if device.type != "cpu":
+        return 8192
+    n = 256
+    while n < CPU_CEILING_N:
+        a = torch.randn(n, n).to(dtype)
+        with torch.inference_mode():
+            torch.mm(a, a)
+            seconds = timed(lambda a=a: torch.mm(a, a), device)
+        if 8 * seconds > CEILING_STEP_S:  # the next size costs about 8x as much
+            break
+        n *= 2
+    return n
+
+
 def matmul_ceiling_tflops(*, device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 5) -> float:
-    """Best-of-`reps` speed of an n x n matrix multiply: the practical peak the networks are held against."""
-    n = n or (8192 if device.type == "cuda" else 2048)
+    """Best-of-`reps` speed of an n x n matrix multiply (default `ceiling_size`): the practical peak the
+    networks are held against."""
+    n = n or ceiling_size(device, dtype)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     best = float("inf")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean: keeps the inverse stable
 ROWS_PER_COLUMN = 16  # unfolded input rows sampled per column of W (at least MIN_ROWS): H is d x d
 MIN_ROWS = 8192
-INT8_MAX = 127  # symmetric int8 weights: -127..127
+INT8_MAX = 127  # symmetric int8 weights: -127..127 (or -64..64 for any CPU: `limit`, inceptionnet.cpu)
 
 
 def _attribute(node: Any, name: str, default: Any) -> Any:
@@ -127,8 +127,10 @@ def hessians(prepared: Any, batches: Collection[dict[str, np.ndarray]]) -> dict[
     return {w: sums[key][0] for w, key in convs.items()}
 
 
-def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """Integer weights (out, d) in -127..127 for `weight` (out, d) with per-row `scale`, rounded by GPTQ.
+def gptq(
+    weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, block: int = 128, *, limit: int = INT8_MAX
+) -> torch.Tensor:
+    """Integer weights (out, d) in -limit..limit for `weight` (out, d) with per-row `scale`, rounded by GPTQ.
 
     Columns are rounded in order; each one's error moves the columns after it, within its `block` of
     columns at once and on the columns after the block in one matrix product per block (the same
@@ -147,15 +149,18 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, block
         end = min(start + block, w.shape[1])
         errors = torch.empty(w.shape[0], end - start, dtype=w.dtype)
         for i in range(start, end):
-            q[:, i] = torch.clamp(torch.round(w[:, i] / s), -INT8_MAX, INT8_MAX)
+            q[:, i] = torch.clamp(torch.round(w[:, i] / s), -limit, limit)
             errors[:, i - start] = (w[:, i] - q[:, i] * s) / u[i, i]
             w[:, i + 1 : end] -= errors[:, i - start, None] * u[i, i + 1 : end][None, :]
         w[:, end:] -= errors @ u[start:end, end:]
     return q
 
 
-def round_weights(quantized: Any, prepared: Any, hessian: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """Rewrite, in place, the int8 weights of `quantized` (the QDQ model) by GPTQ.
+def round_weights(
+    quantized: Any, prepared: Any, hessian: dict[str, torch.Tensor], *, limit: int = INT8_MAX
+) -> tuple[int, int]:
+    """Rewrite, in place, the int8 weights of `quantized` (the QDQ model) by GPTQ, in -limit..limit (the
+    range the quantizer's scales were chosen for).
 
     Returns how many convolutions were rounded by GPTQ, of how many with int8 weights.
 
@@ -184,7 +189,7 @@ def round_weights(quantized: Any, prepared: Any, hessian: dict[str, torch.Tensor
         flat = weight.reshape(weight.shape[0], -1)
         if scale.shape != (flat.shape[0],) or hessian[base].shape[0] != flat.shape[1]:
             continue
-        ints = gptq(flat, hessian[base], scale).reshape(weight.shape).numpy().astype(np.int8)
+        ints = gptq(flat, hessian[base], scale, limit=limit).reshape(weight.shape).numpy().astype(np.int8)
         init[name].CopyFrom(numpy_helper.from_array(ints, name))
         rounded += 1
     return rounded, total

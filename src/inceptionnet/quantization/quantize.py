@@ -4,10 +4,13 @@
 (`quant_pre_process`), measures the range of every activation on calibration images read with the
 network's own evaluation preprocessing, and writes ONNX Runtime's `quantize_static` QDQ file: int8
 weights per output channel (symmetric; rounded by GPTQ, quantization.gptq), uint8 activations per
-tensor, QuantizeLinear / DequantizeLinear pairs that both engines fuse into int8 kernels. The folder
-(model.int8.onnx + config.json) records the network's model card, the calibration and the quantization;
-`load_quantized` runs it on OpenVINO where installed (the faster engine), else ONNX Runtime.
-docs/export.md says why and what it costs in accuracy.
+tensor, QuantizeLinear / DequantizeLinear pairs that both engines fuse into int8 kernels. The weights
+span -127..127 for CPUs with VNNI or AMX, or -64..64 for every CPU (`target_cpu`, int8folder.TARGETS;
+the default follows the CPU quantizing). The folder (model.int8.onnx + config.json) records the
+network's model card, the calibration, the quantization and a check against fp32 on this machine; a
+folder whose check falls below `min_agreement` is not written. `load_quantized` (quantization.running)
+runs it on OpenVINO where installed (the faster engine), else ONNX Runtime. docs/export.md says why
+and what it costs in accuracy.
 """
 
 from __future__ import annotations
@@ -29,16 +32,9 @@ import torch
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.export.formats import export_card, export_model
-from inceptionnet.export.runtimes import (
-    EngineNetwork,
-    EngineUnavailable,
-    engine_installed,
-    first_installed,
-    onnx_runner,
-)
+from inceptionnet.export.runtimes import EngineUnavailable, engine_installed
 from inceptionnet.models import InceptionNetwork
 from inceptionnet.quantization.calibration import (
-    CALIBRATION_BATCH,
     DEFAULT_METHOD,
     METHODS,
     CalibrationBatches,
@@ -52,9 +48,29 @@ from inceptionnet.quantization.int8folder import (
     CONFIG_FILE,
     FORMAT,
     MODEL_FILE,
-    describe_quantized,
+    WEIGHT_RANGES,
     is_quantized,
+    resolve_target,
+    target_record,
 )
+from inceptionnet.quantization.running import (
+    INSTALL,
+    MIN_AGREEMENT,
+    LowAgreement,
+    check_quantized,
+    load_quantized,
+    require_agreement,
+)
+
+__all__ = [
+    "MIN_AGREEMENT",
+    "LowAgreement",
+    "QuantizeResult",
+    "check_quantized",
+    "is_quantized",
+    "load_quantized",
+    "quantize_model",
+]
 
 # 256 images: the measured agreement with fp32 stops improving well before (docs/export.md), and
 # reading and calibrating 256 images at 299 px takes about a minute on two cores (~1 MB per image held;
@@ -66,7 +82,6 @@ DEFAULT_KEEP_FP32: tuple[str, ...] = ("classifier",)  # logits never clipped to 
 ROUNDINGS = ("gptq", "nearest")
 DEFAULT_ROUNDING = "gptq"
 CHECK_IMAGES = 32  # calibration images on which the written file is compared with the fp32 network
-_INSTALL = "pip install 'inceptionnet[openvino]' (or 'inceptionnet[onnxruntime]')"
 
 
 @dataclass(frozen=True)
@@ -89,18 +104,14 @@ class QuantizeResult:
     # whose decisions all are.
     label_agreement: float | None = None
     exact_agreement: float | None = None
+    target_cpu: str = "vnni"  # the CPUs the weights are made for (int8folder.TARGETS)
+    weight_range: int = 127  # the largest |int8 weight|
+    notes: tuple[str, ...] = ()  # what the check said of this CPU (weights narrowed to run here)
 
-
-def load_quantized(path: str | os.PathLike[str], *, engine: str = "auto", threads: int | None = None) -> EngineNetwork:
-    """The int8 network of a quantized folder, run by `engine` ("auto": OpenVINO if installed, else ONNX Runtime)."""
-    model_file, card = describe_quantized(path)
-    engine = first_installed() if engine == "auto" else engine  # onnx_runner names an unknown or missing one
-    if engine is None:
-        raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {_INSTALL}")
-    threads = threads or torch.get_num_threads()
-    runner = onnx_runner(model_file, engine, threads=threads)
-    network = EngineNetwork(runner, engine=engine, precision="int8", card=card, threads=threads, onnx_file=model_file)
-    return network.eval()
+    @property
+    def agreement(self) -> float | None:
+        """The check's agreement with fp32: top-1 (single-label) or label decisions (multi-label)."""
+        return self.top1_agreement if self.label_agreement is None else self.label_agreement
 
 
 def quantize_model(
@@ -112,16 +123,46 @@ def quantize_model(
     method: str = DEFAULT_METHOD,
     keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
     rounding: str = DEFAULT_ROUNDING,
+    target_cpu: str = "auto",
     engine_check: str | None = "auto",
+    min_agreement: float = MIN_AGREEMENT,
 ) -> QuantizeResult:
-    """Quantize `model` to int8 with `images` calibration images; write the folder `output`; check it.
+    """Quantize `model` to int8 with `images` calibration images; check it; write the folder `output`.
 
     `calibration` is a split of a data source (e.g. a metadata folder), a folder of images (any layout,
     searched recursively) or a list of image files; unreadable images are skipped and counted. `method` is
     the calibration method (METHODS), `keep_fp32` names nodes left in float32 (KEEP_FP32), `rounding` how
-    the int8 weights are rounded (ROUNDINGS). The folder is then loaded on `engine_check` ("auto",
-    "openvino", "onnxruntime"; None: no check) and compared with the fp32 network on CHECK_IMAGES images.
+    the int8 weights are rounded (ROUNDINGS), `target_cpu` the CPUs they are made for (int8folder.TARGETS).
+    The file is then loaded on `engine_check` ("auto", "openvino", "onnxruntime"; None: no check) and
+    compared with the fp32 network on CHECK_IMAGES images; below `min_agreement` (0: no minimum) nothing
+    is written and LowAgreement says why.
     """
+    _check_options(model, method=method, rounding=rounding, keep_fp32=keep_fp32, min_agreement=min_agreement)
+    target = resolve_target(target_cpu)
+    folder = _output_folder(output)
+    batch, skipped = read_calibration(calibration_set(calibration), model, images=images)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="inceptionnet-int8-") as tmp:
+        staged = Path(tmp) / "int8"  # the folder as it will be, checked before it replaces `folder`
+        fp32_nodes = _quantize(model, batch, Path(tmp), staged / MODEL_FILE, method, keep_fp32, rounding, target)
+        config = _config(model, batch, method=method, skipped=skipped, fp32_nodes=fp32_nodes, rounding=rounding)
+        config["quantization"] |= target_record(target)
+        _write_config(staged, config)
+        result = QuantizeResult(
+            folder, folder / MODEL_FILE, method, rounding, len(batch), skipped, fp32_nodes,
+            time.perf_counter() - start, None, 0, None, None, target_cpu=target, weight_range=WEIGHT_RANGES[target],
+        )  # fmt: skip
+        if engine_check is not None:
+            result, config = _checked(result, config, staged, model, batch, engine_check, min_agreement)
+        (folder / CONFIG_FILE).unlink(missing_ok=True)  # a folder being rewritten is not a quantized folder
+        atomic_write(folder / MODEL_FILE, (staged / MODEL_FILE).read_bytes())
+        _write_config(folder, config)
+    return result
+
+
+def _check_options(
+    model: InceptionNetwork, *, method: str, rounding: str, keep_fp32: Sequence[str], min_agreement: float
+) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
     if rounding not in ROUNDINGS:
@@ -129,36 +170,34 @@ def quantize_model(
     unknown = sorted(set(keep_fp32) - set(KEEP_FP32))
     if unknown:
         raise ValueError(f"cannot keep {unknown} in float32; choose among: {', '.join(KEEP_FP32)}")
+    if not 0 <= min_agreement <= 1:
+        raise ValueError(f"--min-agreement is a fraction from 0 (write any) to 1, got {min_agreement}")
     if model.in_chans != 3:
         raise ValueError(f"calibration reads RGB images; this network takes {model.in_chans} input channels")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("quantization runs on the CPU: pass the network on the CPU (model.cpu())")
     if not engine_installed("onnxruntime"):
-        raise EngineUnavailable(f"quantizing needs ONNX Runtime: {_INSTALL}")
-    folder = _output_folder(output)
-    batch, skipped = read_calibration(calibration_set(calibration), model, images=images)
-    start = time.perf_counter()
-    was_training = model.training
-    try:
-        with tempfile.TemporaryDirectory(prefix="inceptionnet-int8-") as tmp:
-            model_bytes, fp32_nodes = _quantize(model, batch, Path(tmp), method, keep_fp32, rounding)
-    finally:
-        model.train(was_training)
-    (folder / CONFIG_FILE).unlink(missing_ok=True)  # a folder being rewritten is not a quantized folder
-    atomic_write(folder / MODEL_FILE, model_bytes)
-    seconds = time.perf_counter() - start
-    config = _config(model, batch, method=method, skipped=skipped, fp32_nodes=fp32_nodes, rounding=rounding)
-    _write_config(folder, config)
-    result = QuantizeResult(
-        folder, folder / MODEL_FILE, method, rounding, len(batch), skipped, fp32_nodes, seconds, None, 0, None, None
+        raise EngineUnavailable(f"quantizing needs ONNX Runtime: {INSTALL}")
+
+
+def _checked(
+    result: QuantizeResult,
+    config: dict[str, Any],
+    staged: Path,
+    model: InceptionNetwork,
+    batch: torch.Tensor,
+    engine: str,
+    min_agreement: float,
+) -> tuple[QuantizeResult, dict[str, Any]]:
+    """The result and config.json with the check against fp32 on this machine; LowAgreement below the minimum."""
+    notes: list[str] = []
+    check = check_quantized(staged, model, batch[:CHECK_IMAGES], engine=engine, log=notes.append)
+    require_agreement(check, min_agreement)
+    found = {key: check.get(key) for key in ("top1_agreement", "max_logit_diff", "label_agreement", "exact_agreement")}
+    result = dataclasses.replace(
+        result, check_engine=check["engine"], check_images=check["images"], notes=tuple(notes), **found
     )
-    if engine_check is None:
-        return result
-    check = check_quantized(folder, model, batch[:CHECK_IMAGES], engine=engine_check)
-    _write_config(folder, {**config, "check": check})
-    checked = ("top1_agreement", "max_logit_diff", "label_agreement", "exact_agreement")
-    found = {key: check.get(key) for key in checked}
-    return dataclasses.replace(result, check_engine=check["engine"], check_images=check["images"], **found)
+    return result, {**config, "check": check}
 
 
 def _output_folder(output: str | os.PathLike[str]) -> Path:
@@ -171,14 +210,25 @@ def _output_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def _quantize(
-    model: InceptionNetwork, batch: torch.Tensor, tmp: Path, method: str, keep_fp32: Sequence[str], rounding: str
-) -> tuple[bytes, tuple[str, ...]]:
-    """The int8 QDQ file's bytes and the names of the nodes kept in float32."""
+    model: InceptionNetwork,
+    batch: torch.Tensor,
+    tmp: Path,
+    output: Path,
+    method: str,
+    keep_fp32: Sequence[str],
+    rounding: str,
+    target: str,
+) -> tuple[str, ...]:
+    """Write the int8 QDQ file `output` (weights in the target's range); the names of the nodes kept in float32."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    export_model(model, format="onnx", output=tmp / "fp32.onnx", input_size=batch.shape[-1], dynamic_batch=True)
+    was_training = model.training
+    try:
+        export_model(model, format="onnx", output=tmp / "fp32.onnx", input_size=batch.shape[-1], dynamic_batch=True)
+    finally:
+        model.train(was_training)
     quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "prepared.onnx"))
     prepared = onnx.load(str(tmp / "prepared.onnx"))
     fp32_nodes = _nodes(prepared.graph, keep_fp32)
@@ -194,16 +244,18 @@ def _quantize(
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(fp32_nodes),
             calibrate_method=calibrate,
+            reduce_range=WEIGHT_RANGES[target] < 127,  # ONNX Runtime's 7-bit weights: -64..64
             extra_options=options,
         )
     quantized = onnx.load(str(tmp / MODEL_FILE))
     if rounding == "gptq":
         reader = CalibrationBatches(batch, prepared.graph.input[0].name)
-        done, total = round_weights(quantized, prepared, hessians(prepared, reader))
+        done, total = round_weights(quantized, prepared, hessians(prepared, reader), limit=WEIGHT_RANGES[target])
         if done < total:  # the file would not be what config.json says
             raise RuntimeError(f"GPTQ rounded {done} of {total} convolutions; use --rounding nearest")
     quantized.metadata_props.add(key="precision", value="int8")
-    return quantized.SerializeToString(), fp32_nodes
+    atomic_write(output, quantized.SerializeToString())
+    return fp32_nodes
 
 
 def _nodes(graph: Any, roles: Sequence[str]) -> tuple[str, ...]:
@@ -236,7 +288,6 @@ def _config(
         **card.to_dict(),
         "quantization": {
             "tool": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
-            "weights": "int8, per output channel, symmetric",
             "rounding": rounding,
             "activations": "uint8, per tensor, asymmetric",
             "fp32_nodes": list(fp32_nodes),
@@ -247,29 +298,3 @@ def _config(
 
 def _write_config(folder: Path, config: dict[str, Any]) -> None:
     atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
-
-
-def check_quantized(
-    folder: Path, model: InceptionNetwork, images: torch.Tensor, *, engine: str = "auto"
-) -> dict[str, Any]:
-    """Top-1 agreement (multi-label: label and exact-match agreement at the card's thresholds) and max logit
-    difference of the int8 folder against the fp32 `model` on `images`."""
-    network = load_quantized(folder, engine=engine)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = torch.cat([model(b) for b in images.split(CALIBRATION_BATCH)]).float()
-    finally:
-        model.train(was_training)
-    got = torch.cat([network(b) for b in images.split(CALIBRATION_BATCH)])
-    check = {"engine": network.engine, "images": len(images), "max_logit_diff": (got - expected).abs().max().item()}
-    if model.card.label_mode != "multi":
-        return {**check, "top1_agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item()}
-    thresholds = torch.tensor(model.card.decision_thresholds())
-    same = (torch.sigmoid(got) >= thresholds) == (torch.sigmoid(expected) >= thresholds)
-    return {
-        **check,
-        "label_agreement": same.float().mean().item(),
-        "exact_agreement": same.all(1).float().mean().item(),
-    }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from inceptionnet.cpu import cpu_features
 from inceptionnet.devices import DTYPES
 from inceptionnet.models.merged import merge_heads
 from inceptionnet.training.config import TrainConfig
@@ -64,6 +65,8 @@ def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int, model: nn
     `model`: a network to train instead of the one `cfg` describes (trained in place; see `build_network`).
     """
     model, use_aux, notes = build_network(cfg, num_classes=num_classes, model=model)
+    if cfg.precision == "bf16" and ctx.device.type == "cpu" and not cpu_features().bf16:
+        notes = (*notes, f"bf16 on {cpu_features().describe()}: emulated, many times slower than --precision fp32")
     # The sibling 1x1 heads trained as one conv (models/merged.py): same state-dict keys and parameters, so
     # it comes before anything copies or wraps the network. SyncBatchNorm heads run one by one.
     merge_heads(model)
