@@ -354,6 +354,15 @@ def test_predict_takes_folders_recursively(checkpoint: Path, images: dict[str, P
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"folder .*empty holds no images"):
         predict([tmp_path / "empty"], model=f"inception_v3:{checkpoint}")
+    # a folder of links to folders (as the docs link CIFAR-10's splits) holds their images, a link loop ends
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "photos").symlink_to(tmp_path / "photos", target_is_directory=True)
+    (tmp_path / "photos" / "b" / "loop").symlink_to(tmp_path / "photos", target_is_directory=True)
+    found = predict([tmp_path / "linked"], model=f"inception_v3:{checkpoint}", top_k=1)
+    assert [Path(r.path).relative_to(tmp_path / "linked").as_posix() for r in found] == [
+        "photos/a.png",
+        "photos/b/x.jpg",
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

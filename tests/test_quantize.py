@@ -127,6 +127,16 @@ def test_corrupt_calibration_images_are_skipped_and_counted(
     assert read_calibration(calibration_files(data / "train"), model, images=5)[0].shape[0] == 5
 
 
+def test_a_folder_of_links_to_class_folders_calibrates(tmp_path: Path, data: Path) -> None:
+    """As training reads it (torchvision's make_dataset follows links): each linked class folder's images."""
+    (tmp_path / "train").mkdir()
+    for folder in sorted((data / "train").iterdir()):
+        (tmp_path / "train" / folder.name).symlink_to(folder, target_is_directory=True)
+    assert [p.relative_to(tmp_path) for p in calibration_files(tmp_path / "train")] == [
+        Path("train") / p.relative_to(data / "train") for p in calibration_files(data / "train")
+    ]
+
+
 # int8 activations have 256 levels per tensor: each quantized layer adds an error of up to half a step
 # (range / 510), and ~95 layers compound it (measured here: 0.6-1.1% of the logits' spread). 5% leaves room
 # for that and still fails for a wrong scale, layout or preprocessing (errors of the order of the spread).

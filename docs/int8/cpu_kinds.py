@@ -42,9 +42,10 @@ import torch
 
 from inceptionnet.cpu import cpu_features
 from inceptionnet.data import eval_transform, read_image
+from inceptionnet.export.formats import export_model
 from inceptionnet.export.runtimes import ENGINES, engine_installed, onnx_runner
 from inceptionnet.factory import load_model
-from inceptionnet.perf.measure import interleaved
+from inceptionnet.perf.measure import CPU_CEILING_N, ceiling_size, interleaved, matmul_ceiling_tflops, timed
 from inceptionnet.quantization.int8folder import MODEL_FILE
 from inceptionnet.quantization.quantize import load_quantized, quantize_model
 from inceptionnet.training.loop import train
@@ -110,10 +111,10 @@ def labels(count: int) -> np.ndarray:
     return np.array([c for _ in HELD_OUT for c in range(len(CLASSES))])[:count]
 
 
-def measure(out: Path, kind: str, images: int) -> list[dict]:
-    """Every int8 file of every network on every engine, as this process's CPU computes it."""
+def measure(out: Path, kind: str, images: int, networks: list[str]) -> list[dict]:
+    """Every int8 file of each network on every engine, as this process's CPU computes it."""
     rows = []
-    for key in NETWORKS:
+    for key in networks:
         inputs = np.load(out / f"{key}-inputs.npy", mmap_mode="r")[:images]
         fp32 = np.load(out / f"{key}-fp32.npy")[:images]
         truth = labels(len(inputs))
@@ -124,9 +125,7 @@ def measure(out: Path, kind: str, images: int) -> list[dict]:
                 "7-bit": _network(out / f"{key}-any", engine),
             }
             for weights, run in files.items():
-                logits = np.concatenate(
-                    [run(np.ascontiguousarray(b)) for b in np.array_split(inputs, max(1, len(inputs) // 16))]
-                )
+                logits = np.concatenate([run(np.array(b)) for b in np.array_split(inputs, max(1, len(inputs) // 16))])
                 rows.append(_scores(kind, key, engine, weights, logits, fp32, truth))
                 print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -156,25 +155,53 @@ def _scores(
     }
 
 
-def speed(out: Path, kind: str, rounds: int, batch: int = 16) -> list[dict]:
-    """8-bit against 7-bit weights on each engine: interleaved rounds of one batch each."""
+def speed(out: Path, kind: str, rounds: int, networks: list[str], batch: int = 16) -> list[dict]:
+    """fp32, 8-bit and 7-bit weights on each engine, in interleaved rounds of one batch each; the speed-ups per
+    round. Under ONEDNN_MAX_CPU_ISA only OpenVINO changes kernels: ONNX Runtime is timed natively only."""
     rows = []
-    for key in NETWORKS:
+    engines = [e for e in ENGINES if engine_installed(e) and (e == "openvino" or not cpu_features().cap)]
+    for key in networks:
         x = np.load(out / f"{key}-inputs.npy", mmap_mode="r")[:batch].copy()
-        for engine in (e for e in ENGINES if engine_installed(e)):
-            runners = {
-                bits: onnx_runner(out / f"{key}-{target}" / MODEL_FILE, engine, threads=2)
-                for bits, target in (("8-bit", "vnni"), ("7-bit", "any"))
+        fp32_file = out / f"{key}-fp32.onnx"
+        if not fp32_file.is_file():
+            export_model(load_model(str(out / key)), format="onnx", output=fp32_file, dynamic_batch=True)
+        for engine in engines:
+            files = {
+                "fp32": fp32_file,
+                "8-bit": out / f"{key}-vnni" / MODEL_FILE,
+                "7-bit": out / f"{key}-any" / MODEL_FILE,
             }
-            steps = {bits: (lambda r=r, x=x: r(x)) for bits, r in runners.items()}
+            runners = {k: onnx_runner(f, engine, threads=2) for k, f in files.items()}
+            steps = {k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}
             times = interleaved(steps, rounds=rounds, warmup=2, device=torch.device("cpu"), idle_s=0.02)
-            ratios = [a / b for a, b in zip(times["8-bit"], times["7-bit"], strict=True)]
             rows.append({
                 "kind": kind, "cpu": cpu_features().describe(), "network": key, "engine": engine, "batch": batch,
-                "images_per_s": {bits: batch / statistics.median(t) for bits, t in times.items()},
-                "7bit_speed_vs_8bit": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+                "rounds": rounds, "images_per_s": {k: batch / statistics.median(t) for k, t in times.items()},
+                "speedup": {k: _ratios(times["fp32"], times[k]) for k in ("8-bit", "7-bit")},
+                "7bit_vs_8bit": _ratios(times["8-bit"], times["7-bit"]),
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _ratios(base: list[float], other: list[float]) -> dict[str, float]:
+    """How many times as fast `other` ran as `base`, per round: median and range."""
+    ratios = [b / o for b, o in zip(base, other, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def ceiling(kind: str) -> list[dict]:
+    """The fp32 and bf16 matrix-multiply speed here (perf.measure, the benchmark's ceiling), and one 2048 product."""
+    rows = []
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        n = ceiling_size(torch.device("cpu"), dtype)
+        tflops = matmul_ceiling_tflops(device=torch.device("cpu"), dtype=dtype, n=n)
+        a = torch.randn(CPU_CEILING_N, CPU_CEILING_N).to(dtype)
+        with torch.inference_mode():
+            big = timed(lambda a=a: torch.mm(a, a), torch.device("cpu"))
+        rows.append({"kind": kind, "cpu": cpu_features().describe(), "dtype": name, "n": n, "gflops": tflops * 1e3,
+                     "seconds_2048": big})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -197,44 +224,57 @@ def table(results: dict) -> str:
                 lines.append(f"| {key} | {kind} | {engine} | {fp32} | " + " | ".join(shown) + " |")
     lines += [
         "",
-        "| network | CPU | engine | img/s 8-bit | img/s 7-bit | 7-bit speed / 8-bit (median, range) |",
+        "| network | CPU | engine | img/s fp32 / 8-bit / 7-bit | int8 speed-up over fp32: 8-bit, 7-bit | "
+        "7-bit / 8-bit speed |",
         "|---|---|---|---|---|---|",
     ]
     for r in results.get("speed", []):
-        s = r["7bit_speed_vs_8bit"]
-        rate = r["images_per_s"]
+        rate, up, same = r["images_per_s"], r["speedup"], r["7bit_vs_8bit"]
         lines.append(
-            f"| {r['network']} | {r['kind']} | {r['engine']} | {rate['8-bit']:.1f} | {rate['7-bit']:.1f} | "
-            f"{1 / s['median']:.2f}x ({1 / s['max']:.2f}-{1 / s['min']:.2f}) |"
+            f"| {r['network']} | {r['kind']} | {r['engine']} | {rate['fp32']:.1f} / {rate['8-bit']:.1f} / "
+            f"{rate['7-bit']:.1f} | {_spread(up['8-bit'])}, {_spread(up['7-bit'])} | {_spread(same)} |"
         )
+    lines += ["", "| CPU | dtype | matrix | GFLOP/s | one 2048 x 2048 product |", "|---|---|---|---|---|"]
+    for r in results.get("ceiling", []):
+        lines.append(f"| {r['kind']} | {r['dtype']} | {r['n']} | {r['gflops']:.0f} | {r['seconds_2048']:.2f} s |")
     return "\n".join(lines)
 
 
+def _spread(r: dict[str, float]) -> str:
+    return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+
 def _append(section: str, rows: list[dict]) -> None:
+    """Add `rows` to the results file's `section`, replacing the rows of the same setting measured before."""
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    kinds = {(r["kind"], r["network"], r["engine"], r.get("weights")) for r in rows}
-    kept = [
-        r for r in results.get(section, []) if (r["kind"], r["network"], r["engine"], r.get("weights")) not in kinds
-    ]
+
+    def same(r: dict) -> tuple:
+        return r["kind"], r.get("network"), r.get("engine"), r.get("weights"), r.get("dtype")
+
+    kinds = {same(r) for r in rows}
+    kept = [r for r in results.get(section, []) if same(r) not in kinds]
     results[section] = kept + rows
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "measure", "speed", "table"])
+    parser.add_argument("step", choices=["prepare", "measure", "speed", "ceiling", "table"])
     parser.add_argument("--cifar10", type=Path, default=Path("../shared/data/cifar10"))
     parser.add_argument("--out-dir", type=Path, default=Path("runs/int8-cpu"))
     parser.add_argument("--kind", default="native", help="what to call this CPU setting in the results")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.cifar10, args.out_dir)
     elif args.step == "measure":
-        _append("accuracy", measure(args.out_dir, args.kind, args.images))
+        _append("accuracy", measure(args.out_dir, args.kind, args.images, args.networks))
     elif args.step == "speed":
-        _append("speed", speed(args.out_dir, args.kind, args.rounds))
+        _append("speed", speed(args.out_dir, args.kind, args.rounds, args.networks))
+    elif args.step == "ceiling":
+        _append("ceiling", ceiling(args.kind))
     else:
         print(table(json.loads(RESULTS.read_text())))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +26,21 @@ def read_image(path: str | Path | BinaryIO) -> Image.Image:
     """
     with Image.open(path) as f:
         return ImageOps.exif_transpose(f).convert("RGB")
+
+
+def files_under(folder: str | os.PathLike[str], suffixes: Collection[str]) -> list[Path]:
+    """The files below `folder` whose lower-cased suffix is one of `suffixes`, sorted. Links to folders are
+    followed, as the training folders' reader (torchvision's make_dataset) follows them: a folder of links to
+    class folders holds their images; each real folder is read once, so a link loop ends."""
+    found, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(root, n) for n in names if Path(n).suffix.lower() in suffixes and Path(root, n).is_file()]
+    return sorted(found)
 
 
 def read_image_bytes(data: bytes) -> Image.Image:

@@ -25,6 +25,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from inceptionnet._version import __version__
 from inceptionnet.card import ModelCard
 from inceptionnet.data import UNREADABLE, eval_transform, imagenet_classes, read_image
+from inceptionnet.data.images import files_under
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import engine_device, inference_network
@@ -67,7 +68,7 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         if not path.is_dir():
             files.append(os.fspath(p))
             continue
-        found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS)
+        found = files_under(path, IMG_EXTENSIONS)
         if not found:
             raise ValueError(
                 f"folder {path} holds no images ({', '.join(IMG_EXTENSIONS)}); pass image files or folders"

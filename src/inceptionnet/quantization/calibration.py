@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inceptionnet.data.images import UNREADABLE, read_image
+from inceptionnet.data.images import UNREADABLE, files_under, read_image
 from inceptionnet.data.sources import ImageSource, open_split, source_kind
 from inceptionnet.data.transforms import eval_transform
 
@@ -50,7 +50,7 @@ def calibration_files(source: str | os.PathLike[str] | Sequence[str | os.PathLik
         folder = Path(source)
         if not folder.is_dir():
             raise ValueError(f"calibration folder {folder} does not exist; pass a folder of images (any layout)")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = files_under(folder, IMAGE_SUFFIXES)
         where = f"calibration folder {folder}"
     else:
         files = [Path(p) for p in source]
