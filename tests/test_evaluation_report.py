@@ -16,6 +16,7 @@ from inceptionnet.data import open_split
 from inceptionnet.evaluation import evaluate
 from inceptionnet.evaluation import report as rp
 from inceptionnet.evaluation.scores import Predictions
+from inceptionnet.extras import MissingExtra
 
 pytest.importorskip("sklearn")
 
@@ -121,5 +122,7 @@ def test_cli_eval_report(make_image_folder, tmp_path: Path) -> None:
 
 def test_missing_scikit_learn_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
-    with pytest.raises(rp.ReportError, match=r"pip install 'inceptionnet\[report\]'"):
+    with pytest.raises(
+        MissingExtra, match=r"the evaluation report needs scikit-learn: pip install 'inceptionnet\[report\]'"
+    ):
         rp.build_report(known_predictions(), tmp_path)

@@ -118,7 +118,7 @@ def measure(out: Path, kind: str, images: int, networks: list[str]) -> list[dict
         inputs = np.load(out / f"{key}-inputs.npy", mmap_mode="r")[:images]
         fp32 = np.load(out / f"{key}-fp32.npy")[:images]
         truth = labels(len(inputs))
-        for engine in (e for e in ENGINES if engine_installed(e)):
+        for engine in _engines():
             files = {
                 "8-bit, as written": onnx_runner(out / f"{key}-vnni" / MODEL_FILE, engine, threads=2),
                 "8-bit, opened": _network(out / f"{key}-vnni", engine),
@@ -129,6 +129,12 @@ def measure(out: Path, kind: str, images: int, networks: list[str]) -> list[dict
                 rows.append(_scores(kind, key, engine, weights, logits, fp32, truth))
                 print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _engines() -> list[str]:
+    """The engines installed whose kernels this CPU setting decides: under ONEDNN_MAX_CPU_ISA, OpenVINO only
+    (ONNX Runtime has no such switch and would be measured as on the real CPU)."""
+    return [e for e in ENGINES if engine_installed(e) and (e == "openvino" or not cpu_features().cap)]
 
 
 def _network(folder: Path, engine: str):
@@ -157,15 +163,14 @@ def _scores(
 
 def speed(out: Path, kind: str, rounds: int, networks: list[str], batch: int = 16) -> list[dict]:
     """fp32, 8-bit and 7-bit weights on each engine, in interleaved rounds of one batch each; the speed-ups per
-    round. Under ONEDNN_MAX_CPU_ISA only OpenVINO changes kernels: ONNX Runtime is timed natively only."""
+    round (`_engines`: under ONEDNN_MAX_CPU_ISA, OpenVINO only)."""
     rows = []
-    engines = [e for e in ENGINES if engine_installed(e) and (e == "openvino" or not cpu_features().cap)]
     for key in networks:
         x = np.load(out / f"{key}-inputs.npy", mmap_mode="r")[:batch].copy()
         fp32_file = out / f"{key}-fp32.onnx"
         if not fp32_file.is_file():
             export_model(load_model(str(out / key)), format="onnx", output=fp32_file, dynamic_batch=True)
-        for engine in engines:
+        for engine in _engines():
             files = {
                 "fp32": fp32_file,
                 "8-bit": out / f"{key}-vnni" / MODEL_FILE,

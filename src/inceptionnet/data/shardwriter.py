@@ -32,6 +32,7 @@ from typing import Any
 from inceptionnet.data.images import UNREADABLE
 from inceptionnet.data.sources import SPLITS, ImageSource, SourceError, open_split
 from inceptionnet.data.sources.shards import IMAGE_EXTENSIONS, INFO_NAME, write_index
+from inceptionnet.extras import require
 
 DEFAULT_SHARD_SIZE = 1000  # samples per shard: ~100 MB of ImageNet JPEGs, a few hundred shards for a node to share
 
@@ -67,10 +68,7 @@ def _sample(source: ImageSource, index: int) -> tuple[dict[str, Any], bool] | No
 
 
 def _write_split(source: ImageSource, folder: Path, name: str, *, shard_size: int, seed: int) -> WrittenSplit:
-    try:
-        from webdataset import TarWriter  # the `shards` extra: only writing needs it
-    except ImportError:
-        raise SourceError("writing shards needs the webdataset package: pip install 'inceptionnet[shards]'") from None
+    tar_writer = require("webdataset", extra="shards", purpose="writing shards").TarWriter  # reading needs none
     order = list(range(len(source)))
     if name == "train":
         random.Random(seed).shuffle(order)
@@ -80,7 +78,7 @@ def _write_split(source: ImageSource, folder: Path, name: str, *, shard_size: in
     for first in range(0, len(order), shard_size):
         path = folder / f"{name}-{len(lengths):06d}.tar"
         with open(path, "wb") as f:
-            with TarWriter(f, mtime=0) as tar:  # mtime 0: the same source gives the same bytes
+            with tar_writer(f, mtime=0) as tar:  # mtime 0: the same source gives the same bytes
                 written = 0
                 for index in order[first : first + shard_size]:
                     sample = _sample(source, index)

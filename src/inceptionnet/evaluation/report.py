@@ -21,6 +21,7 @@ import numpy as np
 from inceptionnet.data import ImageSource
 from inceptionnet.evaluation import figures
 from inceptionnet.evaluation.scores import Predictions
+from inceptionnet.extras import require
 
 MATRIX_MAX_CLASSES = 30  # above this, the most confused pairs replace the matrix picture
 CALIBRATION_BINS = 15
@@ -28,8 +29,8 @@ CONFUSED_PAIRS = 20
 MISTAKES_SHOWN = 16
 
 
-class ReportError(RuntimeError):
-    """The report cannot be built (a missing optional dependency, no predictions)."""
+class ReportError(ValueError):
+    """The report cannot be built: no predictions. (scikit-learn missing is MissingExtra.)"""
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,8 @@ def build_report(
 
 
 def sklearn_metrics() -> Any:
-    """scikit-learn's metrics module, or a ReportError naming the extra that installs it."""
-    try:
-        from sklearn import metrics
-    except ModuleNotFoundError:
-        raise ReportError("the evaluation report needs scikit-learn: pip install 'inceptionnet[report]'") from None
-    return metrics
+    """scikit-learn's metrics module, or MissingExtra naming the extra that installs it."""
+    return require("sklearn.metrics", extra="report", purpose="the evaluation report")
 
 
 def _per_class(metrics: Any, targets: np.ndarray, predicted: np.ndarray, labels: list[int], names: list[str]) -> list:

@@ -36,6 +36,7 @@ from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.card import ModelCard
 from inceptionnet.export.folding import fold_batchnorm
+from inceptionnet.extras import missing, require
 from inceptionnet.models import InceptionNetwork
 
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -215,17 +216,14 @@ def export_onnx(
             verbose=False,
         )
     except ModuleNotFoundError as err:
-        raise ExportError(f"ONNX export needs {err.name}: pip install onnx onnxscript onnxruntime") from None
+        raise missing(err.name or "onnxscript", extra="onnxruntime", purpose="ONNX export") from None
     program.model.metadata_props.update({k: _as_prop(v) for k, v in metadata.items()})
     _write_file(path, program.model_proto.SerializeToString())
 
 
 def run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
     """The first output of the ONNX file at `path` on `images` (any dtype the file takes), by ONNX Runtime."""
-    try:
-        import onnxruntime as ort
-    except ModuleNotFoundError:
-        raise ExportError("checking the ONNX file needs onnxruntime: pip install onnxruntime") from None
+    ort = require("onnxruntime", extra="onnxruntime", purpose="checking the ONNX file")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
     return torch.from_numpy(logits)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from inceptionnet.card import ModelCard, Preprocessing
+from inceptionnet.extras import installed, missing
 from inceptionnet.models.layers import check_input_size
 
 ENGINES = ("onnxruntime", "openvino")
@@ -37,7 +38,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 class EngineUnavailable(RuntimeError, ValueError):
-    """The engine asked for is not installed or cannot run what was asked.
+    """The engine asked for cannot run what was asked (ONNX Runtime and bf16). Not installed: MissingExtra.
 
     Also a ValueError: it is a bad request (the command line prints it as `error: ...`, with the fix).
     """
@@ -45,12 +46,7 @@ class EngineUnavailable(RuntimeError, ValueError):
 
 def engine_installed(engine: str) -> bool:
     """Whether the Python package of `engine` ("onnxruntime" or "openvino") can be imported."""
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[engine]
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+    return installed({"onnxruntime": "onnxruntime", "openvino": "openvino"}[engine])
 
 
 def first_installed(engines: tuple[str, ...] = ("openvino", "onnxruntime")) -> str | None:
@@ -61,8 +57,8 @@ def first_installed(engines: tuple[str, ...] = ("openvino", "onnxruntime")) -> s
 def check_engine(engine: str, precision: str = "fp32") -> None:
     """Raise an error naming the fix unless `engine` is installed and computes in `precision` on the CPU.
 
-    The one check of a CPU engine: an unknown name or precision is a ValueError; a missing package,
-    or ONNX Runtime asked for anything but fp32, an EngineUnavailable.
+    The one check of a CPU engine: an unknown name or precision is a ValueError; ONNX Runtime asked for
+    anything but fp32 an EngineUnavailable; a missing package MissingExtra.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
@@ -73,7 +69,7 @@ def check_engine(engine: str, precision: str = "fp32") -> None:
             "ONNX Runtime runs these networks in fp32 only; use --engine openvino (or torch) for bf16"
         )
     if not engine_installed(engine):
-        raise EngineUnavailable(f"the {engine} engine is not installed: pip install 'inceptionnet[{engine}]'")
+        raise missing(engine, extra=engine, purpose=f"the {engine} engine")
 
 
 def onnx_runner(

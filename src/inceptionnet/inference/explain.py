@@ -27,11 +27,11 @@ from PIL import Image
 from torch import nn
 
 from inceptionnet.data import UNREADABLE, eval_transform, read_image
+from inceptionnet.extras import require
 from inceptionnet.factory import load_model
 from inceptionnet.inference.predict import checked_top_k, class_labels
 from inceptionnet.models import InceptionNetwork
 
-EXTRA_HINT = "pip install 'inceptionnet[explain]'"
 OVERLAY_ALPHA = 0.5  # weight of the heat map's colours in an overlay; the image keeps the rest
 
 
@@ -150,11 +150,8 @@ def _picture(image: str | os.PathLike[str] | Image.Image, source: str) -> Image.
 
 def _grad_cam(net: InceptionNetwork) -> Any:
     """pytorch-grad-cam's GradCAM on the network's last feature map; an error naming the extra without it."""
-    try:
-        from pytorch_grad_cam import GradCAM
-    except ImportError as err:
-        raise ValueError(f"explaining needs the pytorch-grad-cam package (`{EXTRA_HINT}`): {err}") from err
-    return GradCAM(model=net, target_layers=[target_layer(net)])
+    grad_cam = require("pytorch_grad_cam", extra="explain", purpose="explain (Grad-CAM)")
+    return grad_cam.GradCAM(model=net, target_layers=[target_layer(net)])
 
 
 def _heatmaps(cam: Any, x: torch.Tensor, classes: list[int]) -> list[np.ndarray]:

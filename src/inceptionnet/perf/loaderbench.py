@@ -21,7 +21,6 @@ and divided by the number of workers (one per core) for the per-core rate.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import itertools
 import json
 import os
@@ -39,6 +38,7 @@ from torchvision.transforms import v2
 
 from inceptionnet.data import open_split, train_loader
 from inceptionnet.data.shardwriter import write_shards
+from inceptionnet.extras import install_line, installed
 from inceptionnet.models import Preprocessing
 from inceptionnet.perf.measure import device_name, quantiles
 from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs
@@ -223,14 +223,14 @@ def contenders(folder: Path, cfg: LoaderBenchConfig, tmp: Path) -> tuple[dict[st
     """Each contender's key -> (label, builder), and notes on the ones left out."""
     found: dict[str, tuple[str, Contender]] = {"ours-folder": ("ours (folder)", ours(folder, cfg))}
     notes = []
-    if importlib.util.find_spec("webdataset") is not None:
+    if installed("webdataset"):
         found["ours-shards"] = ("ours (shards)", ours(as_shards(folder, tmp), cfg))
     else:
-        notes.append("webdataset is not installed: no shards were written (pip install 'inceptionnet[shards]')")
-    try:
+        notes.append(f"webdataset is not installed: no shards were written ({install_line('shards', 'webdataset')})")
+    if installed("timm"):
         found["timm"] = ("timm create_loader", timm_loader(folder, cfg))
-    except ImportError:
-        notes.append("timm is not installed: its loader was not timed (pip install timm)")
+    else:
+        notes.append(f"timm is not installed: its loader was not timed ({install_line(None, 'timm')})")
     found["torchvision"] = ("torchvision ImageFolder", torchvision_loader(folder, cfg))
     return found, notes
 

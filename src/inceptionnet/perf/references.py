@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inceptionnet.extras import require
+
 REFERENCES = ("timm", "timm-channels-last", "onnxruntime", "openvino")
 TORCH_REFERENCES = ("timm", "timm-channels-last")
 
@@ -37,10 +39,7 @@ def reference_name(model: str, reference: str = "timm") -> str:
 def build_reference(model: str, *, num_classes: int = 1000) -> nn.Module:
     """timm's randomly initialised counterpart of `model` (timm is a dev dependency, imported here)."""
     name = reference_name(model)
-    try:
-        import timm
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ValueError("the timm reference needs timm: pip install timm (or the project's dev extra)") from err
+    timm = require("timm", extra=None, purpose="the timm reference")
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 

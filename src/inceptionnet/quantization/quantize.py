@@ -32,7 +32,8 @@ import torch
 from inceptionnet._version import __version__
 from inceptionnet.atomic import atomic_write
 from inceptionnet.export.formats import export_card, export_model
-from inceptionnet.export.runtimes import EngineUnavailable, engine_installed
+from inceptionnet.export.runtimes import engine_installed
+from inceptionnet.extras import missing
 from inceptionnet.models import InceptionNetwork
 from inceptionnet.quantization.calibration import (
     DEFAULT_METHOD,
@@ -54,7 +55,6 @@ from inceptionnet.quantization.int8folder import (
     target_record,
 )
 from inceptionnet.quantization.running import (
-    INSTALL,
     MIN_AGREEMENT,
     LowAgreement,
     check_quantized,
@@ -177,7 +177,7 @@ def _check_options(
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("quantization runs on the CPU: pass the network on the CPU (model.cpu())")
     if not engine_installed("onnxruntime"):
-        raise EngineUnavailable(f"quantizing needs ONNX Runtime: {INSTALL}")
+        raise missing("onnxruntime", extra="onnxruntime", purpose="quantizing")
 
 
 def _checked(

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from inceptionnet.cpu import cpu_features
-from inceptionnet.export.runtimes import EngineNetwork, EngineUnavailable, first_installed, onnx_runner
+from inceptionnet.export.runtimes import EngineNetwork, first_installed, onnx_runner
+from inceptionnet.extras import MissingExtra
 from inceptionnet.models import InceptionNetwork
 from inceptionnet.quantization.calibration import CALIBRATION_BATCH
 from inceptionnet.quantization.int8folder import describe_quantized, int8_folder, weight_range
@@ -48,7 +49,8 @@ def load_quantized(
     model_file, card = describe_quantized(path)
     engine = first_installed() if engine == "auto" else engine  # onnx_runner names an unknown or missing one
     if engine is None:
-        raise EngineUnavailable(f"running an int8 network needs OpenVINO or ONNX Runtime: {INSTALL}")
+        raise MissingExtra(f"running an int8 network needs OpenVINO or ONNX Runtime: {INSTALL}", extra="openvino",
+                           module="openvino")  # fmt: skip
     threads = threads or torch.get_num_threads()
     runnable, temp = _runnable_file(model_file, log)
     try:

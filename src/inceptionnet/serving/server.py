@@ -11,26 +11,27 @@ traceback).
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 from types import FrameType
 
 import torch
 
+from inceptionnet.extras import installed, missing
 from inceptionnet.inference.engines import Log, describe_engine, engine_device
 from inceptionnet.inference.loading import names_int8_folder, open_for_inference
 from inceptionnet.serving.app import create_app
 from inceptionnet.serving.service import MAX_PIXELS, Classifier, Explainer
 
-EXTRA_HINT = "pip install 'inceptionnet[serve]'"
 DRAIN_SECONDS = 30
 
 
 def check_installed() -> None:
     """A ValueError naming the extra when FastAPI, uvicorn or python-multipart is missing."""
-    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ValueError(f"inceptionnet serve needs {', '.join(missing)}: {EXTRA_HINT}")
+    # python-multipart's module is python_multipart (multipart in releases before 0.0.13, a warning shim after)
+    needed = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
+    absent = [name for name, modules in needed.items() if not any(installed(m) for m in modules)]
+    if absent:
+        raise missing(", ".join(absent), extra="serve", purpose="inceptionnet serve")
 
 
 def serve(

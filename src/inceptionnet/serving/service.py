@@ -22,6 +22,7 @@ from inceptionnet.card import ModelCard
 from inceptionnet.data import UNREADABLE, eval_transform
 from inceptionnet.data.images import read_image_bytes
 from inceptionnet.export.runtimes import DescribedNetwork
+from inceptionnet.extras import MissingExtra
 from inceptionnet.factory import load_model
 from inceptionnet.inference.explain import explain
 from inceptionnet.inference.predict import checked_top_k, class_json, class_labels, classes_of, output_probabilities
@@ -131,7 +132,7 @@ class Explainer:
             try:
                 (e,) = explain(self._net, [picture], target=target, top_k=1, input_size=size)
             except ValueError as err:  # an unknown class, or the extra is missing
-                status = 501 if "pip install" in str(err) else 400
+                status = 501 if isinstance(err, MissingExtra) else 400
                 raise Rejected(status, str(err)) from None
         png = io.BytesIO()
         Image.fromarray(e.overlay()).save(png, format="PNG")

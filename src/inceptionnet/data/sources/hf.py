@@ -25,6 +25,7 @@ from PIL import Image
 
 from inceptionnet.data.images import UNREADABLE, read_image, read_image_bytes
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
+from inceptionnet.extras import require
 
 HUB_PREFIX = "hf:"
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats a shard keeps as they are (PIL names)
@@ -122,13 +123,7 @@ def open_hf_split(
 def _load(data: str | Path) -> Any:
     """The Dataset or DatasetDict `data` names (the Hub through `load_dataset`, local copies as `datasets`
     reads them: `load_from_disk` for a save_to_disk folder, `load_dataset` for parquet files)."""
-    try:
-        import datasets
-    except ImportError:
-        raise SourceError(
-            f"{data} is a Hugging Face dataset, and the `datasets` package is not installed: "
-            'pip install "inceptionnet[hf]"'
-        ) from None
+    datasets = require("datasets", extra="hf", purpose=f"the Hugging Face dataset {data}")
     text = str(data)
     try:
         if text.startswith(HUB_PREFIX):
