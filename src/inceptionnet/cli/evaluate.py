@@ -18,8 +18,8 @@ from inceptionnet.evaluation.multilabel_run import evaluate_multilabel
 from inceptionnet.evaluation.report import build_report, sklearn_metrics
 from inceptionnet.export.runtimes import network_card
 from inceptionnet.factory import load_model, parse_model_spec
-from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
-from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.inference.engines import describe_engine
+from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
 from inceptionnet.ranks import Ranks, from_env, process_group
 
 DESCRIPTION = (
@@ -109,12 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         sklearn_metrics()  # a missing optional dependency fails before the evaluation, not after it
     columns = {"image_column": args.image_column, "label_column": args.label_column}
-    int8 = any(names_int8_folder(spec) for spec in args.model)
-    device = (
-        torch.device("cpu") if int8 else ranks.device_of_rank(engine_device(args.engine, args.device))
-    )  # int8 runs on the CPU
-    if not args.data_only and not int8:  # a request the engine cannot run fails before the networks are built
-        choose_engine(args.engine, dtype=args.dtype, device=device)
+    # a request the engine cannot run fails before the networks are built
+    request = dict(engine=args.engine, dtype=args.dtype, device=args.device, ranks=ranks, check=not args.data_only)
+    device = inference_device(args.model, **request)
     models = _networks(args, device)
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:

@@ -12,8 +12,8 @@ import torch
 from inceptionnet.cli.options import add_engine_options, add_model_options, say, write_json
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.inference.batchjob import is_jsonl, job_meta, run_job
-from inceptionnet.inference.engines import choose_engine, describe_engine, engine_device
-from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.inference.engines import describe_engine
+from inceptionnet.inference.loading import inference_device, open_for_inference
 from inceptionnet.inference.predict import (
     classify,
     format_predictions,
@@ -56,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
     ranks = from_env()
     if ranks.distributed and not is_jsonl(args.json):
         raise ValueError("under torchrun, predict writes its results to a .jsonl file: add --json OUT.jsonl")
-    int8 = names_int8_folder(args.model, args.weights)
-    device = torch.device("cpu") if int8 else ranks.device_of_rank(engine_device(args.engine, args.device))
-    if not int8:  # a request the engine cannot run fails before the loading
-        choose_engine(args.engine, dtype=args.dtype, device=device)
+    request = dict(weights=args.weights, engine=args.engine, dtype=args.dtype, device=args.device, ranks=ranks)
+    device = inference_device([args.model], **request)  # a request the engine cannot run fails before the loading
     files = image_files(args.images)
     mine = len(ranks.share(files))  # the images this process classifies: what --engine auto weighs
     options = dict(engine=args.engine, dtype=args.dtype, device=device, images=mine, log=say)

@@ -9,15 +9,17 @@ an int8 folder of `inceptionnet quantize` opens that folder on OpenVINO or ONNX 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
-from inceptionnet.inference.engines import Log, inference_network
+from inceptionnet.inference.engines import Log, choose_engine, engine_device, inference_network
 from inceptionnet.quantization.int8folder import is_quantized
 from inceptionnet.quantization.running import load_quantized
+from inceptionnet.ranks import Ranks
 
 INT8_ENGINES = ("auto", "onnxruntime", "openvino")
 
@@ -25,6 +27,31 @@ INT8_ENGINES = ("auto", "onnxruntime", "openvino")
 def names_int8_folder(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> bool:
     """Whether `spec` (or `weights`) is an int8 folder written by `inceptionnet quantize`."""
     return any(p is not None and os.path.exists(p) and is_quantized(p) for p in (spec, weights))
+
+
+def inference_device(
+    specs: Sequence[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    engine: str = "auto",
+    dtype: str | None = None,
+    device: str | torch.device | None = None,
+    ranks: Ranks | None = None,
+    check: bool = True,
+) -> torch.device:
+    """Where the networks `specs` name will run, with the request checked before any of them loads (seconds).
+
+    An int8 folder runs on the CPU; anything else where `engine` runs (`engine_device`; under torchrun,
+    `ranks` gives this rank's GPU), and with `check`, what the engine cannot run on it (bf16 on a CPU
+    without it, a CPU engine on a GPU, a missing engine) is refused here, naming the fix.
+    """
+    if any(names_int8_folder(spec, weights) for spec in specs):
+        return torch.device("cpu")
+    dev = engine_device(engine, device)
+    dev = ranks.device_of_rank(dev) if ranks is not None else dev
+    if check:
+        choose_engine(engine, dtype=dtype or "fp32", device=dev)
+    return dev
 
 
 def open_for_inference(

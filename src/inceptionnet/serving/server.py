@@ -14,11 +14,9 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-import torch
-
 from inceptionnet.extras import installed, missing
-from inceptionnet.inference.engines import Log, describe_engine, engine_device
-from inceptionnet.inference.loading import names_int8_folder, open_for_inference
+from inceptionnet.inference.engines import Log, describe_engine
+from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
 from inceptionnet.serving.app import create_app
 from inceptionnet.serving.service import MAX_PIXELS, Classifier, Explainer
 
@@ -56,7 +54,7 @@ def serve(
     import uvicorn
 
     int8 = names_int8_folder(spec, weights)
-    dev = torch.device("cpu") if int8 else engine_device(engine, device)
+    dev = inference_device([spec], weights=weights, engine=engine, dtype=dtype, device=device)
     model = open_for_inference(spec, weights=weights, engine=engine, dtype=dtype, device=device, log=log)
     classifier = Classifier(model.to(dev), device=dev, top_k=top_k, max_pixels=max_pixels, max_batch=max_batch)
     explainer = None if int8 else Explainer(spec, weights)
