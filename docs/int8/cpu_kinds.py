@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inceptionnet import create_model
 from inceptionnet.cpu import cpu_features
 from inceptionnet.data import eval_transform, read_image
 from inceptionnet.export.formats import export_model
@@ -50,6 +51,7 @@ from inceptionnet.quantization.int8folder import MODEL_FILE
 from inceptionnet.quantization.quantize import load_quantized, quantize_model
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import preset
+from inceptionnet.weights import save_model_folder
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "cpu-kinds.json"
@@ -92,6 +94,21 @@ def prepare(cifar10: Path, out: Path) -> None:
             with torch.no_grad():
                 logits = torch.cat([model(torch.from_numpy(b.copy())) for b in np.array_split(inputs, 40)])
             np.save(out / f"{key}-fp32.npy", logits.numpy())
+
+
+def prepare_v4(imagenet: Path, out: Path) -> None:
+    """Inception-v4 at full size, random weights (speed does not depend on them), quantized for both targets on
+    32 ImageNet images with nearest rounding and no minimum agreement (random weights agree by chance only)."""
+    torch.manual_seed(0)
+    model = create_model("inception_v4").eval()
+    save_model_folder(out / "v4", model)
+    images = sorted(imagenet.glob("*.JPEG"))[::31][:32]
+    for target in TARGETS:
+        if not (out / f"v4-{target}" / MODEL_FILE).is_file():
+            quantize_model(model, images, out / f"v4-{target}", images=32, rounding="nearest", target_cpu=target,
+                           min_agreement=0)  # fmt: skip
+    transform = eval_transform(model.preprocessing)
+    np.save(out / "v4-inputs.npy", torch.stack([transform(read_image(p)) for p in images[:16]]).numpy())
 
 
 def _inputs(cifar10: Path, model: torch.nn.Module, path: Path) -> np.ndarray:
@@ -264,16 +281,19 @@ def _append(section: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "measure", "speed", "ceiling", "table"])
+    parser.add_argument("step", choices=["prepare", "prepare-v4", "measure", "speed", "ceiling", "table"])
     parser.add_argument("--cifar10", type=Path, default=Path("../shared/data/cifar10"))
+    parser.add_argument("--imagenet", type=Path, default=Path("../shared/data/imagenet-sample"))
     parser.add_argument("--out-dir", type=Path, default=Path("runs/int8-cpu"))
     parser.add_argument("--kind", default="native", help="what to call this CPU setting in the results")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--networks", nargs="+", choices=[*NETWORKS, "v4"], default=list(NETWORKS))
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.cifar10, args.out_dir)
+    elif args.step == "prepare-v4":
+        prepare_v4(args.imagenet, args.out_dir)
     elif args.step == "measure":
         _append("accuracy", measure(args.out_dir, args.kind, args.images, args.networks))
     elif args.step == "speed":
