@@ -3,13 +3,18 @@ what each precision makes of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from inceptionnet.cli import main
 from inceptionnet.cpu import ISA_CAPS, CpuFeatures, cpu_features
 from inceptionnet.data import DEMO_DATA
+from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.distributed import Context
+from inceptionnet.training.learner import build_learner
 
 ZEN4 = CpuFeatures("Zen 4", True, frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
 
@@ -77,3 +82,18 @@ def test_bf16_on_a_cpu_that_emulates_it_is_refused_at_once(
         err = capsys.readouterr().err
         assert f"bf16 needs AVX512-BF16 or AMX, and this CPU, {cpu_features().describe()}, has neither" in err
         assert "use --dtype fp32" in err
+
+
+def test_training_in_bf16_says_when_the_cpu_emulates_it(
+    monkeypatch: pytest.MonkeyPatch, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    ctx = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    cfg = make_train_config(tmp_path, tmp_path / "run", precision="bf16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    host = cpu_features()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    notes = build_learner(cfg, ctx, num_classes=2).notes
+    assert f"bf16 on {cpu_features().describe()}: emulated, many times slower than --precision fp32" in notes
+    if host.bf16:  # said only where it is so
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        assert not any("emulated" in n for n in build_learner(cfg, ctx, num_classes=2).notes)

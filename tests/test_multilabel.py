@@ -214,7 +214,8 @@ def test_export_and_quantize_keep_the_label_mode_and_thresholds(multilabel_run, 
     assert meta["label_mode"] == "multi" and meta["thresholds"] == pytest.approx(list(card.thresholds))
     out = tmp_path / "int8"
     argv = ["quantize", str(result.out_dir), "--calibration", str(data / "val"), "--output", str(out), "--images", "4"]
-    assert main(argv) == 0
+    # a network trained a few steps on a few images: what is checked is the card, not its agreement with fp32
+    assert main([*argv, "--min-agreement", "0"]) == 0
     printed = capsys.readouterr().out
     assert "label agreement with fp32" in printed and "exact match" in printed and "top-1" not in printed
     config = json.loads((out / "config.json").read_text())

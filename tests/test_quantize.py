@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from inceptionnet import Preprocessing, create_model
+from inceptionnet.atomic import atomic_write
 from inceptionnet.cli import main
 from inceptionnet.cpu import cpu_features
 from inceptionnet.data import eval_transform, read_image
@@ -72,8 +73,12 @@ def quantized(tmp_path_factory: pytest.TempPathFactory, data: Path, model: torch
 
 
 @pytest.fixture(scope="module")
-def vnni_folder(tmp_path_factory: pytest.TempPathFactory, data: Path, model: torch.nn.Module) -> QuantizeResult:
-    """The folder with 8-bit weights, made for CPUs with VNNI whatever this one has."""
+def vnni_folder(
+    tmp_path_factory: pytest.TempPathFactory, data: Path, model: torch.nn.Module, quantized: QuantizeResult
+) -> QuantizeResult:
+    """The folder with 8-bit weights, made for CPUs with VNNI whatever this one has (`quantized` on a VNNI CPU)."""
+    if quantized.target_cpu == "vnni":
+        return quantized
     out = tmp_path_factory.mktemp("vnni") / "int8"
     return quantize_model(model, data / "train", out, images=64, method="minmax", target_cpu="vnni")
 
@@ -329,30 +334,46 @@ def test_each_target_cpu_writes_its_weight_range(
         quantize_model(model, data / "train", tmp_path / "x", target_cpu="arm")
 
 
+def _poor_check(monkeypatch: pytest.MonkeyPatch, quantized: QuantizeResult, agreement: float, images: int) -> None:
+    """quantize_model with its file-writing logic as it is, but the int8 file copied from `quantized` (no export,
+    no calibration) and a check that reports `agreement` on `images` images."""
+    import inceptionnet.quantization.quantize as quantize
+
+    def copied(*args: object) -> tuple[str, ...]:
+        atomic_write(args[3], quantized.model_file.read_bytes())  # _quantize's `output`
+        return quantized.fp32_nodes
+
+    def poor(*_args: object, **_kwargs: object) -> dict[str, object]:
+        return {
+            "engine": "openvino",
+            "images": images,
+            "cpu": "a CPU",
+            "max_logit_diff": 9.0,
+            "top1_agreement": agreement,
+        }
+
+    monkeypatch.setattr(quantize, "_quantize", copied)
+    monkeypatch.setattr(quantize, "check_quantized", poor)
+
+
 def test_a_low_agreement_writes_nothing_unless_allowed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: Path, model: torch.nn.Module, quantized: QuantizeResult
 ) -> None:
-    import inceptionnet.quantization.quantize as quantize
-
-    def poor(*_args: object, **_kwargs: object) -> dict[str, object]:
-        return {"engine": "openvino", "images": 18, "cpu": "a CPU", "max_logit_diff": 9.0, "top1_agreement": 0.5}
-
-    monkeypatch.setattr(quantize, "check_quantized", poor)
+    _poor_check(monkeypatch, quantized, 0.5, 18)
     out = tmp_path / "int8"
     with pytest.raises(LowAgreement, match=r"agrees with fp32 on 50\.0% of the top-1 classes of 18 check images"):
-        quantize_model(model, data / "train", out, images=18, method="minmax", rounding="nearest")
+        quantize_model(model, data / "train", out, images=18)
     assert not out.exists()
     previous = tmp_path / "previous"  # an int8 folder being rewritten keeps its files
     previous.mkdir()
     for name in (CONFIG_FILE, MODEL_FILE):
         (previous / name).write_bytes((quantized.folder / name).read_bytes())
     with pytest.raises(LowAgreement, match="--min-agreement 0"):
-        quantize_model(model, data / "train", previous, images=18, method="minmax", rounding="nearest")
-    assert (previous / MODEL_FILE).read_bytes() == (quantized.folder / MODEL_FILE).read_bytes()
-    written = quantize_model(
-        model, data / "train", out, images=18, method="minmax", rounding="nearest", min_agreement=0
-    )
+        quantize_model(model, data / "train", previous, images=18)
+    assert all((previous / n).read_bytes() == (quantized.folder / n).read_bytes() for n in (CONFIG_FILE, MODEL_FILE))
+    written = quantize_model(model, data / "train", out, images=18, min_agreement=0)
     assert written.top1_agreement == 0.5 and is_quantized(out)
+    assert json.loads((out / CONFIG_FILE).read_text())["check"]["top1_agreement"] == 0.5
     with pytest.raises(ValueError, match="--min-agreement is a fraction from 0"):
         quantize_model(model, data / "train", out, min_agreement=90)
 
@@ -362,18 +383,15 @@ def test_the_command_refuses_a_low_agreement(
     tmp_path: Path,
     data: Path,
     model: torch.nn.Module,
+    quantized: QuantizeResult,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import inceptionnet.quantization.quantize as quantize
-
-    def poor(*_args: object, **_kwargs: object) -> dict[str, object]:
-        return {"engine": "openvino", "images": 4, "cpu": "a CPU", "max_logit_diff": 9.0, "top1_agreement": 0.75}
-
-    monkeypatch.setattr(quantize, "check_quantized", poor)
+    _poor_check(monkeypatch, quantized, 0.75, 4)
     source = save_model_folder(tmp_path / "fp32", model)
-    argv = ["quantize", str(source), "--calibration", str(data / "val"), "--images", "4", "--rounding", "nearest"]
+    argv = ["quantize", str(source), "--calibration", str(data / "val"), "--images", "4"]
     assert main([*argv, "--output", str(tmp_path / "refused")]) == 2
     assert "below --min-agreement 0.9: nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
     assert main([*argv, "--output", str(tmp_path / "kept"), "--min-agreement", "0.5"]) == 0
     assert "warning: the int8 network disagrees with fp32 on 25% of the check images" in capsys.readouterr().out
 

@@ -115,7 +115,7 @@ def format_result(result: QuantizeResult) -> str:
     lines = [
         f"wrote {result.model_file} and config.json in {result.seconds:.0f}s: {result.method} calibration on "
         f"{result.calibration_images} images{skipped}, {bits}, rounded by {result.rounding}{kept}",
-        *(f"note: {note}" for note in result.notes),
+        *result.notes,
     ]
     agreement = result.agreement
     if agreement is not None:

@@ -85,7 +85,7 @@ def _runnable_file(model_file: Path, log: Log | None) -> tuple[Path, Path | None
     import onnx
 
     if log is not None:
-        log(notice)
+        log(f"note: {notice}")
     else:
         warnings.warn(notice, RuntimeWarning, stacklevel=3)
     model = onnx.load(str(model_file))
