@@ -11,16 +11,22 @@ file on each engine, as the CPU this process runs on computes it:
 - "7-bit": the `--target-cpu any` folder;
 
 each against the fp32 network (computed once, natively, with torch): top-1 accuracy, top-1 agreement,
-mean and largest logit difference. `speed` times the 8-bit and 7-bit files of each engine in
-interleaved rounds. The steps (run from the project folder; each appends to --results):
+mean and largest logit difference. `speed` times fp32 and the 8-bit and 7-bit files on each engine in
+interleaved rounds (also Inception-v4 at full size, random weights: `prepare-v4`); `ceiling` the fp32 and
+bf16 matrix products. The steps (run from the project folder; each adds its rows to docs/int8/cpu-kinds.json,
+replacing those of the same setting):
 
     python docs/int8/cpu_kinds.py prepare --cifar10 ../shared/data/cifar10 --out-dir runs/int8-cpu
     python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu --kind "native"
     ONEDNN_MAX_CPU_ISA=AVX2 python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu --kind "simulated AVX2"
     qemu-x86_64 -cpu Haswell .venv/bin/python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu \\
-        --kind "emulated Haswell" --images 500
-    python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "native"
-    ONEDNN_MAX_CPU_ISA=AVX2 python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "simulated AVX2"
+        --kind "emulated Haswell" --networks demo cifar14 --images 1000   # and: --networks cifar299 --images 300
+    python docs/int8/cpu_kinds.py prepare-v4 --imagenet ../shared/data/imagenet-sample --out-dir runs/int8-cpu
+    python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "native" --networks cifar299 v4
+    ONEDNN_MAX_CPU_ISA=AVX2 python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "simulated AVX2" \\
+        --networks cifar299 v4
+    python docs/int8/cpu_kinds.py ceiling --kind "native"
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/int8/cpu_kinds.py ceiling --kind "simulated AVX2"
     python docs/int8/cpu_kinds.py table
 
 ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO (oneDNN) use AVX2 kernels only, as on a CPU without VNNI; ONNX
