@@ -4,7 +4,9 @@ and the development machines' shared data (absent on a user's machine: the tests
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from inceptionnet.data import DEMO_DATA
 from inceptionnet.models import Preprocessing
 from inceptionnet.serving.client import LocalServer
 from inceptionnet.training.config import TrainConfig
+from inceptionnet.training.runlog import RunLog
 from inceptionnet.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -30,6 +33,32 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _sigterm() -> None:
+    signal.raise_signal(signal.SIGTERM)
+
+
+@pytest.fixture
+def after_step() -> Callable[..., AbstractContextManager[None]]:
+    """`with after_step(n): train(...)`: once step n is logged (RunLog.step), SIGTERM arrives, as a scheduler's
+    would in the middle of an epoch; `after_step(n, then=crash)` calls `crash()` there instead (a crash that
+    raises). RunLog.step is itself again after the block."""
+
+    @contextmanager
+    def after(step: int, then: Callable[[], None] = _sigterm) -> Iterator[None]:
+        real = RunLog.step
+
+        def step_then_signal(self: RunLog, logged: int, **kw: object) -> None:
+            real(self, logged, **kw)
+            if logged == step:
+                then()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(RunLog, "step", step_then_signal)
+            yield
+
+    return after
 
 
 @pytest.fixture

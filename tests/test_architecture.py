@@ -7,6 +7,7 @@ weights | data -> models) is import-linter's contract in pyproject.toml, run by 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,31 @@ def test_modules_and_functions_fit_on_a_screen() -> None:
             if length > MAX_FUNCTION_LINES:
                 too_long.append(f"{path.relative_to(PACKAGE)}:{func.lineno} {func.name}(): {length} lines")
     assert not too_long
+
+
+def _code_map() -> set[str]:
+    """The modules docs/architecture.md's code map lists, as paths below src/inceptionnet (folders nest by indent)."""
+    text = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Code map", 1)[1].split("```", 2)[1]
+    listed: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        entry = re.match(r"^( {0,12})(\w+\.py|\w+/)(?=\s|$)", line)  # descriptions continue further right
+        if entry is None:
+            continue
+        indent, name = len(entry.group(1)), entry.group(2)
+        folders = [(i, f) for i, f in folders if i < indent]
+        if name.endswith("/"):
+            folders.append((indent, name))
+        else:
+            listed.add("".join(f for _, f in folders) + name)
+    return listed
+
+
+def test_the_code_map_lists_every_module() -> None:
+    """Every module has its line; a subpackage's __init__.py may go without (its folder's line says it)."""
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
+    listed = _code_map()
+    missing = sorted(m for m in modules - listed if not (m.endswith("/__init__.py") and "/" in m))
+    assert not missing, f"docs/architecture.md's code map has no line for {missing}"
+    assert not listed - modules, f"the code map lists modules that do not exist: {sorted(listed - modules)}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from inceptionnet.evaluation.multilabel import multilabel_scores, tune_threshold
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.training.loop import train
 from inceptionnet.training.losses import training_loss
-from inceptionnet.training.runlog import RunLog
 from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,21 +69,13 @@ def test_multilabel_run_trains_and_its_card_says_multi_with_thresholds(multilabe
 
 
 def test_resume_of_a_multilabel_run_equals_the_uninterrupted_run(
-    multilabel_run, make_train_config, tmp_path, monkeypatch
+    multilabel_run, make_train_config, tmp_path, after_step
 ) -> None:
     data, straight = multilabel_run
-    real_step = RunLog.step
-
-    def step_then_signal(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 3:  # in the second epoch: the first validation has tuned thresholds already
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(RunLog, "step", step_then_signal)
     cfg = make_train_config(data, tmp_path / "run")
-    assert train(cfg).stopped_by == "SIGTERM"
+    with after_step(3):  # in the second epoch: the first validation has tuned thresholds already
+        assert train(cfg).stopped_by == "SIGTERM"
     assert read_checkpoint(tmp_path / "run")["thresholds"] is not None
-    monkeypatch.setattr(RunLog, "step", real_step)
     resumed = train(cfg, resume=tmp_path / "run")
     for a, b in ((resumed.model, straight.model), (resumed.averaged, straight.averaged)):
         for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

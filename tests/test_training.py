@@ -20,7 +20,7 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import TrainingDiverged
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, resolve_config
-from inceptionnet.training.runlog import RunLog, read_metrics
+from inceptionnet.training.runlog import read_metrics
 from inceptionnet.training.state import RunPosition
 from inceptionnet.weights.checkpoint import read_checkpoint
 
@@ -43,28 +43,20 @@ def _states_equal(a: dict, b: dict) -> None:
 
 
 def test_resume_after_sigterm_equals_uninterrupted_training(
-    straight_run, make_train_config, tmp_path, monkeypatch, capsys
+    straight_run, make_train_config, tmp_path, after_step, capsys
 ) -> None:
     data, straight = straight_run
     assert (straight.epoch, straight.step, straight.stopped_by) == (2, 6, None)
 
     # SIGTERM arrives after step 1 (of 3 in the first epoch) is logged: the next step finishes with the
     # stop agreed by all ranks, and a checkpoint is written.
-    real_step = RunLog.step
-
-    def step_then_signal(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 1:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(RunLog, "step", step_then_signal)
     cfg = make_train_config(data, tmp_path / "run")
     handler = signal.getsignal(signal.SIGTERM)
-    first = train(cfg)
+    with after_step(1):
+        first = train(cfg)
     assert (first.stopped_by, first.step, first.epoch) == ("SIGTERM", 2, 0)
     assert signal.getsignal(signal.SIGTERM) is handler  # the previous handler is back
     assert read_checkpoint(tmp_path / "run")["position"]["batches"] == 2
-    monkeypatch.setattr(RunLog, "step", real_step)
 
     resumed = train(cfg, resume=tmp_path / "run")
     assert (resumed.stopped_by, resumed.step, resumed.epoch) == (None, 6, 2)
@@ -200,7 +192,7 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_events_match_the_metrics_and_each_step_shows_once(
-    straight_run, make_train_config, tmp_path, monkeypatch
+    straight_run, make_train_config, tmp_path, after_step
 ) -> None:
     pytest.importorskip("tensorboard", reason="TensorBoard logging is optional (pip install tensorboard)")
     data, straight = straight_run
@@ -214,18 +206,12 @@ def test_tensorboard_events_match_the_metrics_and_each_step_shows_once(
 
     # A crash after step 4 with the checkpoint at step 3 (the end of epoch 1): steps 4 and 5 are logged
     # twice by the two attempts; TensorBoard keeps the continued run's.
-    real_step = RunLog.step
-
-    def crash_after_step_4(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 4:
-            raise KeyboardInterrupt  # not handled by the loop: the process would die here
+    def die() -> None:
+        raise KeyboardInterrupt  # not handled by the loop: the process would die here
 
     cfg = make_train_config(data, tmp_path / "run")
-    monkeypatch.setattr(RunLog, "step", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with after_step(4, then=die), pytest.raises(KeyboardInterrupt):
         train(cfg)
-    monkeypatch.setattr(RunLog, "step", real_step)
     train(cfg)
     again = _tensorboard_scalars(tmp_path / "run" / "tensorboard")
     assert [step for step, _ in again["train/loss"]] == [1, 2, 3, 4, 5, 6]

@@ -4,7 +4,6 @@ BatchNorm statistics, the learning-rate multiplier, errors, resume, a network pa
 from __future__ import annotations
 
 import dataclasses
-import signal
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from inceptionnet.training.inputs import set_up_inputs, training_classes
 from inceptionnet.training.learner import build_learner, build_network
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, preset, resolve_config
-from inceptionnet.training.runlog import RunLog, read_metrics
+from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, read_state_dict, save_weights
 from inceptionnet.weights.checkpoint import read_checkpoint
 
@@ -130,21 +129,13 @@ def test_weights_that_do_not_fit_are_a_clear_error(source, make_train_config, tm
 
 
 def test_resume_of_a_finetuning_run_equals_the_uninterrupted_run(
-    source, make_train_config, tmp_path, monkeypatch
+    source, make_train_config, tmp_path, after_step
 ) -> None:
     cfg = _finetune_config(make_train_config, source, tmp_path / "straight", freeze=1, pretrained_lr_scale=0.5)
     straight = train(cfg)
-    real_step = RunLog.step
-
-    def step_then_signal(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 1:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(RunLog, "step", step_then_signal)
     cfg = dataclasses.replace(cfg, out_dir=str(tmp_path / "run"))
-    assert train(cfg).stopped_by == "SIGTERM"
-    monkeypatch.setattr(RunLog, "step", real_step)
+    with after_step(1):
+        assert train(cfg).stopped_by == "SIGTERM"
     resumed = train(cfg, resume=tmp_path / "run")
     assert (resumed.step, resumed.epoch) == (straight.step, straight.epoch) == (6, 2)
     for a, b in ((resumed.model, straight.model), (resumed.averaged, straight.averaged)):

@@ -27,7 +27,7 @@ from inceptionnet.training import distributed
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.knobs import RESUME_RULES
 from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, plan_start
-from inceptionnet.training.runlog import RunLog, read_metrics
+from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,20 +75,12 @@ def _assert_each_record_once(folder: Path, *, epochs: int, steps: int) -> None:
 
 
 def test_the_same_command_continues_after_sigterm_and_after_finishing(
-    data, finished, tmp_path, monkeypatch, capsys
+    data, finished, tmp_path, after_step, capsys
 ) -> None:
-    real_step = RunLog.step
-
-    def step_then_signal(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 4:  # the second step of epoch 2: the stop is agreed after step 5, saved there
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(RunLog, "step", step_then_signal)
     out = tmp_path / "run"
-    assert main(_command(data, out)) == 128 + signal.SIGTERM
+    with after_step(4):  # the second step of epoch 2: the stop is agreed after step 5, saved there
+        assert main(_command(data, out)) == 128 + signal.SIGTERM
     assert "continue with the same command" in capsys.readouterr().err
-    monkeypatch.setattr(RunLog, "step", real_step)
 
     assert main(_command(data, out)) == 0
     said = capsys.readouterr().out
@@ -107,22 +99,17 @@ def test_the_same_command_continues_after_sigterm_and_after_finishing(
     assert _hashes(out) == before
 
 
-def test_records_after_the_checkpoint_of_a_crashed_attempt_are_removed(data, finished, tmp_path, monkeypatch) -> None:
-    real_step = RunLog.step
+def test_records_after_the_checkpoint_of_a_crashed_attempt_are_removed(data, finished, tmp_path, after_step) -> None:
+    def crash() -> None:
+        raise RuntimeError("simulated crash")
 
-    def step_then_crash(self: RunLog, step: int, **kw) -> None:
-        real_step(self, step, **kw)
-        if step == 5:  # steps 4 and 5 are logged; the last checkpoint is epoch 1's, at step 3
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(RunLog, "step", step_then_crash)
     out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    # steps 4 and 5 are logged; the last checkpoint is epoch 1's, at step 3
+    with after_step(5, then=crash), pytest.raises(RuntimeError, match="simulated crash"):
         main(_command(data, out))
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"] == [1, 2, 3, 4, 5]
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"kind": "step", "st')  # and the crash tore the last line
-    monkeypatch.setattr(RunLog, "step", real_step)
 
     assert main(_command(data, out)) == 0
     _assert_each_record_once(out, epochs=2, steps=6)
