@@ -133,3 +133,38 @@ def test_the_code_map_lists_every_module() -> None:
     missing = sorted(m for m in modules - listed if not (m.endswith("/__init__.py") and "/" in m))
     assert not missing, f"docs/architecture.md's code map has no line for {missing}"
     assert not listed - modules, f"the code map lists modules that do not exist: {sorted(listed - modules)}"
+
+
+def test_run_folder_file_names_appear_in_one_module() -> None:
+    """A run folder's files are named by weights/runfolder.py alone; everything else asks it."""
+    names = ("last.pt", "previous.pt", "best.pt", "metrics.jsonl", "curves.png", "owner.lock")
+    home = PACKAGE / "weights" / "runfolder.py"
+    assert all(name in home.read_text(encoding="utf-8") for name in names)
+    elsewhere = {
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in PACKAGE.rglob("*.py")
+        if path != home
+        for name in names
+        if _in_code(path, name)
+    }
+    assert not elsewhere, f"run-folder file names outside weights/runfolder.py: {sorted(elsewhere)}"
+
+
+def _in_code(path: Path, name: str) -> bool:
+    """Whether `name` occurs in a string of `path` that is not a docstring."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return any(
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and name in node.value
+        for node in ast.walk(tree)
+    )

@@ -27,8 +27,7 @@ from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.data.sources import ShardSource, SourceError, source_kind
 from inceptionnet.data.sources import shards as shards_module
 from inceptionnet.data.sources.shards import index_path
-from inceptionnet.training.runlog import read_metrics
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,7 +21,7 @@ from inceptionnet.evaluation import evaluate
 from inceptionnet.models import Preprocessing
 from inceptionnet.quantization.calibration import calibration_files, calibration_set, read_calibration
 from inceptionnet.training.loop import train
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint
 
 SPLITS = ("train", "val")
 

@@ -7,9 +7,9 @@ import json
 import yaml
 
 from inceptionnet import create_model
-from inceptionnet.training.artifact import train_command
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
+from inceptionnet.training.presets import train_command
 from inceptionnet.weights import CONFIG_FILE, save_model_folder
 
 

@@ -26,7 +26,7 @@ from inceptionnet.evaluation.multilabel import multilabel_scores, tune_threshold
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.training.loop import train
 from inceptionnet.training.losses import training_loss
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,11 +16,10 @@ from inceptionnet import Preprocessing, create_model
 from inceptionnet.cli import main
 from inceptionnet.export.formats import read_export_metadata
 from inceptionnet.factory import load_model
-from inceptionnet.training.artifact import save_run_model
 from inceptionnet.training.loop import train
-from inceptionnet.training.runlog import read_metrics
+from inceptionnet.training.writer import save_run_model
 from inceptionnet.weights import CONFIG_FILE, IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_FILE, WeightsError, run_weights
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import RunFolder, read_checkpoint, read_metrics
 
 # What a run from scratch validates with: the network's default transform at the run's input size.
 RUN_PRE = Preprocessing(input_size=75)
@@ -37,7 +36,7 @@ def run(tmp_path_factory, make_image_folder, make_train_config, one_thread):
     out = result.out_dir
     if not (out / "model" / CONFIG_FILE).is_file():  # the loop writes it after each evaluation
         save_run_model(
-            out,
+            RunFolder(out),
             result.averaged.module,
             class_names=read_checkpoint(out)["classes"],
             preprocessing=RUN_PRE,
@@ -205,13 +204,15 @@ def test_save_run_model_checks_its_inputs(run, tmp_path: Path) -> None:
     pre = RUN_PRE
     with pytest.raises(ValueError, match="lacks"):
         save_run_model(
-            tmp_path, result.model, class_names=["a", "b", "c"], preprocessing=pre, record={}, averaged=False
+            RunFolder(tmp_path), result.model, class_names=["a", "b", "c"], preprocessing=pre, record={}, averaged=False
         )
     record = last_epoch(out)
     with pytest.raises(ValueError, match="2 class names for a network with 3 outputs"):
-        save_run_model(tmp_path, result.model, class_names=["a", "b"], preprocessing=pre, record=record, averaged=False)
+        save_run_model(
+            RunFolder(tmp_path), result.model, class_names=["a", "b"], preprocessing=pre, record=record, averaged=False
+        )
     folder = save_run_model(
-        tmp_path, result.model, class_names=["x", "y", "z"], preprocessing=pre, record=record, averaged=False
+        RunFolder(tmp_path), result.model, class_names=["x", "y", "z"], preprocessing=pre, record=record, averaged=False
     )
     assert not any(k.startswith("aux.") for k in create_model(weights=tmp_path).state_dict())
     assert json.loads((folder / CONFIG_FILE).read_text())["weights"] == "raw"

@@ -21,7 +21,7 @@ from inceptionnet.study.run import run_study
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
 from inceptionnet.training.probe import LastFeatureProbe
-from inceptionnet.training.runlog import read_metrics
+from inceptionnet.weights.runfolder import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

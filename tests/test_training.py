@@ -17,12 +17,11 @@ from inceptionnet import create_model
 from inceptionnet.cli import build_parser, main
 from inceptionnet.data import derive_seed
 from inceptionnet.training.config import TrainConfig
-from inceptionnet.training.faults import TrainingDiverged
+from inceptionnet.training.faults import StopReason, TrainingDiverged
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, resolve_config
-from inceptionnet.training.runlog import read_metrics
 from inceptionnet.training.state import RunPosition
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +41,19 @@ def _states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def test_each_stop_reason_carries_its_exit_status() -> None:
+    """As a process killed by the signal would report it; max_steps is a normal end."""
+    statuses = {reason: reason.exit_status for reason in StopReason}
+    assert statuses == {
+        StopReason.SIGTERM: 128 + signal.SIGTERM,
+        StopReason.SIGINT: 128 + signal.SIGINT,
+        StopReason.SIGNAL: 128 + signal.SIGTERM,  # another process's signal stopped the run
+        StopReason.MAX_STEPS: 0,
+    }
+    assert [reason.by_signal for reason in StopReason] == [True, True, True, False]
+    assert StopReason("SIGTERM") == "SIGTERM"  # written and read as the signal's name
+
+
 def test_resume_after_sigterm_equals_uninterrupted_training(
     straight_run, make_train_config, tmp_path, after_step, capsys
 ) -> None:
@@ -54,7 +66,8 @@ def test_resume_after_sigterm_equals_uninterrupted_training(
     handler = signal.getsignal(signal.SIGTERM)
     with after_step(1):
         first = train(cfg)
-    assert (first.stopped_by, first.step, first.epoch) == ("SIGTERM", 2, 0)
+    assert (first.stopped_by, first.step, first.epoch) == (StopReason.SIGTERM, 2, 0)
+    assert first.exit_status == 128 + signal.SIGTERM and straight.exit_status == 0
     assert signal.getsignal(signal.SIGTERM) is handler  # the previous handler is back
     assert read_checkpoint(tmp_path / "run")["position"]["batches"] == 2
 

@@ -21,7 +21,7 @@ from inceptionnet.training.inputs import training_transform
 from inceptionnet.training.knobs import Augment
 from inceptionnet.training.mixing import mix_batch
 from inceptionnet.training.presets import PRESETS
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

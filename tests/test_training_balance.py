@@ -23,7 +23,7 @@ from inceptionnet.training.distributed import Context
 from inceptionnet.training.learner import build_learner
 from inceptionnet.training.losses import training_loss
 from inceptionnet.training.step import train_step
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

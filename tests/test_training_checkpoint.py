@@ -10,14 +10,15 @@ from torch import nn
 
 from inceptionnet import create_model
 from inceptionnet._version import __version__
-from inceptionnet.training import checkpoint
+from inceptionnet.training import checkpoint, writer
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.loop import train
 from inceptionnet.training.optim import RMSpropTF, WeightAverage
 from inceptionnet.training.state import RunPosition
 from inceptionnet.weights import WeightsError
-from inceptionnet.weights.checkpoint import FORMAT, LAST, read_checkpoint
+from inceptionnet.weights.checkpoint import FORMAT
+from inceptionnet.weights.runfolder import LAST, RunFolder, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +29,7 @@ class Custom:
 
 def test_save_round_trip_and_no_leftovers(tmp_path: Path) -> None:
     payload = {"format": FORMAT, "w": torch.arange(5.0), "nested": {"a": [1, 2.5, None, "x"]}}
-    checkpoint.save(payload, tmp_path / "run" / "last.pt")
+    writer.save(payload, tmp_path / "run" / "last.pt")
     loaded = read_checkpoint(tmp_path / "run")  # a folder means its last.pt
     assert torch.equal(loaded["w"], payload["w"]) and loaded["nested"] == payload["nested"]
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]
@@ -36,10 +37,10 @@ def test_save_round_trip_and_no_leftovers(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
-    checkpoint.save({"format": FORMAT, "step": 1}, path)
+    writer.save({"format": FORMAT, "step": 1}, path)
     before = path.read_bytes()
     with pytest.raises(Exception, match="pickle"):
-        checkpoint.save({"format": FORMAT, "bad": lambda: None}, path)  # fails mid-write
+        writer.save({"format": FORMAT, "bad": lambda: None}, path)  # fails mid-write
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
 
@@ -47,21 +48,21 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
 def test_a_write_that_fails_names_the_file_and_what_is_left(tmp_path: Path) -> None:
     (tmp_path / "last.pt").mkdir()  # the target cannot be replaced: the rename fails at the very end
     with pytest.raises(CheckpointWriteError, match=r"could not write .*last.pt: Is a directory"):
-        checkpoint.save({"format": FORMAT}, tmp_path / "last.pt")
+        writer.save({"format": FORMAT}, tmp_path / "last.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
 def test_keep_previous_copies_the_replaced_checkpoint(tmp_path: Path) -> None:
-    checkpoint.save({"format": FORMAT, "step": 3}, tmp_path / "last.pt")
-    checkpoint.keep_previous(tmp_path / "last.pt", tmp_path)
-    checkpoint.save({"format": FORMAT, "step": 5}, tmp_path / "last.pt")  # a new file, not the link
+    writer.save({"format": FORMAT, "step": 3}, tmp_path / "last.pt")
+    writer.keep_previous(tmp_path / "last.pt", RunFolder(tmp_path))
+    writer.save({"format": FORMAT, "step": 5}, tmp_path / "last.pt")  # a new file, not the link
     assert read_checkpoint(tmp_path / "previous.pt")["step"] == 3
     assert read_checkpoint(tmp_path / "last.pt")["step"] == 5
-    checkpoint.keep_previous(tmp_path / "previous.pt", tmp_path)  # continuing from previous.pt: nothing to do
+    writer.keep_previous(tmp_path / "previous.pt", RunFolder(tmp_path))  # continuing from previous.pt: nothing to do
     assert read_checkpoint(tmp_path / "previous.pt")["step"] == 3
     other = tmp_path / "other"
     other.mkdir()
-    checkpoint.keep_previous(tmp_path / "last.pt", other)  # a run continued in another folder
+    writer.keep_previous(tmp_path / "last.pt", RunFolder(other))  # a run continued in another folder
     assert read_checkpoint(other / "previous.pt")["step"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "other", "previous.pt"]
 
@@ -104,7 +105,7 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
         classes=["a", "b", "c"],
         preprocessing=model.preprocessing,
     )
-    checkpoint.save(state, tmp_path / "last.pt")
+    writer.save(state, tmp_path / "last.pt")
     payload = read_checkpoint(tmp_path / "last.pt")
     assert payload["version"] == __version__ and TrainConfig.from_dict(payload["config"]) == cfg
     assert payload["position"] == position.to_dict()  # a plain dict, as weights_only loading needs
@@ -121,7 +122,7 @@ def test_training_state_restores_exactly(tmp_path: Path) -> None:
     net = create_model(weights=tmp_path / "last.pt")
     assert net.aux is None and net.class_names == ("a", "b", "c")
     torch.testing.assert_close(net.head.fc.weight, ema.module.head.fc.weight)
-    checkpoint.save({**payload, "ema": None}, tmp_path / "raw.pt")  # a run without a weight average
+    writer.save({**payload, "ema": None}, tmp_path / "raw.pt")  # a run without a weight average
     raw = create_model(weights=tmp_path / "raw.pt")
     torch.testing.assert_close(raw.head.fc.weight, model.head.fc.weight)
 
@@ -150,14 +151,14 @@ def test_create_model_rebuilds_the_trained_network_of_a_checkpoint_exactly(scale
     payload = read_checkpoint(path)
     assert payload["model_name"] == "inception_resnet_v1" and payload["model_options"]["scales"] == (0.3,) * 3
     assert torch.equal(_logits(create_model(weights=path)), _logits(scaled_run.averaged.module))
-    checkpoint.save({**payload, "ema": None}, tmp_path / "raw.pt")
+    writer.save({**payload, "ema": None}, tmp_path / "raw.pt")
     assert torch.equal(_logits(create_model(weights=tmp_path / "raw.pt")), _logits(scaled_run.model))
 
 
 def test_a_checkpoint_without_its_network_is_refused_naming_the_fix(scaled_run, tmp_path) -> None:
     payload = read_checkpoint(scaled_run.out_dir / LAST)
     del payload["model_name"], payload["model_options"]
-    checkpoint.save(payload, tmp_path / "old.pt")
+    writer.save(payload, tmp_path / "old.pt")
     with pytest.raises(
         WeightsError, match=r"old.pt is a training checkpoint without model_name, model_options: .* Retrain"
     ):

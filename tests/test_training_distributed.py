@@ -12,8 +12,7 @@ import torch.multiprocessing as mp
 
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
-from inceptionnet.training.runlog import read_metrics
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint, read_metrics
 
 
 def _free_port() -> int:

@@ -15,9 +15,8 @@ from inceptionnet.training.inputs import set_up_inputs, training_classes
 from inceptionnet.training.learner import build_learner, build_network
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, preset, resolve_config
-from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, read_state_dict, save_weights
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.weights.runfolder import read_checkpoint, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

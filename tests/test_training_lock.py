@@ -20,8 +20,8 @@ import pytest
 from inceptionnet.cli import main
 from inceptionnet.training import runlock
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.runlock import OWNER, RunFolderBusy, claim, run_owner
-from inceptionnet.training.runlog import read_metrics
+from inceptionnet.training.runlock import RunFolderBusy, claim, run_owner
+from inceptionnet.weights.runfolder import OWNER, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

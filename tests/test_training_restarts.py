@@ -26,9 +26,8 @@ from inceptionnet.cli import main
 from inceptionnet.training import distributed
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.knobs import RESUME_RULES
-from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, plan_start
-from inceptionnet.training.runlog import read_metrics
-from inceptionnet.weights.checkpoint import read_checkpoint
+from inceptionnet.training.rundir import MAY_CHANGE, RESUME_KEEPS, Resume, RunStart, plan_start, run_folder
+from inceptionnet.weights.runfolder import read_checkpoint, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,14 +151,14 @@ def test_options_that_may_change_continue_and_the_others_are_refused(finished, d
     }
     assert set(changed) == MAY_CHANGE
     for key, value in changed.items():
-        start = plan_start(replace(cfg, **{key: value}), resume=None, world_size=1)
+        start = _plan(replace(cfg, **{key: value}), resume=None, world_size=1)
         assert start.automatic and start.source == finished / "last.pt", key
-    assert plan_start(replace(cfg, data=str(data) + "/."), resume=None, world_size=1).automatic
+    assert _plan(replace(cfg, data=str(data) + "/."), resume=None, world_size=1).automatic
     for key, value in {"width": 0.25, "batch_size": 2, "precision": "fp16", "ema_decay": 0.5}.items():
         with pytest.raises(ValueError, match=f"differs from it in {key} "):
-            plan_start(replace(cfg, **{key: value}), resume=None, world_size=1)
+            _plan(replace(cfg, **{key: value}), resume=None, world_size=1)
     with pytest.raises(ValueError, match=r"world_size \(1 there, 2 here\)"):
-        plan_start(cfg, resume=None, world_size=2)
+        _plan(cfg, resume=None, world_size=2)
 
 
 def test_every_config_field_declares_its_help_and_what_a_continued_run_may_do() -> None:
@@ -192,12 +191,12 @@ def test_each_field_not_declared_may_change_is_refused_and_kept_ones_even_by_res
             continue  # test_options_that_may_change_continue_and_the_others_are_refused
         changed = replace(cfg, **{f.name: _another_value(cfg, f)})
         with pytest.raises(ValueError, match=f"differs from it in {f.name} "):
-            plan_start(changed, resume=None, world_size=1)
+            _plan(changed, resume=None, world_size=1)
         if f.metadata["resume"] == "kept":
             with pytest.raises(ValueError, match=f"--resume cannot change {f.name} "):
-                plan_start(changed, resume=finished, world_size=1)
+                _plan(changed, resume=finished, world_size=1)
         else:
-            assert plan_start(changed, resume=finished, world_size=1).source == finished / "last.pt", f.name
+            assert _plan(changed, resume=finished, world_size=1).source == finished / "last.pt", f.name
 
 
 def test_the_documented_tables_of_options_are_the_declared_ones() -> None:
@@ -216,24 +215,24 @@ def test_a_folder_with_only_another_runs_metrics_or_checkpoints_is_refused(finis
     metrics_only = tmp_path / "metrics_only"
     metrics_only.mkdir()
     shutil.copy(finished / "metrics.jsonl", metrics_only)
-    assert plan_start(replace(cfg, out_dir=str(metrics_only)), resume=None, world_size=1).source is None
+    assert _plan(replace(cfg, out_dir=str(metrics_only)), resume=None, world_size=1).source is None
     with pytest.raises(ValueError, match=r"holds the metrics of another run .* lr"):
-        plan_start(replace(cfg, out_dir=str(metrics_only), lr=0.5), resume=None, world_size=1)
+        _plan(replace(cfg, out_dir=str(metrics_only), lr=0.5), resume=None, world_size=1)
     best_only = tmp_path / "best_only"
     best_only.mkdir()
     shutil.copy(finished / "best.pt", best_only)
     with pytest.raises(ValueError, match=f"holds best.pt but no last.pt.*--resume {best_only / 'best.pt'}"):
-        plan_start(replace(cfg, out_dir=str(best_only)), resume=None, world_size=1)
+        _plan(replace(cfg, out_dir=str(best_only)), resume=None, world_size=1)
     # --resume into a folder that holds another run's checkpoints
     with pytest.raises(ValueError, match=f"{best_only} holds the outputs of another run \\(best.pt\\)"):
-        plan_start(replace(cfg, out_dir=str(best_only)), resume=finished, world_size=1)
+        _plan(replace(cfg, out_dir=str(best_only)), resume=finished, world_size=1)
 
 
 def test_torchrun_restarts_need_a_fixed_out_dir(finished, monkeypatch) -> None:
     cfg = replace(TrainConfig.from_dict(read_checkpoint(finished)["config"]), out_dir=None)
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     with pytest.raises(ValueError, match="pass a fixed --out-dir"):
-        plan_start(cfg, resume=None, world_size=1)
+        _plan(cfg, resume=None, world_size=1)
 
 
 def test_previous_pt_is_the_epoch_before_and_the_fallback_of_a_damaged_last_pt(
@@ -368,3 +367,10 @@ def test_resume_refuses_options_the_checkpoint_was_built_with(finished, capsys, 
     err = capsys.readouterr().err
     assert "--resume cannot change" in err and option.lstrip("-").replace("-", "_") in err
     assert _hashes(finished) == before
+
+
+def _plan(cfg: TrainConfig, *, resume: Path | None, world_size: int) -> RunStart:
+    """What `train` decides before it builds anything: the folder, then how the command begins there."""
+    checkpoint = Resume.read(resume) if resume is not None else None
+    folder = run_folder(cfg, resume=checkpoint)
+    return plan_start(cfg, resume=checkpoint, world_size=world_size, folder=folder)

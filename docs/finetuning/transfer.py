@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, preset
-from inceptionnet.training.runlog import read_metrics
 from inceptionnet.weights import save_weights
+from inceptionnet.weights.runfolder import read_metrics
 
 SOURCE = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET = ("dog", "frog", "horse", "ship", "truck")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 
 from inceptionnet.cli.options import add_config_option
@@ -12,7 +11,8 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.faults import CheckpointWriteError, TrainingDiverged
 from inceptionnet.training.loop import train
 from inceptionnet.training.presets import PRESETS, resolve_config
-from inceptionnet.weights.checkpoint import checkpoint_file, read_checkpoint
+from inceptionnet.training.rundir import Resume
+from inceptionnet.weights.runfolder import LAST, PREVIOUS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="PATH",
-        help="continue the run of a checkpoint file or run folder (its last.pt; RUN/previous.pt is the recovery "
+        help=f"continue the run of a checkpoint file or run folder (its {LAST}; RUN/{PREVIOUS} is the recovery "
         "copy of the epoch end before it), with the options given here changed; output in the checkpoint's folder",
     )
     demo, paper = PRESETS["demo"], PRESETS["paper"]
@@ -51,20 +51,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
-    stored = None
-    if args.resume:
-        stored = read_checkpoint(args.resume)["config"]
+    resume = Resume.read(args.resume) if args.resume else None
+    if resume is not None:
         # The run goes on in the checkpoint's folder, not in the out_dir stored in it (a relative path
         # then named a folder relative to where that command ran).
-        overrides.setdefault("out_dir", str(checkpoint_file(args.resume).parent))
-    cfg = resolve_config(preset_name=args.preset, overrides=overrides, stored=stored)
+        overrides.setdefault("out_dir", str(resume.source.parent))
+    cfg = resolve_config(preset_name=args.preset, overrides=overrides, stored=resume and resume.payload["config"])
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=resume)
     except (TrainingDiverged, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
+    if result.stopped_by is not None and result.stopped_by.by_signal:
         again = "the same command, or " if "out_dir" in overrides else ""  # a default folder is new each time
         print(f"continue with {again}inceptionnet train --resume {result.out_dir}", file=sys.stderr)
-        return 128 + (signal.Signals[result.stopped_by].value if result.stopped_by != "signal" else signal.SIGTERM)
-    return 0
+    return result.exit_status

@@ -12,7 +12,7 @@ from inceptionnet.study.design import STATUS, Study, describe
 from inceptionnet.study.report import write_results
 from inceptionnet.training.faults import TrainingDiverged
 from inceptionnet.training.loop import train
-from inceptionnet.weights.checkpoint import LAST
+from inceptionnet.weights.runfolder import RunFolder
 
 
 def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def run_study(study: Study, out_dir: str | Path, *, say: Callable[[str], None] =
         if (folder / STATUS).exists():
             say(f"[{n}/{total}] {arm.label}, seed {seed}: done earlier ({folder})")
             continue
-        resume = folder if (folder / LAST).exists() else None
+        resume = folder if RunFolder(folder).last.exists() else None
         say(f"[{n}/{total}] {arm.label}, seed {seed}: {'resuming' if resume else 'training'} in {folder}")
         try:
             result = train(cfg, resume=resume)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from inceptionnet.study.design import STATUS, Study, run_dir
-from inceptionnet.training.runlog import METRICS, latest_records, read_metrics
+from inceptionnet.training.runlog import latest_records
+from inceptionnet.weights.runfolder import RunFolder
 
 
 def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -20,9 +21,9 @@ def collect(study: Study, out_dir: Path) -> tuple[list[dict[str, Any]], list[dic
     for arm in study.arms:
         for seed in study.seeds:
             folder = run_dir(out_dir, arm, seed)
-            if not (folder / METRICS).exists() and not (folder / STATUS).exists():
+            if not RunFolder(folder).metrics.exists() and not (folder / STATUS).exists():
                 continue  # not started
-            records = read_metrics(folder / METRICS) if (folder / METRICS).exists() else []
+            records = RunFolder(folder).read_metrics()
             epochs = latest_records(records, "epoch")
             steps = latest_records(records, "step")
             status_file = folder / STATUS

@@ -1,91 +1,28 @@
-"""Training checkpoints: atomic writes, the resume state, and restoring it.
+"""Training checkpoints: the resume state, and restoring it.
 
-The format (file names, entries, the reader) is inceptionnet.weights.checkpoint, which every command
+The format (entries, the reader) is inceptionnet.weights.checkpoint, which every command
 that takes a run as weights reads too. A checkpoint holds the model, the weight average, the
 optimiser (and fp16 loss scaler), the run position (state.RunPosition as a dict: epoch, step,
 batches done in the epoch and that epoch's running totals, the best validation error), the class
 names, the network's name and build options, the resolved configuration and the package version
 and the number of processes that trained it.
 
-A run folder holds `last.pt` (the latest), `previous.pt` (its recovery copy: the checkpoint of the
-last epoch end before `last.pt`'s position, kept in case `last.pt` turns out bad) and `best.pt`
-(the epoch with the lowest validation error). Every write is atomic, and one that fails raises
-`CheckpointWriteError` with the file it left intact.
+Which checkpoints a run folder holds and when each is written: writer.py, the run's one writer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from inceptionnet._version import __version__
-from inceptionnet.atomic import atomic_write
 from inceptionnet.models import Preprocessing
 from inceptionnet.training.config import TrainConfig
-from inceptionnet.training.faults import CheckpointWriteError
 from inceptionnet.training.state import RunPosition
-from inceptionnet.weights.checkpoint import PREVIOUS, checkpoint_payload
-
-
-def save(payload: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically: a crash at any moment leaves either the old file or the new one.
-
-    A write that fails (disk full, permission denied) raises CheckpointWriteError; the file at
-    `path`, if any, is left as it was.
-    """
-    path = Path(path)
-    try:
-        atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as err:
-        raise CheckpointWriteError(write_failure(path, err)) from err
-
-
-def keep_previous(source: Path, out_dir: Path) -> None:
-    """Make `out_dir`/previous.pt a copy of the checkpoint `source`, atomically (a no-op if it is that
-    file, or if `source` is gone).
-
-    A hard link under a temporary name, renamed over previous.pt, copies nothing; where the file
-    system has no hard links (or `source` is on another one) the bytes are copied.
-    """
-    target = out_dir / PREVIOUS
-    if not source.exists() or (target.exists() and target.samefile(source)):
-        return
-    link = out_dir / f".{PREVIOUS}.link.tmp"
-    try:
-        link.unlink(missing_ok=True)
-        try:
-            os.link(source, link)
-        except OSError:
-            with open(source, "rb") as src:
-                atomic_write(target, lambda f: shutil.copyfileobj(src, f))
-            return
-        os.replace(link, target)
-    except OSError as err:
-        link.unlink(missing_ok=True)
-        raise CheckpointWriteError(write_failure(target, err)) from err
-
-
-def write_failure(path: Path, err: OSError) -> str:
-    """What failed, why, what is left, and how to go on."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = f"free space on the disk of {path.parent}"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = f"make {path.parent} writable"
-    else:
-        fix = "fix the cause"
-    kept = f"{path} is as it was before this write" if path.exists() else f"no earlier {path.name} exists there"
-    return (
-        f"could not write {path}: {err.strerror or err}; {kept}. "
-        f"The run stopped: {fix}, then run the same command again (or --resume {path.parent}) to continue from "
-        f"the last checkpoint written"
-    )
+from inceptionnet.weights.checkpoint import checkpoint_payload
 
 
 def describe(payload: dict[str, Any]) -> str:

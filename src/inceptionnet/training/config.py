@@ -25,6 +25,7 @@ from inceptionnet.training.knobs import (  # the choices of the Literal fields, 
     choice_errors,
     knob,
 )
+from inceptionnet.weights.runfolder import METRICS
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class TrainConfig:
     eval_every: int = knob(1, "evaluate every this many epochs (and after the last)", resume="may_change")
     log_every: int = knob(
         0,
-        "every this many steps, append a step record to metrics.jsonl: loss, lr, gradient norm and the share "
+        f"every this many steps, append a step record to {METRICS}: loss, lr, gradient norm and the share "
         "of zero activations in the last feature map; 0 = off",
         resume="may_change",
     )

@@ -11,6 +11,7 @@ denied), with the previous checkpoint intact.
 
 from __future__ import annotations
 
+import enum
 import math
 import signal
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from inceptionnet.training.config import TrainConfig
-from inceptionnet.weights.checkpoint import LAST
+from inceptionnet.weights.runfolder import LAST
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,6 +53,30 @@ def divergence_message(
     )
 
 
+class StopReason(enum.StrEnum):
+    """Why a run stopped before its last epoch, and the exit status `inceptionnet train` gives for it.
+
+    A stop by a signal writes a checkpoint and exits with 128 + the signal's number, as a process
+    killed by it would report (schedulers and torchrun read it so); reaching `--max-steps` is a
+    normal end (0). SIGNAL: another process of the run was signalled, this one stopped with it.
+    """
+
+    SIGTERM = "SIGTERM"
+    SIGINT = "SIGINT"
+    SIGNAL = "signal"
+    MAX_STEPS = "max_steps"
+
+    @property
+    def by_signal(self) -> bool:
+        return self is not StopReason.MAX_STEPS
+
+    @property
+    def exit_status(self) -> int:
+        if self is StopReason.MAX_STEPS:
+            return 0
+        return 128 + (signal.SIGINT if self is StopReason.SIGINT else signal.SIGTERM)
+
+
 class StopRequest:
     """SIGTERM / SIGINT handlers that only raise a flag: the loop saves and exits at the next step boundary.
 
@@ -62,7 +87,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = 0.0  # a float, so it travels in the per-step all-reduce with the loss
-        self.name: str | None = None
+        self.reason = StopReason.SIGNAL  # until a signal of this process names it
         self._previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -71,7 +96,7 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
             raise KeyboardInterrupt
-        self.requested, self.name = 1.0, signal.Signals(signum).name
+        self.requested, self.reason = 1.0, StopReason(signal.Signals(signum).name)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

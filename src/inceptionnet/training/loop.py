@@ -24,41 +24,43 @@ from inceptionnet._version import __version__
 from inceptionnet.training import checkpoint, distributed, rundir, runlock
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.faults import StopRequest
+from inceptionnet.training.faults import StopReason, StopRequest
 from inceptionnet.training.inputs import TrainingInputs, set_up_inputs, training_classes
 from inceptionnet.training.learner import Learner, build_learner
 from inceptionnet.training.optim import set_learning_rate
-from inceptionnet.training.rundir import RunStart
+from inceptionnet.training.rundir import Resume, RunStart
 from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import kept_batches, train_step
 from inceptionnet.training.validation import multilabel_validation, validation_errors
-from inceptionnet.weights.checkpoint import BEST, LAST
+from inceptionnet.training.writer import RunWriter
 
 
-def train(cfg: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None) -> TrainResult:
-    """Train with `cfg`, or continue a run: that of the checkpoint (file or run folder) `resume`, or
-    without it the run whose checkpoint `cfg.out_dir` holds, if that run's configuration is `cfg` up
+def train(
+    cfg: TrainConfig, *, resume: str | Path | Resume | None = None, model: nn.Module | None = None
+) -> TrainResult:
+    """Train with `cfg`, or continue a run: that of the checkpoint `resume` (a file, a run folder, or one read:
+    rundir.Resume), or without it the run whose checkpoint `cfg.out_dir` holds, if that run's configuration is `cfg` up
     to `rundir.MAY_CHANGE` (a folder holding another run is refused with a ValueError, and so is one
     that another live command trains in: runlock.RunFolderBusy).
 
     `model`: a network to train (in place) instead of the one `cfg` describes (learner.build_network).
     """
+    if resume is not None and not isinstance(resume, Resume):
+        resume = Resume.read(resume)
     folder = rundir.run_folder(cfg, resume=resume)
     ctx = distributed.setup(cfg.device)
     try:
-        with runlock.run_owner(folder, ctx, say=tqdm.write):  # refused here if another command trains there
-            return _train(cfg, ctx, resume, model, folder)
+        with runlock.run_owner(folder.path, ctx, say=tqdm.write):  # refused here if another command trains there
+            start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size, folder=folder)
+            return _train(cfg, ctx, start, model)
     finally:
         distributed.cleanup(ctx)
 
 
-def _train(
-    cfg: TrainConfig, ctx: Context, resume: str | Path | None, model: nn.Module | None, folder: Path
-) -> TrainResult:
-    """The phases of a run in `folder` (claimed), in execution order."""
-    start = rundir.plan_start(cfg, resume=resume, world_size=ctx.world_size, out_dir=folder)
+def _train(cfg: TrainConfig, ctx: Context, start: RunStart, model: nn.Module | None) -> TrainResult:
+    """The phases of a run in its folder (claimed), in execution order."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     learner = build_learner(cfg, ctx, num_classes=len(training_classes(cfg)), model=model)
     inputs = set_up_inputs(cfg, ctx, network=learner.model)  # images prepared as the network's weights expect
@@ -67,7 +69,7 @@ def _train(
     idle = run.pos.nothing_left(epochs=cfg.epochs, max_steps=cfg.max_steps)
     if idle is not None:  # the folder is left untouched
         run.say(idle)
-        return run.result("max_steps" if run.pos.epoch < cfg.epochs else None)
+        return run.result(StopReason.MAX_STEPS if run.pos.epoch < cfg.epochs else None)
     run.log.start(
         epoch=run.pos.epoch,
         step=run.pos.step,
@@ -77,7 +79,7 @@ def _train(
         resumed_from=str(start.source or ""),
     )
     stop = StopRequest()
-    stopped_by = None
+    stopped_by: StopReason | None = None
     try:
         while stopped_by is None and run.pos.epoch < cfg.epochs:
             epoch = _train_epoch(run, stop)
@@ -96,7 +98,7 @@ def _train(
 
 @dataclass(frozen=True)
 class _EpochOutcome:
-    stopped_by: str | None  # "SIGTERM", "SIGINT", "signal" or "max_steps" when the epoch stopped early
+    stopped_by: StopReason | None  # when the epoch stopped early
     started: float  # time.perf_counter() at its start
     train_time: float  # seconds
     images_seen: int  # by all ranks together
@@ -109,29 +111,30 @@ def _start_or_resume(
     say = tqdm.write if ctx.is_main else _silent
     pos, recovery = RunPosition(), None
     if start.payload is not None:
-        for key, (was, now) in rundir.run_changes(start.payload, cfg, world_size=ctx.world_size).items():
+        for key, (was, now) in start.changes.items():
             say(f"note: {key} is {now!r} (the checkpoint's run used {was!r})")
         pos = checkpoint.restore(
             start.payload, model=learner.model, ema=learner.ema, optimizer=learner.optimizer, scaler=learner.scaler
         )
-        how = f"{start.out_dir} holds this run: continuing" if start.automatic else "resumed"
+        how = f"{start.folder.path} holds this run: continuing" if start.automatic else "resumed"
         say(f"{how} from {start.source} at epoch {pos.epoch + 1}, step {pos.step}")
         recovery = start.source if pos.batches == 0 else None
     if not distributed.same_on_all_ranks(pos.step, ctx):
         raise ValueError(
-            f"the processes found different checkpoints in {start.out_dir}; give every machine the same "
+            f"the processes found different checkpoints in {start.folder.path}; give every machine the same "
             "--out-dir, on a file system they all share"
         )
     say(
         f"training {cfg.model} (width {learner.model.build_options['width']}, {inputs.input_size}px) on "
         f"{inputs.train_images} images of {len(inputs.classes)} classes, {ctx.world_size} process(es) x batch "
         f"{cfg.batch_size}{_accumulated(cfg)} on {ctx.device}; "
-        f"output in {start.out_dir}"
+        f"output in {start.folder.path}"
     )
     for note in learner.notes:  # how the network starts (fine-tuning: new classifier, frozen stages)
         say(note)
-    log = RunLog(start.out_dir, enabled=ctx.is_main)
-    return RunSession(cfg, ctx, inputs, learner, pos, start.out_dir, log, say, recovery=recovery)
+    log = RunLog(start.folder, enabled=ctx.is_main)
+    writer = RunWriter(start.folder, ctx, recovery=recovery)
+    return RunSession(cfg, ctx, inputs, learner, pos, start.folder, log, writer, say)
 
 
 def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
@@ -185,7 +188,7 @@ def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
         bar.set_postfix(loss=f"{sync.loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
         run.log.step(pos.step, epoch=pos.epoch + 1, record=probed, **sync.scalars(lr, probed=probed))
         if sync.stop or pos.step == cfg.max_steps:
-            stopped_by = (stop.name or "signal") if sync.stop else "max_steps"
+            stopped_by = stop.reason if sync.stop else StopReason.MAX_STEPS
             break
         if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0:
             run.save()
@@ -220,7 +223,7 @@ def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:
     improved = pos.finish_epoch(top1)
     run.save()
     if improved:
-        run.save(BEST)
+        run.save_best()
 
 
 def _validate(run: RunSession) -> dict[str, float]:
@@ -239,12 +242,10 @@ def _validate(run: RunSession) -> dict[str, float]:
     return {"val_map": scores.map, "val_exact_match": scores.exact_match}
 
 
-def _save_stopped(run: RunSession, stopped_by: str) -> None:
+def _save_stopped(run: RunSession, stopped_by: StopReason) -> None:
     """Write last.pt at the step the run stopped at, to resume from there."""
     run.save()
-    run.say(
-        f"stopped by {stopped_by} at step {run.pos.step} (epoch {run.pos.epoch + 1}); checkpoint {run.out_dir / LAST}"
-    )
+    run.say(f"stopped by {stopped_by} at step {run.pos.step} (epoch {run.pos.epoch + 1}); checkpoint {run.folder.last}")
 
 
 def _report(run: RunSession) -> None:

@@ -1,4 +1,5 @@
-"""Presets: named values of TrainConfig, and the configuration a command line asks for.
+"""Presets: named values of TrainConfig, the configuration a command line asks for, and the command line
+that sets a configuration (train_command).
 
 `PRESETS["paper"]` is the recipe of the paper (section 4) completed with the authors' released
 TF-slim training script where the paper is silent (paper-spec section 10); `PRESETS["demo"]`
@@ -12,6 +13,7 @@ a few thousand images (docs/finetuning.md); `PRESETS["finetune_adamw"]` does the
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Any
 
 from inceptionnet.training.config import TrainConfig, unknown_fields
@@ -100,3 +102,23 @@ def resolve_config(
         return dataclasses.replace(base, **overrides)
     name = preset_name or ("finetune" if overrides.get("weights") else "paper" if overrides.get("data") else "demo")
     return preset(name, **overrides)
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The `inceptionnet train` command line that sets `cfg`: one option per field that differs from the default.
+
+    Each option is the field's name with dashes (cli/options.py); a field left at None is its default.
+    """
+    words = ["inceptionnet", "train"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value == f.default or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *(str(v) for v in value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)

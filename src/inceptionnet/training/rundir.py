@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inceptionnet.training import checkpoint
 from inceptionnet.training.config import TrainConfig, config_changes, declared_fields
-from inceptionnet.training.runlog import METRICS
-from inceptionnet.weights.checkpoint import LAST, NAMES, PREVIOUS, checkpoint_file, read_checkpoint
+from inceptionnet.weights.checkpoint import load_checkpoint
+from inceptionnet.weights.runfolder import LAST, RunFolder, checkpoint_file
 
 # The options a command may change and still continue the run in its folder, and those that not even
 # --resume may change: each TrainConfig field declares which (config.py, `resume=`).
@@ -30,49 +30,59 @@ RESUME_KEEPS = declared_fields(resume="kept")
 
 
 @dataclass(frozen=True)
+class Resume:
+    """A checkpoint to continue (`--resume PATH`), read once: its file and its contents."""
+
+    source: Path
+    payload: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: str | Path) -> Resume:
+        """The checkpoint at `path`: a file, or a run folder (its last.pt)."""
+        source = checkpoint_file(path)
+        return cls(source, load_checkpoint(source))
+
+
+@dataclass(frozen=True)
 class RunStart:
-    """Where a run writes, and the checkpoint it continues from (None: a new run)."""
+    """Where a run writes, the checkpoint it continues from (None: a new run) and what this command changes."""
 
-    out_dir: Path
+    folder: RunFolder
     source: Path | None = None
-    payload: dict[str, Any] | None = None  # the checkpoint's contents (read_checkpoint)
+    payload: dict[str, Any] | None = None  # the checkpoint's contents
     automatic: bool = False  # continued because the folder held this run's checkpoint (no --resume)
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # {option: (the checkpoint's, this command's)}
 
 
-def run_folder(cfg: TrainConfig, *, resume: str | Path | None) -> Path:
+def run_folder(cfg: TrainConfig, *, resume: Resume | None) -> RunFolder:
     """The folder a command writes in: `cfg.out_dir`, else `resume`'s folder, else a new one (named by the time)."""
     if resume is not None and not cfg.out_dir:
-        return checkpoint_file(resume).parent
-    return _out_dir(cfg)
+        return RunFolder(resume.source.parent)
+    return RunFolder(_out_dir(cfg))
 
 
-def plan_start(
-    cfg: TrainConfig, *, resume: str | Path | None, world_size: int, out_dir: Path | None = None
-) -> RunStart:
-    """Decide how a command begins: continue `resume`, continue the run in its folder, or start a new run.
+def plan_start(cfg: TrainConfig, *, resume: Resume | None, world_size: int, folder: RunFolder) -> RunStart:
+    """Decide how a command begins in `folder` (run_folder, claimed: runlock.py): continue `resume`, continue
+    the run in the folder, or start a new run.
 
-    `out_dir`: the command's folder (run_folder), given when it was claimed before (runlock.py).
     Raises ValueError, touching nothing, when the folder holds another run (or an unreadable checkpoint).
     """
-    if out_dir is None:
-        out_dir = run_folder(cfg, resume=resume)
     if resume is not None:
-        return _explicit_resume(cfg, resume, out_dir)
-    last = out_dir / LAST
-    if not last.exists():
-        _refuse_leftovers(out_dir, cfg)
-        return RunStart(out_dir)
-    payload = _read_last(last)
+        return _explicit_resume(cfg, resume, folder, world_size)
+    if not folder.last.exists():
+        _refuse_leftovers(folder, cfg)
+        return RunStart(folder)
+    payload = _read_last(folder)
     differences = run_changes(payload, cfg, world_size=world_size)
     fixed = {key: change for key, change in differences.items() if key not in MAY_CHANGE}
     if fixed:
         listed = ", ".join(f"{key} ({was!r} there, {now!r} here)" for key, (was, now) in fixed.items())
         raise ValueError(
-            f"{out_dir} holds the checkpoint of another run ({last.name}: {checkpoint.describe(payload)}); this "
+            f"{folder.path} holds the checkpoint of another run ({LAST}: {checkpoint.describe(payload)}); this "
             f"command differs from it in {listed}. Nothing was changed. To continue that run with this command's "
-            f"options, pass --resume {out_dir}; to train this configuration, choose another --out-dir"
+            f"options, pass --resume {folder.path}; to train this configuration, choose another --out-dir"
         )
-    return RunStart(out_dir, last, payload, automatic=True)
+    return RunStart(folder, folder.last, payload, automatic=True, changes=differences)
 
 
 def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -> dict[str, tuple[Any, Any]]:
@@ -90,27 +100,26 @@ def run_changes(payload: dict[str, Any], cfg: TrainConfig, *, world_size: int) -
     return changes
 
 
-def _explicit_resume(cfg: TrainConfig, resume: str | Path, out_dir: Path) -> RunStart:
-    """`--resume PATH`: the run of PATH, in `out_dir` (its folder unless `cfg.out_dir` names another), free of
+def _explicit_resume(cfg: TrainConfig, resume: Resume, folder: RunFolder, world_size: int) -> RunStart:
+    """`--resume PATH`: the run of PATH, in `folder` (its folder unless `cfg.out_dir` names another), free of
     another run."""
-    source = checkpoint_file(resume)
-    payload = read_checkpoint(source)
-    kept = {k: v for k, v in config_changes(TrainConfig.from_dict(payload["config"]), cfg).items() if k in RESUME_KEEPS}
+    changes = run_changes(resume.payload, cfg, world_size=world_size)
+    kept = {k: v for k, v in changes.items() if k in RESUME_KEEPS}
     if kept:
         listed = ", ".join(f"{key} ({was!r} in the checkpoint, {now!r} here)" for key, (was, now) in kept.items())
         raise ValueError(
             f"--resume cannot change {listed}: the checkpoint's network and optimiser state were built with "
             f"them. Resume without those options, or start a new run with them in another --out-dir"
         )
-    if not _same_path(out_dir, source.parent):
-        held = [name for name in (*NAMES, METRICS) if (out_dir / name).exists()]
+    if not _same_path(folder.path, resume.source.parent):
+        held = folder.run_outputs()
         if held:
             raise ValueError(
-                f"{out_dir} holds the outputs of another run ({', '.join(held)}); continuing {source} there "
-                f"would overwrite them. Choose an --out-dir without them, or continue that folder's run "
-                f"with --resume {out_dir}"
+                f"{folder.path} holds the outputs of another run ({', '.join(held)}); continuing {resume.source} "
+                f"there would overwrite them. Choose an --out-dir without them, or continue that folder's run "
+                f"with --resume {folder.path}"
             )
-    return RunStart(out_dir, source, payload)
+    return RunStart(folder, resume.source, resume.payload, changes=changes)
 
 
 def _out_dir(cfg: TrainConfig) -> Path:
@@ -129,47 +138,47 @@ def _out_dir(cfg: TrainConfig) -> Path:
     return Path(f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
 
 
-def _read_last(last: Path) -> dict[str, Any]:
+def _read_last(folder: RunFolder) -> dict[str, Any]:
     """The folder's last.pt, or an error naming the recovery copy when it cannot be read."""
     try:
-        return read_checkpoint(last)
+        return load_checkpoint(folder.last)
     except Exception as err:  # a damaged file fails in the unpickler, the zip reader or our own check
-        previous = last.parent / PREVIOUS
+        previous = folder.previous
         if previous.exists():
             fallback = f"continue from its recovery copy with --resume {previous} (the last epoch end before it)"
         else:
             fallback = f"there is no recovery copy {previous.name} there"
         raise ValueError(
-            f"{last} cannot be read as a checkpoint ({type(err).__name__}: {err}). Nothing was changed: "
+            f"{folder.last} cannot be read as a checkpoint ({type(err).__name__}: {err}). Nothing was changed: "
             f"{fallback}, or train in another --out-dir"
         ) from err
 
 
-def _refuse_leftovers(out_dir: Path, cfg: TrainConfig) -> None:
+def _refuse_leftovers(folder: RunFolder, cfg: TrainConfig) -> None:
     """A folder without last.pt may still hold another run: its other checkpoints, or its metrics."""
-    held = [name for name in NAMES if (out_dir / name).exists()]
+    held = folder.checkpoints()
     if held:
         raise ValueError(
-            f"{out_dir} holds {', '.join(held)} but no {LAST}. Nothing was changed: continue that run "
-            f"with --resume {out_dir / held[0]}, or choose another --out-dir"
+            f"{folder.path} holds {', '.join(held)} but no {LAST}. Nothing was changed: continue that run "
+            f"with --resume {folder.path / held[0]}, or choose another --out-dir"
         )
-    stored = _metrics_config(out_dir / METRICS)
+    stored = _metrics_config(folder)
     if stored is None:
         return
     fixed = [key for key in config_changes(stored, cfg) if key not in MAY_CHANGE]
     if fixed and not (fixed == ["data"] and _same_path(stored.data, cfg.data)):
         raise ValueError(
-            f"{out_dir} holds the metrics of another run (no checkpoint yet), which differs from this command in "
+            f"{folder.path} holds the metrics of another run (no checkpoint yet), which differs from this command in "
             f"{', '.join(fixed)}. Nothing was changed: choose another --out-dir"
         )
 
 
-def _metrics_config(path: Path) -> TrainConfig | None:
-    """The configuration of the last "run" record of a metrics file, if it has one."""
-    if not path.exists():
+def _metrics_config(folder: RunFolder) -> TrainConfig | None:
+    """The configuration of the last "run" record of the folder's metrics file, if it has one."""
+    if not folder.metrics.exists():
         return None
     configs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in folder.metrics.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from inceptionnet.training import distributed
 from inceptionnet.training.distributed import Context
+from inceptionnet.weights.runfolder import OWNER
 
-OWNER = "owner.lock"
 # What flock raises where the file system has no locks: the run then goes on without one.
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 

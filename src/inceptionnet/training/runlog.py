@@ -18,15 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inceptionnet.atomic import atomic_write
-
-METRICS = "metrics.jsonl"
-CURVES = "curves.png"
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file, in order."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from inceptionnet.weights.runfolder import RunFolder
 
 
 def format_epoch(rec: dict[str, Any]) -> str:
@@ -99,13 +91,13 @@ class RunLog:
     It touches no file until `start`: a command that finds nothing to train leaves the folder as it was.
     """
 
-    def __init__(self, out_dir: str | Path, *, enabled: bool) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, folder: RunFolder, *, enabled: bool) -> None:
+        self.folder = folder
         self.enabled = enabled
         self.tensorboard = None
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
+        with open(self.folder.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def start(self, *, epoch: int = 0, step: int = 0, **fields: Any) -> None:
@@ -113,8 +105,8 @@ class RunLog:
         append a "run" record of `fields`; records of an earlier attempt after that position are removed."""
         if not self.enabled:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / METRICS
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        path = self.folder.metrics
         if path.exists():
             lines = path.read_text(encoding="utf-8").splitlines()
             kept = records_until(lines, epoch=epoch, step=step)
@@ -124,7 +116,7 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step: TensorBoard drops the events a stopped attempt logged after this position
-            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1 if step else None)
+            self.tensorboard = SummaryWriter(str(self.folder.tensorboard), purge_step=step + 1 if step else None)
         self._append({"kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
 
     def step(self, step: int, *, epoch: int, record: bool, **scalars: float) -> None:
@@ -139,7 +131,7 @@ class RunLog:
         if not self.enabled:
             return
         self._append({"kind": "epoch", **record})
-        plot_curves(read_metrics(self.out_dir / METRICS), self.out_dir / CURVES)
+        plot_curves(self.folder.read_metrics(), self.folder.curves)
         if self.tensorboard is not None:
             for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s"):
                 if record.get(key) is not None:

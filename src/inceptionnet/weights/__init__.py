@@ -4,10 +4,10 @@ The published checkpoints are timm's conversions of the TF-slim, torchvision and
 stored on the Hugging Face hub as `timm/<model>.<tag>/model.safetensors`: their catalogue is
 tags.py and the mapping of their keys onto ours keys.py. Reading and saving weight files is
 files.py, the card our files carry in their headers record.py, model folders (config.json +
-model.safetensors) artifact.py, the training checkpoint format (file names, entries, reader)
-checkpoint.py, run folders runs.py, model folders on the hub hub.py; resolve.py turns any weights
-argument into a state dict in our layout, and fitting.py fits it onto a network; timm_layout.py
-writes a network the other way, in timm's layout, for timm.
+model.safetensors) artifact.py, the training checkpoint format (entries, reader) checkpoint.py,
+run folders (the name of each file of a run, reading them) runfolder.py, model folders on the hub
+hub.py; resolve.py turns any weights argument into a state dict in our layout, and fitting.py fits
+it onto a network; timm_layout.py writes a network the other way, in timm's layout, for timm.
 This package is the public entry point for weights (docs/weights.md).
 """
 
@@ -18,7 +18,6 @@ from inceptionnet.weights.artifact import (
     read_model_folder,
     save_model_folder,
 )
-from inceptionnet.weights.checkpoint import RUN_CHECKPOINTS, read_checkpoint
 from inceptionnet.weights.files import (
     FIRST_CONV,
     LOCAL_SUFFIXES,
@@ -32,7 +31,7 @@ from inceptionnet.weights.hub import HUB_PREFIX, download_model_folder
 from inceptionnet.weights.keys import KEY_TABLE, PUBLISHED_FIRST_CONV, convert_published, map_published_key
 from inceptionnet.weights.record import FORMAT_NAME
 from inceptionnet.weights.resolve import ResolvedWeights, load_weights, resolve_weights
-from inceptionnet.weights.runs import RUN_MODEL, run_weights
+from inceptionnet.weights.runfolder import RunFolder, checkpoint_file, read_checkpoint, run_weights
 from inceptionnet.weights.tags import (
     DEFAULT_TAGS,
     IMAGENET_MEAN,
@@ -65,17 +64,17 @@ __all__ = [
     "KEY_TABLE",
     "LOCAL_SUFFIXES",
     "PUBLISHED_FIRST_CONV",
-    "RUN_CHECKPOINTS",
-    "RUN_MODEL",
     "TIMM_ARCHITECTURES",
     "WEIGHTS_DIR_ENV",
     "WEIGHTS_FILE",
     "WEIGHT_TAGS",
     "LoadReport",
     "ResolvedWeights",
+    "RunFolder",
     "WeightTag",
     "WeightsError",
     "adapt_first_conv",
+    "checkpoint_file",
     "convert_published",
     "download",
     "download_model_folder",

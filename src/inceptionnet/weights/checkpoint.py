@@ -1,16 +1,16 @@
-"""The training checkpoint format: its file names, its entries, the one reader, and what a checkpoint
-says about its network.
+"""The training checkpoint format: its entries, the one reader, and what a checkpoint says about its
+network.
 
-Training writes checkpoints (training/checkpoint.py: atomically, and restores the training state
-from them); every command that takes a run as weights reads them (resolve.py). Both go through
-this module, so the format is defined once, below the training code that writes it.
+Training writes checkpoints (training/writer.py, atomically; training/checkpoint.py builds and
+restores the training state); every command that takes a run as weights reads them (resolve.py).
+Both go through this module, so the format is defined once, below the training code that writes
+it. The names of a run folder's checkpoints are runfolder.py's.
 
 A checkpoint is a `torch.save` of plain dicts, tensors and numbers (`KEYS`), read back with
-`torch.load(weights_only=True)`, so reading one never runs code. A run folder holds `last.pt` (the
-latest), `previous.pt` (its recovery copy) and `best.pt` (the epoch with the lowest validation
-error). As weights a checkpoint gives the network training evaluated: its weight average when it
-has one, else its raw weights, without the auxiliary head, built from its "model_name" and
-"model_options", with its class names and its evaluation preprocessing.
+`torch.load(weights_only=True)`, so reading one never runs code. As weights a checkpoint gives
+the network training evaluated: its weight average when it has one, else its raw weights, without
+the auxiliary head, built from its "model_name" and "model_options", with its class names and its
+evaluation preprocessing.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ from inceptionnet.weights.record import completed_card
 from inceptionnet.weights.tags import WeightsError
 
 FORMAT = 1
-LAST = "last.pt"
-PREVIOUS = "previous.pt"
-BEST = "best.pt"
-NAMES = (LAST, PREVIOUS, BEST)  # the checkpoints a run folder may hold
-RUN_CHECKPOINTS = (BEST, LAST)  # what a run folder without a model folder stands for as weights, in order
 
 # A checkpoint's entries in the order they are written: torch.save keeps a dict's order, so the same
 # training state gives the same bytes.
@@ -68,24 +63,14 @@ def checkpoint_payload(**entries: Any) -> dict[str, Any]:
     return {"format": FORMAT, **{key: entries[key] for key in KEYS[1:]}}
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (meaning its last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LAST
-    if not path.is_file():
-        raise WeightsError(f"no checkpoint at {path}; pass a checkpoint file or a run folder that holds {LAST}")
-    return path
-
-
 def is_checkpoint(obj: Any) -> bool:
     """Whether a loaded .pt file is one of our training checkpoints."""
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at `path` (a file, or a run folder's last.pt), tensors on the CPU; no code is unpickled."""
-    path = checkpoint_file(path)
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint file at `path`, tensors on the CPU; no code is unpickled (runfolder.read_checkpoint also
+    takes a run folder)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not is_checkpoint(payload):
         raise WeightsError(f"{path} is not an inceptionnet training checkpoint (format {FORMAT})")

@@ -5,7 +5,7 @@ A weights argument is one of (docs/weights.md, "Naming a model"):
 - a published tag of the network ("tf_in1k", or "inception_v4.tf_in1k"): found or downloaded (files.py);
 - a file: one of ours (.safetensors with its card), a published checkpoint in timm's layout, a
   plain state dict, one of our training checkpoints (.pt, checkpoint.py), or a timm training checkpoint;
-- a folder: a model folder (config.json + model.safetensors, artifact.py) or a run folder (runs.py);
+- a folder: a model folder (config.json + model.safetensors, artifact.py) or a run folder (runfolder.py);
 - "hf-hub:ORG/NAME": a model folder on the Hugging Face hub (hub.py).
 
 Published state dicts use timm's module names; `KEY_TABLE` (keys.py) renames them, once, explicitly.
@@ -40,7 +40,7 @@ from inceptionnet.weights.fitting import LoadReport, list_keys, load_state_dict_
 from inceptionnet.weights.hub import download_model_folder, is_hub_address
 from inceptionnet.weights.keys import PUBLISHED_FIRST_CONV, convert_published, published_layout
 from inceptionnet.weights.record import card_from_metadata
-from inceptionnet.weights.runs import run_weights
+from inceptionnet.weights.runfolder import run_weights
 from inceptionnet.weights.tags import WEIGHT_TAGS, WeightsError, WeightTag, get_weight_tag
 
 log = logging.getLogger(__name__)
