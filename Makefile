@@ -23,8 +23,8 @@ test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
 # The GPU check (docs/performance.md, "GPU check"): ours against timm on one CUDA GPU, 8 minutes at most;
@@ -32,9 +32,9 @@ lint: install
 # is set (the folder a lent device returns), else ./gpu-check. It installs nothing: it runs from the
 # source tree with the venv's Python, or, where there is no venv (a GPU machine with its own PyTorch,
 # torchvision and timm), with $(PYTHON); the same as the documented line
-#   PYTHONPATH=src PYTHONUNBUFFERED=1 python3 -m inceptionnet.perf.gpucheck --out "$OUT/gpu-check"
+#   PYTHONPATH=src:benchmarks PYTHONUNBUFFERED=1 python3 -m gpucheck --out "$OUT/gpu-check"
 # The CPU self-test: make gpu-check GPU_CHECK_ARGS=--tiny
 GPU_CHECK_OUT    ?= $(if $(OUT),$(OUT)/gpu-check,gpu-check)
 GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
-	PYTHONPATH=src PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m inceptionnet.perf.gpucheck --out "$(GPU_CHECK_OUT)" $(GPU_CHECK_ARGS)
+	PYTHONPATH=src:benchmarks PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m gpucheck --out "$(GPU_CHECK_OUT)" $(GPU_CHECK_ARGS)

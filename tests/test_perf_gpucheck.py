@@ -1,4 +1,4 @@
-"""The GPU check (perf/gpucheck) runs end to end in its tiny CPU setting and writes what it promises;
+"""The GPU check (benchmarks/gpucheck) runs end to end in its tiny CPU setting and writes what it promises;
 its budget, section deadlines, batch search, pinned loader, refusal without timm and data-loading
 verdicts behave. No timing assertions."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,10 @@ from typing import Any
 
 import pytest
 import torch
+from gpucheck import CheckConfig, main, run_check
+from gpucheck.report import JSON_NAME, LOG_NAME, MARKDOWN_NAME
+from gpucheck.state import Check
+from gpucheck.steps import largest_batch, out_of_memory
 from torch import nn
 from torch.utils.data._utils.pin_memory import pin_memory
 
@@ -22,14 +27,11 @@ from inceptionnet.data import Batch
 from inceptionnet.evaluation import ViewBatch
 from inceptionnet.models import Preprocessing
 from inceptionnet.perf import pipeline
-from inceptionnet.perf.gpucheck import CheckConfig, main, run_check
-from inceptionnet.perf.gpucheck.report import JSON_NAME, LOG_NAME, MARKDOWN_NAME
-from inceptionnet.perf.gpucheck.state import Check
-from inceptionnet.perf.gpucheck.steps import largest_batch, out_of_memory
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.inputs import training_transform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 class _FailsToCompile(nn.Module):
@@ -62,9 +64,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch, "compile", _compile_stand_in)
-        mp.setattr("inceptionnet.perf.gpucheck.run.tensorrt_version", lambda: ("stand-in", "installed"))
-        mp.setattr("inceptionnet.perf.gpucheck.models.tensorrt_module", lambda model, x: model)
-        mp.setattr("inceptionnet.perf.gpucheck.inputs.training_transform", spy)
+        mp.setattr("gpucheck.run.tensorrt_version", lambda: ("stand-in", "installed"))
+        mp.setattr("gpucheck.models.tensorrt_module", lambda model, x: model)
+        mp.setattr("gpucheck.inputs.training_transform", spy)
         run_check(CheckConfig.tiny_run(str(out), compile=True), log=lambda _msg: None)
     yield json.loads((out / JSON_NAME).read_text()), (out / MARKDOWN_NAME).read_text(), transforms
 
@@ -179,7 +181,7 @@ def test_command_line_writes_results_and_log_into_the_folder_named(tmp_path: Pat
 
 _DEADLINE = """
 import signal, time
-from inceptionnet.perf.gpucheck.state import BudgetExceeded, deadline
+from gpucheck.state import BudgetExceeded, deadline
 before = signal.getsignal(signal.SIGALRM)
 try:
     with deadline(0.05):
@@ -198,9 +200,9 @@ print("deadline ok")
 
 _SECTION_DEADLINE = """
 import sys, time
-from inceptionnet.perf.gpucheck import CheckConfig
-from inceptionnet.perf.gpucheck.config import ESTIMATES_S
-from inceptionnet.perf.gpucheck.state import Check
+from gpucheck import CheckConfig
+from gpucheck.config import ESTIMATES_S
+from gpucheck.state import Check
 ESTIMATES_S["ceiling"] = 0.05  # a section expected to take 0.05 s is stopped after 3 x that
 check = Check(CheckConfig.tiny_run(sys.argv[1]), log=lambda _msg: None)
 check.section("hangs", "ceiling", lambda: time.sleep(30))
@@ -217,7 +219,10 @@ print("section deadline ok")
 def test_deadline_stops_a_block_and_the_next_section_runs(script: str, tmp_path: Path) -> None:
     # In a fresh interpreter, as the check runs: a process that has loaded ONNX Runtime, OpenVINO and
     # timm's exporter together (as this test session has) was seen to crash on the timer signal.
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCHMARKS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0 and " ok" in done.stdout, done.stderr
 
 
@@ -290,7 +295,7 @@ def test_without_timm_only_our_networks_are_built(tmp_path: Path, monkeypatch: p
     def no_timm(name: str) -> nn.Module:
         raise AssertionError("timm's network built with timm=False")
 
-    monkeypatch.setattr("inceptionnet.perf.gpucheck.state.build_reference", no_timm)
+    monkeypatch.setattr("gpucheck.state.build_reference", no_timm)
     check = Check(CheckConfig.tiny_run(str(tmp_path), timm=False), log=lambda _msg: None)
     assert list(check.pair("inception_v4")) == ["ours"] and list(check.result.macs_per_image["inception_v4"]) == [
         "ours"

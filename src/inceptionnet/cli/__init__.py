@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status. A ValueError (bad input) is printed as `error: ...`, status 2."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (results record it)
     try:
         return args.func(args)
     except ValueError as err:  # bad input: say what is wrong, no traceback

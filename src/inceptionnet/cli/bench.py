@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         references=tuple(args.reference),
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    result = dataclasses.replace(result, command=shlex.join(["inceptionnet", *args.argv]))
     return _report(format_result(result), result.to_json(), args.json)
 
 

@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.extras import install_line, installed
 from inceptionnet.models import Preprocessing
 from inceptionnet.perf.measure import device_name, quantiles
-from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs
+from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs, steady_count
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.inputs import training_transform
 
@@ -99,25 +98,6 @@ class LoaderBenchResult:
 
 
 Contender = Callable[[], tuple[Iterable[Any], Callable[[Any], int]]]  # -> (batches, images in a batch)
-
-
-def steady_rate(batches: Iterable[Any], count: Callable[[Any], int], *, skip: int, seconds: float) -> float:
-    """Images/s of `batches` after the first `skip` batches (the workers' start-up), counted for `seconds`."""
-    counted, start = 0, None
-    iterator = iter(batches)
-    try:
-        for i, batch in enumerate(iterator):
-            if i == skip - 1:
-                start = time.perf_counter()
-            elif i >= skip:
-                counted += count(batch)
-                if time.perf_counter() - start > seconds:  # type: ignore[operator]
-                    break
-    finally:
-        del iterator  # shuts the workers down
-    if start is None or counted == 0:
-        raise RuntimeError(f"the loader delivered no batch after its {skip} start-up batches; use more --images")
-    return counted / (time.perf_counter() - start)
 
 
 def prepare_folder(cfg: LoaderBenchConfig, tmp: Path) -> tuple[Path, str]:
@@ -249,7 +229,8 @@ def run_loader_benchmark(
         for i in range(cfg.rounds):
             for key, (label, build) in found.items():
                 batches, count = build()
-                rates[key].rounds.append(steady_rate(batches, count, skip=cfg.workers, seconds=cfg.seconds))
+                steady = steady_count(batches, count, skip=cfg.workers, seconds=cfg.seconds)
+                rates[key].rounds.append(steady.images_per_s)
                 log(f"round {i + 1}/{cfg.rounds}: {label} {rates[key].rounds[-1]:.1f} images/s")
     return LoaderBenchResult(
         config={**asdict(cfg), "source": origin, "notes": notes},

@@ -17,7 +17,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -123,6 +123,42 @@ class Verdict:
     text: str
 
 
+@dataclass(frozen=True)
+class SteadyCount:
+    """What a loader delivered in steady state: after its start-up batches, for a given time."""
+
+    images: int  # counted after the start-up batches
+    seconds: float  # from the end of the start-up batches to the last counted batch
+    startup_s: float  # from asking for the first batch to the end of the start-up batches
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+
+def steady_count(batches: Iterable[Any], count: Callable[[Any], int], *, skip: int, seconds: float) -> SteadyCount:
+    """Images of `batches` (`count(batch)` each) after the first `skip` (the workers' start-up: one batch
+    each), counted for `seconds`: the one steady-state timer of `bench --mode loader` and the GPU check.
+    `count` sees every batch, the start-up ones included (to count what they skipped)."""
+    skip = max(1, skip)  # a loader without workers starts up in its first batch
+    counted, begin, start = 0, time.perf_counter(), math.nan
+    iterator = iter(batches)
+    try:
+        for i, batch in enumerate(iterator):
+            images = count(batch)
+            if i == skip - 1:
+                start = time.perf_counter()
+            elif i >= skip:
+                counted += images
+                if time.perf_counter() - start > seconds:
+                    break
+    finally:
+        del iterator  # shuts the workers down
+    if math.isnan(start) or counted == 0:
+        raise RuntimeError(f"the loader delivered no batch after its {skip} start-up batches; give it more images")
+    return SteadyCount(counted, time.perf_counter() - start, start - begin)
+
+
 def measure_loader(
     root: Path,
     *,
@@ -143,28 +179,26 @@ def measure_loader(
     loader, sampler, samples = train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)
     sampler.set_epoch(0)
     samples.set_epoch(0)
-    counted = skipped = 0
-    begin = time.perf_counter()
-    start = startup = math.nan
-    batches = iter(loader)
-    try:
-        for i, batch in enumerate(batches):
-            skipped += batch.skipped
-            if i == skip - 1:
-                start = time.perf_counter()
-                startup = start - begin
-            elif i >= skip:
-                counted += len(batch.targets)
-                if time.perf_counter() - start > seconds:
-                    break
-    finally:
-        del batches  # shuts the workers down
-    elapsed = time.perf_counter() - start
-    if counted == 0:
-        raise RuntimeError(f"the loader delivered no batch after its {skip} start-up batches; raise max_batches")
-    rate = counted / elapsed
+    skipped = 0
+
+    def counted(batch: Any) -> int:
+        nonlocal skipped
+        skipped += batch.skipped
+        return len(batch.targets)
+
+    steady = steady_count(loader, counted, skip=skip, seconds=seconds)
+    rate = steady.images_per_s
     return LoaderSpeed(
-        rate, rate / skip, counted, elapsed, startup, workers, batch_size, len(images), skipped, loader.pin_memory
+        rate,
+        rate / skip,
+        steady.images,
+        steady.seconds,
+        steady.startup_s,
+        workers,
+        batch_size,
+        len(images),
+        skipped,
+        loader.pin_memory,
     )
 
 

@@ -52,6 +52,8 @@ class BenchResult:
     references: list[ModelResult] = field(default_factory=list)
     speedups: list[Speedup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    machine: str = ""  # the CPU's model, its features that matter and its cores (cpu.CpuFeatures.describe)
+    command: str = ""  # the command line that produced it
 
     def speedup(self, reference: str) -> Speedup:
         """The speed-up of ours over `reference` ("timm", "openvino", ...)."""

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import torch
 
+from gpucheck.state import Check, SectionSkipped
+from gpucheck.steps import describe_error, largest_batch, random_batch, tensorrt_module
 from inceptionnet.devices import sync
 from inceptionnet.export.fuse import fuse_for_inference
-from inceptionnet.perf.gpucheck.state import Check, SectionSkipped
-from inceptionnet.perf.gpucheck.steps import describe_error, largest_batch, random_batch, tensorrt_module
 from inceptionnet.perf.measure import Step, infer_step, matmul_ceiling_tflops, timed, train_step
 
 EAGER_TRAINING = "bf16 autocast, channels_last, eager"

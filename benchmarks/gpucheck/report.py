@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from gpucheck.config import CheckConfig, cores
+from gpucheck.machine import machine, versions
+from gpucheck.results import CheckResult
 from inceptionnet.atomic import atomic_write
-from inceptionnet.perf.gpucheck.config import CheckConfig, cores
-from inceptionnet.perf.gpucheck.machine import machine, versions
-from inceptionnet.perf.gpucheck.results import CheckResult
 from inceptionnet.perf.measure import device_name
 
 JSON_NAME = "gpu-check.json"

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
+from gpucheck import inputs, models
+from gpucheck.config import CheckConfig
+from gpucheck.report import JSON_NAME, LOG_NAME, MARKDOWN_NAME, markdown
+from gpucheck.results import CheckResult
+from gpucheck.state import Check
+from gpucheck.steps import tensorrt_version
 from inceptionnet.factory import create_model
 from inceptionnet.models import list_models
-from inceptionnet.perf.gpucheck import inputs, models
-from inceptionnet.perf.gpucheck.config import CheckConfig
-from inceptionnet.perf.gpucheck.report import JSON_NAME, LOG_NAME, MARKDOWN_NAME, markdown
-from inceptionnet.perf.gpucheck.results import CheckResult
-from inceptionnet.perf.gpucheck.state import Check
-from inceptionnet.perf.gpucheck.steps import tensorrt_version
 
 
 def _network_sections(check: Check) -> None:
@@ -103,7 +103,7 @@ def run_check(cfg: CheckConfig, *, log: Callable[[str], None] = print) -> CheckR
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m inceptionnet.perf.gpucheck",
+        prog="python -m gpucheck",
         description="Ours against timm on one CUDA GPU within a time budget: training and inference images/s, "
         "MFU, torch.compile, TensorRT, and the JPEG input pipeline. Writes OUT/gpu-check.json, OUT/gpu-check.md "
         "and OUT/gpu-check.log.",

@@ -13,21 +13,21 @@ file on each engine, as the CPU this process runs on computes it:
 each against the fp32 network (computed once, natively, with torch): top-1 accuracy, top-1 agreement,
 mean and largest logit difference. `speed` times fp32 and the 8-bit and 7-bit files on each engine in
 interleaved rounds (also Inception-v4 at full size, random weights: `prepare-v4`); `ceiling` the fp32 and
-bf16 matrix products. The steps (run from the project folder; each adds its rows to docs/int8/cpu-kinds.json,
-replacing those of the same setting):
+bf16 matrix products. The steps (run from the project folder; each adds its rows to
+benchmarks/results/int8-cpu-kinds.json, replacing those of the same setting):
 
-    python docs/int8/cpu_kinds.py prepare --cifar10 ../shared/data/cifar10 --out-dir runs/int8-cpu
-    python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu --kind "native"
-    ONEDNN_MAX_CPU_ISA=AVX2 python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu --kind "simulated AVX2"
-    qemu-x86_64 -cpu Haswell .venv/bin/python docs/int8/cpu_kinds.py measure --out-dir runs/int8-cpu \\
+    python benchmarks/int8_cpu_kinds.py prepare --cifar10 ../shared/data/cifar10 --out-dir runs/int8-cpu
+    python benchmarks/int8_cpu_kinds.py measure --out-dir runs/int8-cpu --kind "native"
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/int8_cpu_kinds.py measure --out-dir runs/int8-cpu --kind "simulated AVX2"
+    qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/int8_cpu_kinds.py measure --out-dir runs/int8-cpu \\
         --kind "emulated Haswell" --networks demo cifar14 --images 1000   # and: --networks cifar299 --images 300
-    python docs/int8/cpu_kinds.py prepare-v4 --imagenet ../shared/data/imagenet-sample --out-dir runs/int8-cpu
-    python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "native" --networks cifar299 v4
-    ONEDNN_MAX_CPU_ISA=AVX2 python docs/int8/cpu_kinds.py speed --out-dir runs/int8-cpu --kind "simulated AVX2" \\
+    python benchmarks/int8_cpu_kinds.py prepare-v4 --imagenet ../shared/data/imagenet-sample --out-dir runs/int8-cpu
+    python benchmarks/int8_cpu_kinds.py speed --out-dir runs/int8-cpu --kind "native" --networks cifar299 v4
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/int8_cpu_kinds.py speed --out-dir runs/int8-cpu --kind "simulated AVX2" \\
         --networks cifar299 v4
-    python docs/int8/cpu_kinds.py ceiling --kind "native"
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/int8/cpu_kinds.py ceiling --kind "simulated AVX2"
-    python docs/int8/cpu_kinds.py table
+    python benchmarks/int8_cpu_kinds.py ceiling --kind "native"
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/int8_cpu_kinds.py ceiling --kind "simulated AVX2"
+    python benchmarks/int8_cpu_kinds.py table
 
 ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO (oneDNN) use AVX2 kernels only, as on a CPU without VNNI; ONNX
 Runtime has no such switch and still uses VNNI there. Under qemu-user (Debian's qemu-user) with
@@ -60,7 +60,7 @@ from inceptionnet.training.presets import preset
 from inceptionnet.weights import save_model_folder
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "cpu-kinds.json"
+RESULTS = HERE / "results" / "int8-cpu-kinds.json"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 HELD_OUT = range(100, 300)  # CIFAR-10 test images of each class: the first 100 are the runs' validation
 NETWORKS = {
@@ -235,8 +235,8 @@ def ceiling(kind: str) -> list[dict]:
     return rows
 
 
-def table(results: dict) -> str:
-    """The markdown tables of docs/performance.md, from the results file."""
+def accuracy_table(results: dict) -> str:
+    """The accuracy table of docs/performance.md ("int8 on every CPU"), from the results."""
     lines = [
         "| network | CPU | engine | fp32 top-1 (images) | 8-bit as written: top-1 / agreement | 8-bit opened "
         "| 7-bit (`--target-cpu any`) |",
@@ -252,8 +252,12 @@ def table(results: dict) -> str:
                 fp32 = f"{cells[0]['fp32_top1']:.2%} ({cells[0]['images']})"
                 shown = [f"{c['int8_top1']:.2%} / **{c['agreement']:.2%}**" for c in cells]
                 lines.append(f"| {key} | {kind} | {engine} | {fp32} | " + " | ".join(shown) + " |")
-    lines += [
-        "",
+    return "\n".join(lines)
+
+
+def speed_table(results: dict) -> str:
+    """The speed table: fp32 against both int8 files on each engine."""
+    lines = [
         "| network | CPU | engine | img/s fp32 / 8-bit / 7-bit | int8 speed-up over fp32: 8-bit, 7-bit | "
         "7-bit / 8-bit speed |",
         "|---|---|---|---|---|---|",
@@ -264,10 +268,20 @@ def table(results: dict) -> str:
             f"| {r['network']} | {r['kind']} | {r['engine']} | {rate['fp32']:.1f} / {rate['8-bit']:.1f} / "
             f"{rate['7-bit']:.1f} | {_spread(up['8-bit'])}, {_spread(up['7-bit'])} | {_spread(same)} |"
         )
-    lines += ["", "| CPU | dtype | matrix | GFLOP/s | one 2048 x 2048 product |", "|---|---|---|---|---|"]
+    return "\n".join(lines)
+
+
+def ceiling_table(results: dict) -> str:
+    """The matrix-multiply ceiling of each CPU setting."""
+    lines = ["| CPU | dtype | matrix | GFLOP/s | one 2048 x 2048 product |", "|---|---|---|---|---|"]
     for r in results.get("ceiling", []):
         lines.append(f"| {r['kind']} | {r['dtype']} | {r['n']} | {r['gflops']:.0f} | {r['seconds_2048']:.2f} s |")
     return "\n".join(lines)
+
+
+def table(results: dict) -> str:
+    """The three tables, as benchmarks/docs_tables.py writes them into docs/performance.md."""
+    return "\n\n".join(f(results) for f in (accuracy_table, speed_table, ceiling_table))
 
 
 def _spread(r: dict[str, float]) -> str:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpucheck.state import Check
 from inceptionnet.models import get_entry
 from inceptionnet.perf import pipeline
-from inceptionnet.perf.gpucheck.state import Check
 from inceptionnet.perf.pipeline import Verdict
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.inputs import training_transform

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gpucheck.config import DEADLINE_FACTOR, ESTIMATES_S, CheckConfig
+from gpucheck.report import header, write_report
+from gpucheck.results import NetworkTiming, Section
+from gpucheck.steps import describe_error, free_memory
 from inceptionnet.factory import create_model
 from inceptionnet.models.summary import count_macs
-from inceptionnet.perf.gpucheck.config import DEADLINE_FACTOR, ESTIMATES_S, CheckConfig
-from inceptionnet.perf.gpucheck.report import header, write_report
-from inceptionnet.perf.gpucheck.results import NetworkTiming, Section
-from inceptionnet.perf.gpucheck.steps import describe_error, free_memory
 from inceptionnet.perf.measure import Step, interleaved
 from inceptionnet.perf.references import build_reference
 

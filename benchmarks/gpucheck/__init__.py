@@ -1,8 +1,11 @@
 """The GPU check: ours against timm's networks on one CUDA GPU within a time budget (8 minutes at most),
 written as JSON, a markdown table and a log (docs/performance.md, "GPU check").
 
-    PYTHONPATH=src python3 -m inceptionnet.perf.gpucheck --out "$OUT/gpu-check"   (`make gpu-check`)
-    python -m inceptionnet.perf.gpucheck --tiny --out /tmp/check  (CPU self-test of every path but CUDA's)
+    PYTHONPATH=src:benchmarks python3 -m gpucheck --out "$OUT/gpu-check"   (`make gpu-check`)
+    PYTHONPATH=src:benchmarks python3 -m gpucheck --tiny --out /tmp/check  (CPU self-test of every path but CUDA's)
+
+A developer's harness, outside the package: it uses inceptionnet as a library (perf.measure's timed
+steps, perf.pipeline's loader timing) and needs nothing else but torch and, for the comparison, timm.
 
 It first records the machine (nvidia-smi, /dev/shm, versions) and refuses to start without timm
 (unless --no-timm). Sections, most important first: the bf16 matmul ceiling; training of each network
@@ -26,7 +29,7 @@ so a stopped run keeps what it measured.
   run.py      run_check (the sections in order) and the command line
 """
 
-from inceptionnet.perf.gpucheck.config import CheckConfig
-from inceptionnet.perf.gpucheck.run import main, run_check
+from gpucheck.config import CheckConfig
+from gpucheck.run import main, run_check
 
 __all__ = ["CheckConfig", "main", "run_check"]
