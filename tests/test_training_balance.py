@@ -15,7 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from inceptionnet.cli import main
 from inceptionnet.data import BalancedSampler, Batch
-from inceptionnet.evaluation.report import balanced_accuracy
+from inceptionnet.evaluation.report import matrix_balanced_accuracy
 from inceptionnet.evaluation.scores import Tally
 from inceptionnet.training.balance import balanced_weights, loss_weights, positive_weights
 from inceptionnet.training.config import TrainConfig
@@ -124,7 +124,7 @@ def test_balanced_accuracy_equals_sklearns() -> None:
     predicted = probs.argmax(1).numpy()
     matrix = np.zeros((4, 4), dtype=int)
     np.add.at(matrix, (targets.numpy(), predicted), 1)
-    assert math.isclose(balanced_accuracy(matrix), expected, rel_tol=1e-12)
+    assert math.isclose(matrix_balanced_accuracy(matrix), expected, rel_tol=1e-12)
 
 
 def _gradients(cfg: TrainConfig, batches: list[Batch]) -> dict[str, torch.Tensor]:

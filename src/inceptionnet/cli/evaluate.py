@@ -14,13 +14,13 @@ from inceptionnet import evaluation as ev
 from inceptionnet.cli.options import add_engine_options, say, write_json
 from inceptionnet.data import open_split
 from inceptionnet.data.sources import source_kind
-from inceptionnet.evaluation.multilabel_run import evaluate_multilabel
+from inceptionnet.evaluation import EvalResult
+from inceptionnet.evaluation.multilabel_run import MultiLabelResult
 from inceptionnet.evaluation.report import build_report, sklearn_metrics
-from inceptionnet.export.runtimes import network_card
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import describe_engine
 from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
-from inceptionnet.ranks import Ranks, from_env, process_group
+from inceptionnet.ranks import from_env, process_group
 
 DESCRIPTION = (
     "Evaluate networks on an ImageFolder (DIR/<class>/<image>) with the paper's protocol: softmax averaged over the "
@@ -116,59 +116,38 @@ def run(args: argparse.Namespace) -> int:
     common = dict(crops=args.crops, batch_size=args.batch_size, input_size=args.input_size, **columns)
     if args.data_only:
         return _measure_loading(args, models, workers=workers, **common)
-    multi_label = any(getattr(network_card(m), "label_mode", "single") == "multi" for m in models.values())
     options = dict(workers=workers, device=device, max_images=args.max_images, progress=sys.stderr.isatty())
     with process_group(ranks):  # under torchrun: this rank's share of the images, the counts of all summed
-        if multi_label:
-            return _evaluate_multilabel(args, models, device=device, workers=workers, columns=columns, ranks=ranks)
         result = ev.evaluate(
             models, args.data, **common, **options, keep_predictions=args.report is not None, ranks=ranks
         )
     if not ranks.is_main:
         return 0
-    if args.json != "-":
-        print(result.table())
-        print(result.describe())
-        if args.per_class:
-            print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
-    if args.json is not None:
-        write_json(args.json, result.to_dict(per_class=args.per_class))
-    if args.report is not None and result.predictions is not None:
-        source = open_split(args.data, **columns)
-        page = build_report(
-            result.predictions, args.report, source=source, title=f"{result.scores[-1].model} on {args.data}"
-        )
-        say(f"report: {page}")
-    return 0
-
-
-def _evaluate_multilabel(
-    args: argparse.Namespace,
-    models: dict[str, nn.Module],
-    *,
-    device: torch.device,
-    workers: int,
-    columns: dict,
-    ranks: Ranks,
-) -> int:
-    """A multi-label network: mAP, per-class AP and F1 at its thresholds, micro/macro F1, exact match."""
-    if len(models) > 1:
-        raise ValueError("a multi-label network is evaluated alone (no ensembles); drop the other --model")
-    spec, model = next(iter(models.items()))
-    common = dict(batch_size=args.batch_size, workers=workers, device=device, input_size=args.input_size)
-    common["crops"] = args.crops
-    result = evaluate_multilabel(
-        model, args.data, name=spec, max_images=args.max_images, **common, **columns, ranks=ranks
-    )
-    if not ranks.is_main:
-        return 0
-    if args.json != "-":
-        print(result.table())
-    if args.json is not None:
-        write_json(args.json, result.to_dict())
+    _show(args, result)
     if args.report is not None:
-        say(f"report: {result.write_report(args.report)}")
+        say(f"report: {_write_report(args, result, columns)}")
     return 0
+
+
+def _show(args: argparse.Namespace, result: EvalResult | MultiLabelResult) -> None:
+    """The console table (unless the JSON goes to stdout) and the --json file."""
+    if args.json != "-":
+        print(result.table())
+        if isinstance(result, EvalResult):
+            print(result.describe())
+            if args.per_class:
+                print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
+    if args.json is not None:
+        as_dict = result.to_dict(per_class=args.per_class) if isinstance(result, EvalResult) else result.to_dict()
+        write_json(args.json, as_dict)
+
+
+def _write_report(args: argparse.Namespace, result: EvalResult | MultiLabelResult, columns: dict) -> Path:
+    """--report: the page of a single-label evaluation (report.py), or a multi-label one's scores page."""
+    if isinstance(result, MultiLabelResult):
+        return result.write_report(args.report)
+    title = f"{result.scores[-1].model} on {args.data}"
+    return build_report(result.predictions, args.report, source=open_split(args.data, **columns), title=title)
 
 
 def _networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Module]:

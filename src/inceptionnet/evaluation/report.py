@@ -20,7 +20,7 @@ import numpy as np
 
 from inceptionnet.data import ImageSource
 from inceptionnet.evaluation import figures
-from inceptionnet.evaluation.scores import Predictions
+from inceptionnet.evaluation.scores import Predictions, balanced_accuracy
 from inceptionnet.extras import require
 
 MATRIX_MAX_CLASSES = 30  # above this, the most confused pairs replace the matrix picture
@@ -89,7 +89,7 @@ def build_report(
     (out / "per_class.json").write_text(json.dumps(rows, indent=2) + "\n")
     cal = calibration(confidence, predicted == targets)
     accuracy = float((predicted == targets).mean())
-    balanced = balanced_accuracy(matrix)
+    balanced = matrix_balanced_accuracy(matrix)
     summary = {
         "images": len(targets),
         "top1_accuracy": round(accuracy, 6),
@@ -124,12 +124,9 @@ def _per_class(metrics: Any, targets: np.ndarray, predicted: np.ndarray, labels:
     ]
 
 
-def balanced_accuracy(matrix: np.ndarray) -> float:
-    """The mean recall of the classes with images, from the confusion matrix (true classes in rows), as a
-    fraction: scikit-learn's `balanced_accuracy_score` of the same predictions."""
-    support = matrix.sum(1)
-    present = support > 0
-    return float((np.diag(matrix)[present] / support[present]).mean())
+def matrix_balanced_accuracy(matrix: np.ndarray) -> float:
+    """The balanced accuracy (scores.balanced_accuracy) of a confusion matrix (true classes in rows), a fraction."""
+    return balanced_accuracy(np.diag(matrix).tolist(), matrix.sum(1).tolist())
 
 
 def confused_pairs(matrix: np.ndarray, names: Sequence[str], top: int = CONFUSED_PAIRS) -> list[dict[str, Any]]:

@@ -20,6 +20,15 @@ import torch
 from inceptionnet._version import __version__
 
 
+def balanced_accuracy(correct: Sequence[float], images: Sequence[float]) -> float:
+    """The mean recall of the classes with images (class c: correct[c] / images[c]), as a fraction; NaN when no
+    class has images. The one balanced accuracy of evaluation, reports and training's validation, from counts
+    (which sum over processes), equal to scikit-learn's `balanced_accuracy_score` of the same predictions
+    (tests/test_training_balance.py)."""
+    recalls = [c / n for c, n in zip(correct, images, strict=True) if n > 0]
+    return sum(recalls) / len(recalls) if recalls else math.nan
+
+
 class _Accuracies:
     """Top-1 / top-5 accuracy in percent from the counts of a score (NaN where there are no images)."""
 
@@ -64,8 +73,8 @@ class Score(_Accuracies):
     @property
     def balanced_accuracy(self) -> float:
         """The mean per-class recall (top-1 accuracy) over the classes with images, in percent; NaN without classes."""
-        recalls = [c.top1_accuracy for c in self.per_class if c.images]
-        return sum(recalls) / len(recalls) if recalls else math.nan
+        classes = self.per_class
+        return 100 * balanced_accuracy([c.top1_correct for c in classes], [c.images for c in classes])
 
     def per_class_recall(self) -> dict[str, float | None]:
         """Each class's recall in percent (its top-1 accuracy; None for a class without images)."""

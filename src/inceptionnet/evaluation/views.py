@@ -94,15 +94,18 @@ def view_dataset(
     image_column: str | None = None,
     label_column: str | None = None,
     ranks: Ranks | None = None,
+    multi_label: bool = False,
 ) -> tuple[Dataset, list[str]]:
     """The split at `data_dir` (any data source) cut into views by `transform`, and its class names.
 
     `max_images` keeps an evenly spaced subset of that many images; None keeps them all.
     `image_column` / `label_column` choose a Hugging Face dataset's columns (`data.open_split`). `ranks`: under
-    torchrun, this rank's share of them (`sharding.rank_share`).
+    torchrun, this rank's share of them (`sharding.rank_share`). `multi_label`: each target a multi-hot row
+    over the classes (a multi-label network's evaluation); otherwise an image with several labels is refused.
     """
     folder = open_split(data_dir, transform=transform, image_column=image_column, label_column=label_column)
-    if folder.multi_label:
+    folder.multi_hot = multi_label
+    if folder.multi_label and not multi_label:
         raise SourceError(
             f"{folder.origin} has several labels per image; top-1 / top-5 take one label per image: "
             "choose a single-label column (--label-column)"
@@ -140,13 +143,15 @@ def view_batches(
     image_column: str | None = None,
     label_column: str | None = None,
     ranks: Ranks | None = None,
+    multi_label: bool = False,
 ) -> tuple[DataLoader, list[ViewConfig], list[str]]:
     """The loader of an evaluation of networks prepared by `pres`: its batches, the distinct view
-    configurations they carry (one view tensor each, in this order) and the folder's classes."""
+    configurations they carry (one view tensor each, in this order) and the folder's classes
+    (`multi_label`: view_dataset's)."""
     configs = list(dict.fromkeys(view_config(p, crops) for p in pres))
     columns = {"image_column": image_column, "label_column": label_column}
     transform = MultiViewTransform(crops, configs)
-    dataset, classes = view_dataset(data_dir, transform, max_images, **columns, ranks=ranks)
+    dataset, classes = view_dataset(data_dir, transform, max_images, **columns, ranks=ranks, multi_label=multi_label)
     loader = view_loader(
         dataset, images_per_batch=images_per_batch(batch_size, crops), workers=workers, pin_memory=pin_memory
     )

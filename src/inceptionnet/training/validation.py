@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from inceptionnet.evaluation.multilabel import MultiLabelScores, multilabel_scores, tune_thresholds
+from inceptionnet.evaluation.scores import balanced_accuracy
 from inceptionnet.training import distributed
 from inceptionnet.training.distributed import Context
 
@@ -66,7 +67,7 @@ def validation_errors(
     if n == 0:
         raise ValueError("no readable validation images; check the val/ folder")
     images, correct = total[3:].view(2, classes)
-    balanced = 100 * float((correct[images > 0] / images[images > 0]).mean())
+    balanced = 100 * balanced_accuracy(correct.tolist(), images.tolist())
     return 100 * (1 - top1_ok / n), 100 * (1 - top5_ok / n), balanced
 
 
