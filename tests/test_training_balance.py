@@ -22,7 +22,7 @@ from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
 from inceptionnet.training.learner import build_learner
 from inceptionnet.training.losses import training_loss
-from inceptionnet.training.step import train_step
+from inceptionnet.training.step import StepRecipe, train_step
 from inceptionnet.weights.runfolder import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,7 +133,7 @@ def _gradients(cfg: TrainConfig, batches: list[Batch]) -> dict[str, torch.Tensor
     torch.manual_seed(0)
     learner = build_learner(cfg, ctx, num_classes=3)
     learner.model.eval()  # frozen BN statistics, no dropout: the micro-batches see what one batch sees
-    train_step(learner, batches, cfg=cfg, ctx=ctx, step=0, probed=False, stop_requested=0.0, epoch=0, out_dir=Path())
+    train_step(learner, batches, StepRecipe(cfg, ctx), step=0, probed=False, stop_requested=0.0)
     return {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.grad is not None}
 
 

@@ -16,6 +16,7 @@ class ModelEntry:
     builder: Callable[..., InceptionNetwork]
     preprocessing: Preprocessing
     description: str
+    has_aux: bool = True  # whether it can be built with an auxiliary head (aux_logits=True)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -33,16 +34,19 @@ MODELS: dict[str, ModelEntry] = {
         lambda **kw: InceptionResNet(IR_V1, **kw),
         Preprocessing(),
         "Inception-ResNet-v1, Figures 10-15 (no public weights exist)",
+        has_aux=IR_V1.has_aux,
     ),
     "inception_resnet_v2": ModelEntry(
         lambda **kw: InceptionResNet(IR_V2_RELEASED, **kw),
         Preprocessing(crop_fraction=0.8975),
         "Inception-ResNet-v2 as released with the public ImageNet weights",
+        has_aux=IR_V2_RELEASED.has_aux,
     ),
     "inception_resnet_v2_paper": ModelEntry(
         lambda **kw: InceptionResNet(IR_V2_PAPER, **kw),
         Preprocessing(),
         "Inception-ResNet-v2 as drawn in the paper, Figures 3 and 15-19",
+        has_aux=IR_V2_PAPER.has_aux,
     ),
 }
 

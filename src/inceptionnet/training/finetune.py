@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from inceptionnet.factory import create_model
-from inceptionnet.models import InceptionNetwork
+from inceptionnet.models import InceptionNetwork, get_entry
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.weights import WeightsError
 
@@ -44,15 +44,9 @@ def model_options(cfg: TrainConfig, *, num_classes: int | None) -> dict[str, Any
 
 
 def create_network(name: str, *, weights: str | None = None, aux: bool, **options: object) -> InceptionNetwork:
-    """`create_model`, with the auxiliary head when `aux` asks for it and the network has one."""
-    if aux:
-        try:
-            return create_model(name, weights=weights, aux_logits=True, **options)
-        except WeightsError:
-            raise
-        except ValueError:
-            pass  # inception_resnet_v1 and the paper's Inception-ResNet-v2 have no auxiliary head
-    return create_model(name, weights=weights, aux_logits=False, **options)
+    """`create_model`, with the auxiliary head when `aux` asks for it and the network has one (inception_resnet_v1
+    and the paper's Inception-ResNet-v2 have none)."""
+    return create_model(name, weights=weights, aux_logits=aux and get_entry(name).has_aux, **options)
 
 
 def network_from_weights(cfg: TrainConfig, *, num_classes: int, aux: bool) -> tuple[InceptionNetwork, str]:

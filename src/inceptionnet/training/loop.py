@@ -24,7 +24,7 @@ from inceptionnet._version import __version__
 from inceptionnet.training import checkpoint, distributed, rundir, runlock
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.faults import StopReason, StopRequest
+from inceptionnet.training.faults import StopReason, StopRequest, TrainingDiverged, divergence_message
 from inceptionnet.training.inputs import TrainingInputs, set_up_inputs, training_classes
 from inceptionnet.training.learner import Learner, build_learner
 from inceptionnet.training.optim import set_learning_rate
@@ -32,7 +32,7 @@ from inceptionnet.training.rundir import Resume, RunStart
 from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
-from inceptionnet.training.step import kept_batches, train_step
+from inceptionnet.training.step import StepSync, kept_batches, train_step
 from inceptionnet.training.validation import multilabel_validation, validation_errors
 from inceptionnet.training.writer import RunWriter
 
@@ -170,18 +170,9 @@ def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
         lr = inputs.lr_at(pos.step)
         set_learning_rate(run.learner.optimizer, lr)
         probed = cfg.log_every > 0 and pos.step % cfg.log_every == 0
-        sync = train_step(
-            run.learner,
-            batches,
-            cfg=cfg,
-            ctx=ctx,
-            step=pos.step,
-            probed=probed,
-            stop_requested=stop.requested,
-            epoch=pos.epoch,
-            out_dir=run.out_dir,
-            class_weights=inputs.class_weights,
-        )
+        sync = train_step(run.learner, batches, run.recipe, step=pos.step, probed=probed, stop_requested=stop.requested)
+        if sync.diverged:
+            raise TrainingDiverged(_divergence(run, sync))
         pos.took_step(sync.loss)
         images_seen += sum(len(b.targets) for b in batches) * ctx.world_size
         rate = images_seen / (time.perf_counter() - started)
@@ -194,6 +185,13 @@ def _train_epoch(run: RunSession, stop: StopRequest) -> _EpochOutcome:
             run.save()
     bar.close()
     return _EpochOutcome(stopped_by, started, time.perf_counter() - started, images_seen)
+
+
+def _divergence(run: RunSession, sync: StepSync) -> str:
+    """What TrainingDiverged says of a step that was not applied: the quantity, the step, the usual fixes."""
+    lr = run.learner.optimizer.param_groups[0]["lr"]
+    where = {"step": run.pos.step, "epoch": run.pos.epoch, "lr": lr, "cfg": run.cfg, "out_dir": run.out_dir}
+    return divergence_message(loss=sync.loss, grad_norm=sync.grad_norm, **where)
 
 
 def _end_epoch(run: RunSession, epoch: _EpochOutcome) -> None:

@@ -22,6 +22,7 @@ from inceptionnet.training.learner import Learner
 from inceptionnet.training.presets import train_command
 from inceptionnet.training.runlog import RunLog
 from inceptionnet.training.state import RunPosition
+from inceptionnet.training.step import StepRecipe
 from inceptionnet.training.writer import RunWriter
 from inceptionnet.weights.runfolder import RunFolder
 
@@ -62,6 +63,11 @@ class RunSession:
     @property
     def out_dir(self) -> Path:
         return self.folder.path
+
+    @property
+    def recipe(self) -> StepRecipe:
+        """What each of the run's steps takes (step.train_step)."""
+        return StepRecipe(self.cfg, self.ctx, self.inputs.class_weights)
 
     def save(self) -> None:
         """Write last.pt at the run's position."""

@@ -9,11 +9,11 @@ for the step's i-th batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,10 +22,18 @@ from inceptionnet.data import Batch, derive_seed
 from inceptionnet.training import distributed
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.distributed import Context
-from inceptionnet.training.faults import TrainingDiverged, divergence_message
 from inceptionnet.training.learner import Learner
 from inceptionnet.training.losses import training_loss
 from inceptionnet.training.mixing import mix_batch
+
+
+@dataclass(frozen=True)
+class StepRecipe:
+    """What every step of a run takes: its settings, its processes and the loss weights of `--class-weights`."""
+
+    cfg: TrainConfig
+    ctx: Context
+    class_weights: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class StepSync:
     stop: bool  # a rank was asked to stop (SIGTERM / SIGINT)
     zero_fraction: float  # the probe's statistics (zeros when the step was not probed)
     dead_channels: float
+    diverged: bool = False  # the loss (or, without fp16's scaler, the gradient norm) is not finite: not applied
 
     def scalars(self, lr: float, *, probed: bool) -> dict[str, float]:
         """The step's values for the run log, the probe's only on probed steps."""
@@ -56,29 +65,20 @@ def kept_batches(group: Sequence[Batch], ctx: Context) -> list[Batch]:
 
 
 def train_step(
-    learner: Learner,
-    batches: Sequence[Batch],
-    *,
-    cfg: TrainConfig,
-    ctx: Context,
-    step: int,
-    probed: bool,
-    stop_requested: float,
-    epoch: int,
-    out_dir: Path,
-    class_weights: torch.Tensor | None = None,
+    learner: Learner, batches: Sequence[Batch], recipe: StepRecipe, *, step: int, probed: bool, stop_requested: float
 ) -> StepSync:
     """Take optimiser step `step` (0-based) on `batches` (its micro-batches, `kept_batches`) at the learning
-    rate already set in the optimiser.
+    rate already set in the optimiser; `probed`: measure the probe's statistics; `stop_requested`: this
+    process's stop request, agreed with the others in the step's one synchronisation.
 
     The gradients of the micro-batches add up, each loss scaled by 1 / len(batches): the update of one
     batch that holds them all (for layers without batch statistics). Under DDP the ranks synchronise
-    their gradients once, in the last micro-batch's backward pass. `class_weights`: the loss weights of
-    `--class-weights` (training/balance.py).
+    their gradients once, in the last micro-batch's backward pass.
 
-    Raises TrainingDiverged, before the update, when the agreed loss or gradient norm is not finite
-    (with fp16 the scaler skips overflowed steps itself); `epoch` and `out_dir` go into its message.
+    A step whose agreed loss or gradient norm is not finite is not applied (`StepSync.diverged`: the caller
+    stops the run; with fp16 the scaler skips overflowed steps itself).
     """
+    cfg, ctx, class_weights = recipe.cfg, recipe.ctx, recipe.class_weights
     torch.manual_seed(derive_seed(cfg.seed, ctx.rank, step, 1))  # dropout masks
     learner.optimizer.zero_grad(set_to_none=True)
     scaler = learner.scaler
@@ -100,11 +100,7 @@ def train_step(
 
     sync = _sync(torch.stack(losses).sum(), grad_norm, stop_requested=stop_requested, learner=learner, ctx=ctx)
     if not math.isfinite(sync.loss) or (scaler is None and not math.isfinite(sync.grad_norm)):
-        lr = learner.optimizer.param_groups[0]["lr"]
-        message = divergence_message(
-            loss=sync.loss, grad_norm=sync.grad_norm, step=step, epoch=epoch, lr=lr, cfg=cfg, out_dir=out_dir
-        )
-        raise TrainingDiverged(message)
+        return dataclasses.replace(sync, diverged=True)
     _update(learner, cfg, ctx)
     return sync
 
