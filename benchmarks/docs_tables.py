@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import perf_tables
 from int8_cpu_kinds import accuracy_table, ceiling_table, speed_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,14 +124,44 @@ def engine_targets_table() -> str:
     )
 
 
+def int8_targets_table() -> str:
+    """The int8 targets, from the int8 experiment's native rows (benchmarks/int8_cpu_kinds.py)."""
+    r = load("int8-cpu-kinds")
+    speed = {(x["network"], x["engine"]): x for x in r["speed"] if x["kind"] == "native"}
+    v4 = [f"{ENGINES[e]} {speed[('v4', e)]['speedup']['8-bit']['median']:.2f}x" for e in ("openvino", "onnxruntime")]
+    faster = all(round(speed[("v4", e)]["speedup"]["8-bit"]["median"], 2) >= 2 for e in ("openvino", "onnxruntime"))
+    opened = [x for x in r["accuracy"] if x["kind"] == "native" and x["weights"] == "8-bit, opened"]
+    agreement = [x["agreement"] for x in opened]
+    drop = max(x["fp32_top1"] - x["int8_top1"] for x in opened)
+    return "\n".join(
+        [
+            "| target | measured | met? |",
+            "|---|---|---|",
+            f"| int8 >= 2x our fp32 on the same engine | Inception-v4 at 299, batch 16: {', '.join(v4)} (section "
+            f"[CPU kinds](#cpu-kinds), native) | {_met(faster)} |",
+            f"| int8 top-1 agreement with fp32 >= 98%, accuracy within 1 point (held-out images of trained "
+            f"networks) | agreement {min(agreement):.1%}-{max(agreement):.1%}, accuracy at most "
+            f"{100 * drop:.2f} points lower, over {len(opened)} network and engine pairs (section "
+            f"[CPU kinds](#cpu-kinds), native) | accuracy {_met(drop <= 0.01)}; agreement "
+            f"{_met(min(agreement) >= 0.98)} |",
+        ]
+    )
+
+
 def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def bench_results() -> list[dict]:
+    """Every committed `inceptionnet bench` result of the inference and training modes."""
+    names = [*perf_tables.TORCH_RUNS, *perf_tables.TRAIN_RUNS, "memory/plain", "memory/checkpointing"]
+    return engine_results() + [load(name) for name in names]
+
+
 def ceiling_errors() -> list[str]:
-    """Every contender of the engine results whose throughput is above CEILING_MARGIN x its run's ceiling."""
+    """Every contender of the bench results whose throughput is above CEILING_MARGIN x its run's ceiling."""
     errors = []
-    for r in engine_results():
+    for r in bench_results():
         for c in (r["ours"], *r["references"]):
             if c["achieved_tflops"] > CEILING_MARGIN * c["ceiling_tflops"]:
                 errors.append(
@@ -144,9 +175,17 @@ def ceiling_errors() -> list[str]:
 TABLES: dict[str, Callable[[], str]] = {
     "engines-cpu": engines_table,
     "engine-targets": engine_targets_table,
+    "int8-targets": int8_targets_table,
     "int8-accuracy": lambda: accuracy_table(load("int8-cpu-kinds")),
     "int8-speed": lambda: speed_table(load("int8-cpu-kinds")),
     "int8-ceiling": lambda: ceiling_table(load("int8-cpu-kinds")),
+    "torch-vs-timm": perf_tables.torch_table,
+    "torch-targets": perf_tables.torch_targets_table,
+    "training-step": perf_tables.training_table,
+    "checkpointing-memory": perf_tables.memory_table,
+    "loader": perf_tables.loader_table,
+    "serve-v4": lambda: perf_tables.serve_table("inception_v4"),
+    "serve-demo": lambda: perf_tables.serve_table("demo"),
 }
 
 
@@ -156,6 +195,23 @@ def render(doc: str) -> str:
     if unknown:
         raise SystemExit(f"docs/performance.md names tables this script does not know: {unknown}")
     return BLOCK.sub(lambda m: f"{m.group(1)}{TABLES[m['name']]()}\n{m.group(4)}", doc)
+
+
+HAND = re.compile(r"<!-- by hand: (?P<why>[^>]+) -->")
+
+
+def unaccounted_tables(doc: str) -> list[str]:
+    """The first line of every table of `doc` that is neither generated nor declared written by hand (a
+    `<!-- by hand: why -->` line right before it: a table of no measured figures, or of a run whose result
+    was not kept)."""
+    inside = {i for m in BLOCK.finditer(doc) for i in range(doc.count("\n", 0, m.start()), doc.count("\n", 0, m.end()))}
+    lines = doc.split("\n")
+    found = []
+    for i, line in enumerate(lines):
+        starts = line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+        if starts and i not in inside and not (i > 0 and HAND.fullmatch(lines[i - 1].strip())):
+            found.append(f"line {i + 1}: {line[:60]}")
+    return found
 
 
 def differing(doc: str) -> list[str]:
@@ -171,6 +227,7 @@ def main() -> int:
     args = parser.parse_args()
     doc = DOC.read_text(encoding="utf-8")
     problems = [f"{name}: differs from its results" for name in differing(doc)] + ceiling_errors()
+    problems += [f"a table neither generated nor marked by hand, {where}" for where in unaccounted_tables(doc)]
     if args.check:
         for line in problems:
             print(line, file=sys.stderr)

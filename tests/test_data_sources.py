@@ -141,7 +141,7 @@ def test_multi_label_metadata_gives_tuple_targets_and_multi_hot_vectors(
         assert source.classes == ["cat", "dog", "outdoor"] and source.multi_label
         assert source.targets == [(0, 1), (0,), (1, 2)]
         train, _ = data_splits(tmp_path / kind, train_transform=None, val_transform=None)
-        train.multi_hot = True
+        train.give_multi_hot()
         assert train[2][1].tolist() == [0.0, 1.0, 1.0]
 
 

@@ -64,7 +64,7 @@ def val_map(run: Path, multi_data: Path) -> dict[str, float]:
     """mAP (and exact match at the card's thresholds, for the multi-label network) on the two-label val canvases."""
     net = create_model(weights=str(run)).eval()
     source = open_split(multi_data, "val", transform=eval_transform(net.preprocessing))
-    source.multi_hot = True
+    source.give_multi_hot()
     images = torch.stack([source[i][0] for i in range(len(source))])
     targets = torch.stack([source[i][1] for i in range(len(source))])
     with torch.no_grad():

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
+import torch
+
+from inceptionnet.cpu import cpu_features
 from inceptionnet.inference.engines import ENGINES
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
@@ -135,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
         references=tuple(args.reference),
     )
     result = run_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    result = dataclasses.replace(result, command=shlex.join(["inceptionnet", *args.argv]))
-    return _report(format_result(result), result.to_json(), args.json)
+    return _report(format_result(result), result.to_json(), args.json, args)
 
 
 def run_loader(args: argparse.Namespace) -> int:
@@ -151,7 +156,7 @@ def run_loader(args: argparse.Namespace) -> int:
         rounds=3 if args.iters is None else args.iters,
     )
     result = run_loader_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    return _report(format_loader_result(result), result.to_json(), args.json)
+    return _report(format_loader_result(result), result.to_json(), args.json, args)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -170,13 +175,20 @@ def run_serve(args: argparse.Namespace) -> int:
         bad_fraction=args.bad_fraction,
     )
     result = run_serve_benchmark(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    return _report(format_serve_result(result), result.to_json(), args.json)
+    return _report(format_serve_result(result), result.to_json(), args.json, args)
 
 
-def _report(table: str, as_json: str, path: Path | None) -> int:
-    """Print the table; with --json, write the result there too."""
+def _report(table: str, as_json: str, path: Path | None, args: argparse.Namespace) -> int:
+    """Print the table; with --json, write the result there too, with what produced it: the command line, the
+    date, the machine and torch's version (the docs' tables are written from such files)."""
     print(table)
     if path is not None:
-        path.write_text(as_json + "\n")
+        result = json.loads(as_json)
+        result["command"] = shlex.join(["inceptionnet", *args.argv])
+        result.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        if not result.get("machine") or result["machine"] == cpu_features().name:  # the CPU's model name alone
+            result["machine"] = f"{cpu_features().describe()}, {os.cpu_count()} logical cores"
+        result.setdefault("torch_version", torch.__version__)
+        path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return 0

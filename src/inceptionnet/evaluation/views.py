@@ -104,7 +104,7 @@ def view_dataset(
     over the classes (a multi-label network's evaluation); otherwise an image with several labels is refused.
     """
     folder = open_split(data_dir, transform=transform, image_column=image_column, label_column=label_column)
-    folder.multi_hot = multi_label
+    folder.give_multi_hot(multi_label)
     if folder.multi_label and not multi_label:
         raise SourceError(
             f"{folder.origin} has several labels per image; top-1 / top-5 take one label per image: "

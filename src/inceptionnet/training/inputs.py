@@ -106,7 +106,8 @@ def set_up_inputs(cfg: TrainConfig, ctx: Context, *, network: nn.Module | None =
             f"{network.num_classes} outputs; did the data change while the run started?"
         )
     label_mode = resolve_label_mode(cfg.label_mode, train_set, val_set)
-    train_set.multi_hot = val_set.multi_hot = label_mode == "multi"
+    for source in (train_set, val_set):
+        source.give_multi_hot(label_mode == "multi")
     loader, sampler, samples = train_loader(train_set, seed=cfg.seed, balanced=cfg.sampler == "balanced", **shard)
     steps_per_epoch = sampler.num_samples // cfg.batch_size // cfg.accumulate
     if steps_per_epoch < 1:

@@ -32,7 +32,7 @@ def training_loss(
     if targets.shape != logits.shape:
         raise ValueError(
             f"multi-label targets must be one 0/1 vector per image, shaped like the logits {tuple(logits.shape)}, "
-            f"not {tuple(targets.shape)}; open the data with multi-hot targets (ImageSource.multi_hot)"
+            f"not {tuple(targets.shape)}; open the data with multi-hot targets (ImageSource.give_multi_hot)"
         )
     smoothed = targets.to(logits.dtype) * (1 - label_smoothing) + label_smoothing / 2
     return F.binary_cross_entropy_with_logits(logits, smoothed, pos_weight=class_weights)

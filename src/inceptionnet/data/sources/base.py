@@ -38,8 +38,9 @@ class ImageSource(Dataset):
     classes: list[str]
     targets: list[Target]
     origin: str
-    # Give each target as a float multi-hot vector over the classes (multi-label training), not as it is stored.
-    multi_hot: bool = False
+    # What each target becomes on its way out (torchvision's `target_transform`): e.g. MultiHot, for a
+    # multi-label network's loss and scores; None gives it as stored.
+    target_transform: Callable[[Target], Any] | None = None
 
     def __init__(self, *, transform: Callable[[Image.Image], Any] | None = None) -> None:
         self.transform = transform
@@ -75,15 +76,24 @@ class ImageSource(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         target = self.targets[index]
-        return image, (multi_hot(target, len(self.classes)) if self.multi_hot else target)
+        return image, (self.target_transform(target) if self.target_transform is not None else target)
+
+    def give_multi_hot(self, multi_hot: bool = True) -> None:
+        """Give each target as a multi-hot vector over this source's classes (MultiHot), or as stored."""
+        self.target_transform = MultiHot(len(self.classes)) if multi_hot else None
 
 
-def multi_hot(target: Target, num_classes: int) -> torch.Tensor:
-    """`target` (a class index, or the indices of a multi-label sample) as a float vector with 1 at each of its
-    classes: what a multi-label loss compares the network's per-class scores with."""
-    vector = torch.zeros(num_classes)
-    vector[list(target) if isinstance(target, tuple) else target] = 1.0
-    return vector
+class MultiHot:
+    """A target transform: a class index, or the class indices of a multi-label sample, as a float vector with 1
+    at each of its classes: what a multi-label loss and multi-label scores compare the per-class outputs with."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, target: Target) -> torch.Tensor:
+        vector = torch.zeros(self.num_classes)
+        vector[list(target) if isinstance(target, tuple) else target] = 1.0
+        return vector
 
 
 class FileSource(ImageSource):
