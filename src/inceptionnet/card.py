@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from inceptionnet.names import unprintable
+
 MIN_INPUT_SIZE = 75  # the smallest input every network of the paper shrinks to 1x1 (docs/architecture.md)
 LABEL_MODES = ("single", "multi")
 DEFAULT_THRESHOLD = 0.5  # a multi-label class's decision threshold where none was tuned
@@ -86,6 +88,12 @@ class ModelCard:
                 raise CardError(
                     f"{len(values)} {what} for a network with {self.num_classes} outputs; give one {one} per output"
                 )
+        bad = unprintable(self.class_names or ())
+        if bad:
+            raise CardError(
+                f"class names must be text without control characters; {', '.join(bad[:5])} are not (a newline "
+                "would shift every label after it in a label file): rename those classes"
+            )
         if self.thresholds is not None and self.label_mode != "multi":
             raise CardError("thresholds are for multi-label networks; set label_mode='multi' or drop them")
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from inceptionnet.names import plot_text
+
 Tile = tuple[Image.Image | None, str, str, float]  # thumbnail (None: not available), true, predicted, probability
 
 
@@ -30,9 +32,9 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path) -> No
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(size + 1, size))
     shown = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(names))
-    ax.set_xticks(ticks, names, rotation=60, ha="right")
-    ax.set_yticks(ticks, names)
+    ticks, shown_names = range(len(names)), [plot_text(n) for n in names]
+    ax.set_xticks(ticks, shown_names, rotation=60, ha="right")
+    ax.set_yticks(ticks, shown_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if len(names) <= 15:
@@ -46,7 +48,7 @@ def confused_pairs(pairs: Sequence[dict[str, Any]], path: Path) -> None:
     """The most confused pairs as horizontal bars, the largest on top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 1 + 0.3 * max(len(pairs), 1)))
-    labels = [f"{p['true']} -> {p['predicted']}" for p in pairs]
+    labels = [plot_text(f"{p['true']} -> {p['predicted']}") for p in pairs]
     ax.barh(range(len(pairs)), [p["images"] for p in pairs], color="tab:blue")
     ax.set_yticks(range(len(pairs)), labels)
     ax.invert_yaxis()
@@ -88,7 +90,7 @@ def contact_sheet(tiles: Sequence[Tile], path: Path, *, columns: int = 4) -> Non
             image = image.copy()
             image.thumbnail((160, 160))
             ax.imshow(image)
-        ax.set_title(f"true: {true}\npred: {predicted} ({prob:.2f})", fontsize=8)
+        ax.set_title(plot_text(f"true: {true}\npred: {predicted} ({prob:.2f})"), fontsize=8)
     _save(fig, path)
 
 

@@ -22,6 +22,7 @@ from inceptionnet.data import ImageSource
 from inceptionnet.evaluation import figures
 from inceptionnet.evaluation.scores import Predictions, balanced_accuracy
 from inceptionnet.extras import require
+from inceptionnet.names import csv_cell
 
 MATRIX_MAX_CLASSES = 30  # above this, the most confused pairs replace the matrix picture
 CALIBRATION_BINS = 15
@@ -197,15 +198,15 @@ def _per_class_part(rows: list[dict[str, Any]]) -> str:
 def _write_matrix_csv(path: Path, matrix: np.ndarray, names: list[str]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["true \\ predicted", *names])
-        w.writerows([name, *(int(x) for x in row)] for name, row in zip(names, matrix, strict=True))
+        w.writerow(["true \\ predicted", *map(csv_cell, names)])
+        w.writerows([csv_cell(name), *(int(x) for x in row)] for name, row in zip(names, matrix, strict=True))
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["class"])
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
 
 
 def _number(x: float) -> float | None:

@@ -127,9 +127,13 @@ def write_overlays(explanations: Sequence[Explanation], output: str | os.PathLik
     """Each explanation's overlay as a PNG in `output` (created), named by `Explanation.file_name`."""
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     for e in explanations:
         path = folder / e.file_name()
+        n = 1
+        while path in written:  # two images of the same file name (from two folders): one overlay each
+            n += 1
+            path = folder / f"{Path(e.file_name()).stem}-{n}.png"
         Image.fromarray(e.overlay()).save(path)
         written.append(path)
     return written

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from inceptionnet.card import ModelCard
+from inceptionnet.names import markdown
 
 # One line per network, from docs/architecture.md's table.
 NETWORKS = {
@@ -58,7 +59,7 @@ def _front_matter(card: ModelCard, *, timm_name: str | None, dataset: str | None
 def _about(card: ModelCard) -> str:
     what = NETWORKS.get(card.model_name, f"The network {card.model_name}.")
     options = ", ".join(f"`{k}={v!r}`" for k, v in sorted(card.options.items())) or "the defaults"
-    names = ", ".join(card.class_names) if card.class_names is not None else "not named"
+    names = ", ".join(map(markdown, card.class_names)) if card.class_names is not None else "not named"
     mode = "multi-label" if card.label_mode == "multi" else "single-label"
     return (
         f"# {card.model_name}\n\n{what} From {PAPER}.\n\n"
@@ -71,7 +72,7 @@ def _about(card: ModelCard) -> str:
 def _training(dataset: str | None, command: str | None) -> str:
     lines = ["## Training\n"]
     if dataset:
-        lines.append(f"Trained on `{dataset}`.\n")
+        lines.append(f"Trained on {markdown(dataset)}.\n")
     if command:
         lines.append(f"```\n{command}\n```\n")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from inceptionnet.data.sources.folder import FolderSource
 from inceptionnet.data.sources.hf import HFSource, is_hf_dataset, open_hf_split
 from inceptionnet.data.sources.metadata import MetadataSource, is_metadata_folder
 from inceptionnet.data.sources.shards import ShardSource, is_shard_split
+from inceptionnet.names import unprintable
 
 SPLITS = ("train", "val")
 _VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ (CIFAR-10's layout)
@@ -64,6 +65,24 @@ def open_split(
 
     `image_column` / `label_column` choose the columns of a source that has them (a Hugging Face dataset).
     """
+    source = _open(data, split, transform=transform, image_column=image_column, label_column=label_column)
+    bad = unprintable(source.classes)
+    if bad:
+        raise SourceError(
+            f"{source.origin} has classes whose names hold control characters ({', '.join(bad[:5])}): a newline "
+            "in a class name would shift every label after it in the files written from it; rename those classes"
+        )
+    return source
+
+
+def _open(
+    data: str | Path,
+    split: str | None,
+    *,
+    transform: Callable[[Any], Any] | None,
+    image_column: str | None,
+    label_column: str | None,
+) -> ImageSource:
     columns = {"image_column": image_column, "label_column": label_column}
     if source_kind(data) == "hf":
         return open_hf_split(data, split, transform=transform, **columns)
