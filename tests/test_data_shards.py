@@ -227,3 +227,50 @@ def test_the_written_member_index_spares_the_header_scan_until_a_shard_changes(f
     stored = json.loads(index_path(shard).read_text())
     index_path(shard).write_text(json.dumps({**stored, "tar_size": stored["tar_size"] + 1}))  # a rewritten tar
     assert open_split(dst, "train").samples == samples  # scanned again, the same index
+
+
+def test_a_shard_relabelled_in_place_is_read_with_its_own_labels(folder, tmp_path) -> None:
+    """Same size, same modification time, same member names: the index's offsets still hold, and the labels
+    come from the tar's members, never from the index."""
+    dst = tmp_path / "relabelled"
+    assert main(["shards", str(folder), str(dst), "--shard-size", "4"]) == 0
+    shard = dst / "train" / "train-000000.tar"
+    before = open_split(dst, "train").targets[:4]
+    stat = shard.stat()
+    data = bytearray(shard.read_bytes())
+    with tarfile.open(shard) as tar:
+        cls = next(m for m in tar.getmembers() if m.name.endswith(".cls"))
+    old = bytes(data[cls.offset_data : cls.offset_data + cls.size])
+    new = b"1" if old.strip() == b"0" else b"0"
+    data[cls.offset_data : cls.offset_data + cls.size] = new.ljust(cls.size)  # one label changed, same length
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the tar's time as it was
+    shards_module._INDEX.clear()
+    after = open_split(dst, "train").targets[:4]
+    assert after[0] == int(new) and after[0] != before[0] and after[1:] == before[1:]
+
+
+def test_an_index_whose_offsets_do_not_match_the_tar_is_not_used(folder, tmp_path) -> None:
+    dst = tmp_path / "moved"
+    assert main(["shards", str(folder), str(dst), "--shard-size", "4"]) == 0
+    shard = dst / "train" / "train-000000.tar"
+    expected = open_split(dst, "train").samples
+    stored = json.loads(index_path(shard).read_text())
+    for exts in stored["samples"].values():
+        for member in exts.values():
+            member[0] += 512  # every offset one block off: it no longer follows its member's header
+    index_path(shard).write_text(json.dumps(stored))
+    os.utime(index_path(shard))
+    shards_module._INDEX.clear()
+    assert open_split(dst, "train").samples == expected  # the headers were read again
+
+
+def test_a_shard_list_naming_files_outside_its_folder_is_refused(shards, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    info = copy / "val" / "_info.json"
+    listed = json.loads(info.read_text())
+    for name in ("../train/train-000000.tar", "/etc/passwd"):
+        info.write_text(json.dumps({**listed, "filenames": [*listed["filenames"], name]}))
+        with pytest.raises(SourceError, match="which are not files of its folder"):
+            open_split(copy, "val")

@@ -175,16 +175,26 @@ BAD_METADATA = {
     ),
     "both label columns": ("metadata.csv", "file_name,label,labels\na.jpg,cat,cat\n", r"both a `label` and a `labels`"),
     "no rows": ("metadata.csv", HEADER, r"lists no images; add one row per image"),
+    # paths that leave the split folder, even where the file they name exists (a.jpg, one level up)
+    "parent path": (
+        "metadata.csv",
+        HEADER + "a.jpg,cat\n../split/a.jpg,dog\n",
+        r"line 3 names '../split/a.jpg', outside the folder of the metadata file",
+    ),
+    "absolute path": ("metadata.jsonl", '{"file_name": "/etc/hostname", "label": "cat"}\n', r"line 1 names '/etc/"),
+    "windows parent path": ("metadata.csv", HEADER + "..\\..\\a.jpg,cat\n", r"line 2 names '..\\\\..\\\\a.jpg'"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_METADATA)
 def test_bad_metadata_is_one_clear_error(tmp_path: Path, datasets: dict[str, Path], case: str) -> None:
     name, text, message = BAD_METADATA[case]
-    shutil.copy(next((datasets["csv"] / "train").glob("*.jpg")), tmp_path / "a.jpg")
-    (tmp_path / name).write_text(text)
+    split = tmp_path / "split"
+    split.mkdir()
+    shutil.copy(next((datasets["csv"] / "train").glob("*.jpg")), split / "a.jpg")
+    (split / name).write_text(text)
     with pytest.raises(SourceError, match=message):
-        open_split(tmp_path)
+        open_split(split)
 
 
 def test_a_folder_with_both_metadata_files_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from PIL import Image
@@ -173,7 +173,15 @@ def _row(metadata: Path, line: int, file_name: Any, labels: Sequence[str]) -> _R
         raise SourceError(
             f"{metadata} line {line} ({file_name}) has an empty label; give the image its class, or remove the row"
         )
-    return _Row(line, PurePosixPath(file_name.strip()).as_posix(), kept)
+    name = file_name.strip()
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)  # a `..\\` climbs out where Windows reads it
+    if posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts or ".." in windows.parts:
+        raise SourceError(
+            f"{metadata} line {line} names {name!r}, outside the folder of the metadata file; a file_name is a "
+            f"path inside {metadata.parent} (as Hugging Face's imagefolder reads it): move or link the images into "
+            "that folder and name them relative to it"
+        )
+    return _Row(line, posix.as_posix(), kept)
 
 
 def _check_files(root: Path, metadata: Path, rows: Sequence[_Row]) -> None:

@@ -14,7 +14,9 @@ Why map-style and not a stream: a stream cannot start in the middle of an epoch,
 would see other batches than an uninterrupted one. Here the members are indexed once (their tar
 headers give each member's data offset and size; tarfile lists them without reading the images;
 the index is kept per shard file in the process, and `inceptionnet shards` stores it beside each shard as
-NAME.tar.idx.json, trusted while the tar keeps its size) and sample i is one seek and one read. The
+NAME.tar.idx.json, used only while the tar keeps its size and modification time and each offset it
+gives lands just after the tar header of the member it names; the labels are always read from the
+tar's own members) and sample i is one seek and one read. The
 training sampler (`data.loaders.ShardSampler`) still reads shard by shard: each rank gets its own
 shards and visits them one after the other, so a node reads a few files, each from start to end
 in a shuffled order, as a streaming reader would, and a resume skips the first k samples exactly.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,7 +79,7 @@ def index_shard(path: Path) -> dict[str, dict[str, Member]]:
     stat = path.stat()
     cache_key = (str(path), stat.st_size, stat.st_mtime_ns)
     if cache_key not in _INDEX:
-        _INDEX[cache_key] = _stored_index(path, stat.st_size) or _scanned_index(path, stat.st_size)
+        _INDEX[cache_key] = _stored_index(path, stat) or _scanned_index(path, stat.st_size)
     return _INDEX[cache_key]
 
 
@@ -104,33 +107,58 @@ def index_path(shard: Path) -> Path:
 
 
 def write_index(shard: Path) -> None:
-    """Keep the member index of `shard` beside it, with the tar's size, so that readers skip the header scan."""
+    """Keep the member index of `shard` beside it, with the tar's size and modification time, so that readers
+    skip the header scan (the labels are not kept: they are read from the tar's members)."""
     samples = {
-        key: {
-            ext: [offset, size, label.decode() if label is not None else None]
-            for ext, (offset, size, label) in m.items()
-        }
-        for key, m in index_shard(shard).items()
+        key: {ext: [offset, size] for ext, (offset, size, _) in m.items()} for key, m in index_shard(shard).items()
     }
-    index_path(shard).write_text(json.dumps({"tar_size": shard.stat().st_size, "samples": samples}), encoding="utf-8")
+    stat = shard.stat()
+    index = {"tar_size": stat.st_size, "tar_mtime_ns": stat.st_mtime_ns, "samples": samples}
+    index_path(shard).write_text(json.dumps(index), encoding="utf-8")
 
 
-def _stored_index(shard: Path, size: int) -> dict[str, dict[str, Member]] | None:
-    """The index kept beside `shard`, or None where there is none, it is unreadable, or it describes a tar of
-    another size (the shard was rewritten since: its headers are read again)."""
+def _stored_index(shard: Path, stat: os.stat_result) -> dict[str, dict[str, Member]] | None:
+    """The index kept beside `shard`, checked against the tar, or None (its headers are read again) where there
+    is none, it is unreadable, it describes a tar of another size or modification time, or one of its offsets
+    does not follow the tar header of the member it names. The labels are read from the tar's members."""
     path = index_path(shard)
     if not path.is_file():
         return None
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored["tar_size"] != size:
+        if (stored["tar_size"], stored.get("tar_mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
             return None
-        return {
-            key: {ext: (int(o), int(n), None if t is None else str(t).encode()) for ext, (o, n, t) in m.items()}
-            for key, m in stored["samples"].items()
+        members = {
+            key: {ext: (int(m[0]), int(m[1])) for ext, m in exts.items()} for key, exts in stored["samples"].items()
         }
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
+    with open(shard, "rb") as f:
+        index: dict[str, dict[str, Member]] = {}
+        for key, exts in members.items():
+            for ext, (offset, size) in exts.items():
+                if not _header_names(f, offset, size, f"{key}.{ext}" if ext else key):
+                    return None
+                label = _read(f, offset, size) if ext in ("cls", "json") else None
+                index.setdefault(key, {})[ext] = (offset, size, label)
+    return index
+
+
+def _header_names(f: Any, offset: int, size: int, name: str) -> bool:
+    """Whether the 512-byte tar header before `offset` describes a member `name` of `size` bytes."""
+    if offset < tarfile.BLOCKSIZE:
+        return False
+    f.seek(offset - tarfile.BLOCKSIZE)
+    try:
+        header = tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return header.name == name and header.size == size
+
+
+def _read(f: Any, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
 
 
 def _target(shard: Path, key: str, members: dict[str, Member]) -> Target:
@@ -166,6 +194,12 @@ def read_info(location: Path) -> dict[str, Any]:
         filenames = [str(f) for f in info["filenames"]]
     except (ValueError, KeyError, TypeError) as err:
         raise SourceError(f"{path} is not a shard list ({err!r}): expected a JSON object with `filenames`") from None
+    outside = [f for f in filenames if Path(f).name != f or f in ("", ".", "..")]
+    if outside:
+        raise SourceError(
+            f"{path} lists {outside[:5]}, which are not files of its folder; a split's shards are the tar files "
+            f"beside its {INFO_NAME}, listed by file name only"
+        )
     missing = [f for f in filenames if not (location / f).is_file()]
     unlisted = sorted(set(tars) - set(filenames))
     if missing or unlisted:
