@@ -182,6 +182,11 @@ BAD_METADATA = {
         r"line 3 names '../split/a.jpg', outside the folder of the metadata file",
     ),
     "absolute path": ("metadata.jsonl", '{"file_name": "/etc/hostname", "label": "cat"}\n', r"line 1 names '/etc/"),
+    "cell over the csv limit": (
+        "metadata.csv",
+        HEADER + "a.jpg," + "x" * 200_000 + "\n",
+        r"line 2 cannot be read as CSV",
+    ),
     "windows parent path": ("metadata.csv", HEADER + "..\\..\\a.jpg,cat\n", r"line 2 names '..\\\\..\\\\a.jpg'"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from inceptionnet import create_model
 from inceptionnet.cli import main
 from inceptionnet.evaluation.sharding import check_sharding
-from inceptionnet.inference.batchjob import meta_file, part_file, read_records
+from inceptionnet.inference.batchjob import lock_file, meta_file, part_file, read_records
 from inceptionnet.models import Preprocessing
 from inceptionnet.ranks import Ranks
 from inceptionnet.weights import save_weights
@@ -165,3 +166,19 @@ def test_a_split_evaluation_keeps_no_per_image_probabilities() -> None:
     check_sharding(Ranks(0, 1, 0), keep_predictions=True)
     with pytest.raises(ValueError, match="kept in one process only"):
         check_sharding(Ranks(1, 2, 1), keep_predictions=True)
+
+
+def test_a_second_job_into_the_same_output_is_refused_while_the_first_writes(
+    photos: Path, small_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "preds.jsonl"
+    fd = os.open(lock_file(out), os.O_RDWR | os.O_CREAT)  # what a running job holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert main(_predict_argv(photos, small_weights, out)) == 2
+        assert "is being written by another predict job right now" in capsys.readouterr().err
+        assert not out.exists()
+    finally:
+        os.close(fd)
+    assert main(_predict_argv(photos, small_weights, out)) == 1  # free again: the job runs (1: the corrupt file)
+    assert len(read_records(out)) == 22 and not lock_file(out).exists()

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from inceptionnet.atomic import atomic_write
 from inceptionnet.cli import main
 from inceptionnet.training import runlock
 from inceptionnet.training.distributed import Context
@@ -176,3 +178,42 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_note(tmp_path, monkeyp
     with run_owner(tmp_path / "run", ctx, say=notes.append):
         assert not (tmp_path / "run" / OWNER).exists()
     assert len(notes) == 1 and "has no file locks" in notes[0]
+
+
+def test_a_link_at_the_owner_file_is_refused_and_its_target_untouched(tmp_path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("the user's file\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / OWNER).symlink_to(target)
+    with pytest.raises(ValueError, match="is a symbolic link, not the file that says who trains"):
+        claim(folder)
+    assert target.read_text() == "the user's file\n"
+
+
+def test_an_owner_file_with_unexpected_content_still_names_the_folder_busy(tmp_path) -> None:
+    """A holder whose file says something else (another version, a hand edit) is reported, not a crash."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    fd = os.open(folder / OWNER, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: flock makes this process wait like any other
+        os.write(fd, json.dumps({"processes": "many", "pid": [1], "host": None}).encode())
+        with pytest.raises(RunFolderBusy, match="is in use by another training run"):
+            claim(folder)
+    finally:
+        os.close(fd)
+
+
+def test_an_atomic_rewrite_keeps_the_files_permissions_and_replaces_a_link(tmp_path) -> None:
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    atomic_write(private, b"{}")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("kept\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic_write(link, b"new")
+    assert target.read_text() == "kept\n" and not link.is_symlink() and link.read_bytes() == b"new"

@@ -7,6 +7,7 @@ study's run status) goes through `atomic_write`. Any layer may import this modul
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,19 +23,30 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _mode_of(path: Path) -> int:
+    """The permissions a rewrite of `path` gets: the existing regular file's, else 0666 less the umask
+    (mkstemp's 0600 would hide a new file from the other users of the folder)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_UMASK
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object] | bytes) -> Path:
     """Write `path` atomically: `write(f)` fills a temporary file (or `write` is the bytes themselves).
 
     The bytes go to a temporary file in the same folder (same file system), are flushed to disk, and
     the file is renamed over the target (atomic on POSIX and Windows); the folder is then synced so
     the rename itself survives a power loss. On any error the temporary file is removed and the
-    previous file at `path`, if any, is left as it was.
+    previous file at `path`, if any, is left as it was. The new file keeps the old one's permissions
+    (a 0600 file stays private); a symbolic link at `path` is replaced, never written through.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from the other users of the folder
+        os.chmod(tmp, _mode_of(path))
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes):
                 f.write(write)

@@ -6,7 +6,9 @@ one line per image to its own part file next to the output (`OUT.jsonl.rank0`, .
 batch. When every rank is done (a barrier of the gloo group: exact, where end markers in the part files
 could be stale ones left by an earlier run of a requeued job, and torchrun ends the group when a rank
 fails, so no rank waits for a dead one), rank 0 merges the output and every part file into OUT.jsonl
-(atomically: every image once, sorted by path) and removes the parts.
+(atomically: every image once, sorted by path) and removes the parts. Rank 0 holds OUT.jsonl.lock
+(flock) for the whole job, so a second job into the same output at the same time is refused before
+any of its processes writes.
 
 A rerun of the same command reads the output and all part files (of any world size) and predicts only the
 images none of them holds, so a killed or requeued job finishes the rest. A line without its newline
@@ -19,9 +21,12 @@ image's record. A rerun with another network, weights or options is refused inst
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,10 +176,44 @@ def run_job(
     """
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    check_meta(out, meta)
-    barrier(ranks)  # every rank has read the sidecar before rank 0 writes it
-    if ranks.is_main and not meta_file(out).exists():
-        atomic_write(meta_file(out), (json.dumps(meta, indent=2) + "\n").encode())
-    summary = run_share(sorted(set(files)), out, ranks, classify)
-    barrier(ranks)
-    return summary, merge(out) if ranks.is_main else None
+    with _holding(lock_file(out), out, held=ranks.is_main):
+        check_meta(out, meta)
+        barrier(ranks)  # every rank has read the sidecar before rank 0 writes it
+        if ranks.is_main and not meta_file(out).exists():
+            atomic_write(meta_file(out), (json.dumps(meta, indent=2) + "\n").encode())
+        summary = run_share(sorted(set(files)), out, ranks, classify)
+        barrier(ranks)
+        return summary, merge(out) if ranks.is_main else None
+
+
+def lock_file(output: Path) -> Path:
+    return output.with_name(f"{output.name}.lock")
+
+
+@contextmanager
+def _holding(lock: Path, output: Path, *, held: bool) -> Iterator[None]:
+    """`lock` held (flock) by rank 0 for the whole job, so that a second job writing the same output at the same
+    time is refused (its rank 0 before any of its ranks writes) instead of both losing records; never opened
+    through a symbolic link; removed at the end while still held."""
+    if not held:
+        yield
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise ValueError(f"cannot open {lock} ({err.strerror}), the lock of {output}; choose another --json") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"{output} is being written by another predict job right now (it holds {lock.name}); wait for it "
+                "to end (the same command then finishes what is missing), or write to another --json file"
+            ) from None
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # no locks here: go on without
+                raise
+        yield
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

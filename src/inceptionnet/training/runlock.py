@@ -88,8 +88,13 @@ def claim(folder: Path, *, world_size: int = 1) -> RunLock:
         raise ValueError(f"cannot create the run folder {folder} ({err.strerror}); choose another --out-dir") from err
     while True:
         try:
-            fd = os.open(folder / OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(folder / OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:  # never write through a link: it could name any file of the user's
+                raise ValueError(
+                    f"{folder / OWNER} is a symbolic link, not the file that says who trains in {folder}; nothing "
+                    "was written through it. Remove the link, or choose another --out-dir"
+                ) from err
             raise ValueError(
                 f"cannot open {folder / OWNER} ({err.strerror}), which says who trains in {folder}; make the folder "
                 "writable, or choose another --out-dir"
@@ -167,7 +172,8 @@ def _busy_message(folder: Path, owner: dict | None) -> str:
     if owner is None:
         who, stop = "a command that has just started (it has not written who it is yet)", "stop it"
     else:
-        group = f", rank 0 of {owner['processes']} processes" if owner.get("processes", 1) > 1 else ""
+        processes = owner.get("processes")
+        group = f", rank 0 of {processes} processes" if isinstance(processes, int) and processes > 1 else ""
         who = (
             f"process {owner.get('pid')} on host {owner.get('host')}{group}, started {owner.get('started')}: "
             f"{owner.get('command')}"
@@ -182,7 +188,7 @@ def _busy_message(folder: Path, owner: dict | None) -> str:
 def _still_named(fd: int, path: Path) -> bool:
     """Whether `path` still names the file open as `fd` (a leaving holder removes it)."""
     try:
-        named = path.stat()
+        named = path.lstat()
     except FileNotFoundError:
         return False
     opened = os.fstat(fd)

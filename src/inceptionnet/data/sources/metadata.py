@@ -114,13 +114,19 @@ def _read_csv(metadata: Path) -> tuple[str, list[_Row]]:
     # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark, which would rename `file_name`
     with metadata.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        column = _label_column(metadata, reader.fieldnames)
-        rows = []
-        for record in reader:
-            value = record.get(column) or ""
-            labels = value.split(CSV_LABELS_SEPARATOR) if column == "labels" else [value]
-            rows.append(_row(metadata, reader.line_num, record.get("file_name"), labels))
+        try:
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            column = _label_column(metadata, reader.fieldnames)
+            rows = []
+            for record in reader:
+                value = record.get(column) or ""
+                labels = value.split(CSV_LABELS_SEPARATOR) if column == "labels" else [value]
+                rows.append(_row(metadata, reader.line_num, record.get("file_name"), labels))
+        except csv.Error as err:  # e.g. a cell over csv's limit of 131,072 characters
+            raise SourceError(
+                f"{metadata} line {reader.line_num + 1} cannot be read as CSV ({err}); fix that line (a cell holds a "
+                "file name and labels, a few hundred characters at most) or remove it"
+            ) from None
     return column, rows
 
 
