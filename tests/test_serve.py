@@ -10,6 +10,7 @@ import io
 import json
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -135,6 +136,13 @@ def _bomb() -> bytes:
     return out.getvalue()
 
 
+def _ico_with_a_large_png() -> bytes:
+    """An ICO whose directory says 16 x 16, holding a 2 MP PNG: Pillow's ICO parser would decode the PNG."""
+    png = _bomb()
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
+
+
 def _oversize(server: LocalServer, *, declared: bool) -> tuple[int, bytes]:
     """Over 1 MB to a 1 MB server: 1.5 MB declared by Content-Length (refused before the body is sent, as a client
     sending `Expect: 100-continue` would wait), or sent in chunks without one (the streamed size is checked)."""
@@ -161,6 +169,7 @@ BAD = {
     "truncated": (400, lambda s: s.call("/v1/predict", *multipart([("t.jpg", jpeg(4)[:600])]))),
     "no file field": (400, lambda s: s.call("/v1/predict", *multipart([("a.jpg", jpeg(4))], field="image"))),
     "decompression bomb": (413, lambda s: s.call("/v1/predict", _bomb(), {"Content-Type": "image/png"})),
+    "a format not read": (400, lambda s: s.call("/v1/predict", *multipart([("i.ico", _ico_with_a_large_png())]))),
     "too large": (413, lambda s: _oversize(s, declared=True)),
     "too large, streamed": (413, lambda s: _oversize(s, declared=False)),
 }

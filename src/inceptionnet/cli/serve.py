@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from inceptionnet.cli.options import MODEL_HELP, add_engine_options, add_weights_option, say
+from inceptionnet.data.images import MAX_PIXELS as READER_MAX_PIXELS
 from inceptionnet.serving.server import DRAIN_SECONDS, serve
 from inceptionnet.serving.service import MAX_PIXELS
 
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ValueError(
             "--max-batch must be 1 or more, --max-wait-ms 0 or more, --max-upload-mb and --max-megapixels above 0"
+        )
+    if args.max_megapixels * 1e6 > READER_MAX_PIXELS:
+        raise ValueError(
+            f"--max-megapixels {args.max_megapixels:g} is above what the image reader decodes at all "
+            f"({READER_MAX_PIXELS / 1e6:g} MP, Pillow's bomb limit); choose {READER_MAX_PIXELS / 1e6:g} or less"
         )
     serve(
         args.model,

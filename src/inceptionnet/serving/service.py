@@ -20,7 +20,7 @@ from PIL import Image
 
 from inceptionnet.card import ModelCard
 from inceptionnet.data import UNREADABLE, eval_transform
-from inceptionnet.data.images import read_image_bytes
+from inceptionnet.data.images import ImageRefused, read_image_bytes
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.extras import MissingExtra
 from inceptionnet.factory import load_model
@@ -64,15 +64,11 @@ class Classifier:
         if not data:
             raise Rejected(400, f"{name} is empty; send the bytes of a JPEG, PNG, WebP, ... image")
         try:
-            with Image.open(io.BytesIO(data)) as header:  # reads the header only
-                width, height = header.size
-            if width * height > self.max_pixels:
-                raise Rejected(
-                    413,
-                    f"{name} is {width} x {height} = {width * height / 1e6:.1f} MP, above this server's "
-                    f"limit of {self.max_pixels / 1e6:g} MP; send a smaller image",
-                )
-            return read_image_bytes(data)
+            return read_image_bytes(data, max_pixels=self.max_pixels)  # the header checked before any decoding
+        except ImageRefused as err:
+            if err.too_large:
+                raise Rejected(413, f"{name} is {err}, this server's limit; send a smaller image") from None
+            raise Rejected(400, f"{name} is {err}; send a JPEG, PNG, WebP, GIF, BMP or TIFF image") from None
         except UNREADABLE as err:
             raise Rejected(400, f"{name} is not a readable image ({type(err).__name__}: {err})") from None
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from inceptionnet.data.images import UNREADABLE, read_image, read_image_bytes
+from inceptionnet.data.images import UNREADABLE, open_image, read_image, read_image_bytes
 from inceptionnet.data.sources.base import ImageSource, SourceError, Target
 from inceptionnet.extras import require
 
@@ -91,7 +91,7 @@ class HFSource(ImageSource):
         if cell is None or cell.get("bytes") is None:
             return None
         try:
-            with Image.open(io.BytesIO(cell["bytes"])) as image:  # reads the header only
+            with open_image(io.BytesIO(cell["bytes"])) as image:  # reads the header only
                 ext = _EXTENSIONS.get(image.format or "")
         except UNREADABLE:
             return None
