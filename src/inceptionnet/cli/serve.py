@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from inceptionnet.cli.options import MODEL_HELP, add_engine_options, add_weights_option, say
 from inceptionnet.data.images import MAX_PIXELS as READER_MAX_PIXELS
 from inceptionnet.serving.server import DRAIN_SECONDS, serve
 from inceptionnet.serving.service import MAX_PIXELS
+
+API_KEY_ENV = "INCEPTIONNET_API_KEY"  # where the API key may come from instead of the command line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--api-key",
         default=None,
-        help="require 'Authorization: Bearer KEY' on every endpoint but /healthz and the page",
+        help="require 'Authorization: Bearer KEY' on every endpoint but /healthz and the page (every user of the "
+        f"machine can read a command line: prefer --api-key-file or ${API_KEY_ENV})",
+    )
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"the API key as the first line of FILE (or set ${API_KEY_ENV}); the same as --api-key, unseen by others",
     )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     p.add_argument(
@@ -71,9 +82,33 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
-        api_key=args.api_key,
+        api_key=api_key(args),
         max_upload_mb=args.max_upload_mb,
         max_pixels=int(args.max_megapixels * 1e6),
         log=say,
     )
     return 0
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The API key from --api-key, --api-key-file or $INCEPTIONNET_API_KEY (one of them), None without one."""
+    given = {
+        "--api-key": args.api_key,
+        "--api-key-file": args.api_key_file,
+        f"${API_KEY_ENV}": os.environ.get(API_KEY_ENV) or None,
+    }
+    chosen = {source: value for source, value in given.items() if value is not None}
+    if len(chosen) > 1:
+        raise ValueError(f"the API key is given twice ({' and '.join(chosen)}); give it one way")
+    if args.api_key_file is not None:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()[0].strip()
+        except (OSError, UnicodeDecodeError, IndexError) as err:
+            raise ValueError(
+                f"cannot read an API key from {args.api_key_file} ({err}); put the key on its first line"
+            ) from None
+        chosen = {"--api-key-file": key}
+    key = next(iter(chosen.values()), None)
+    if key is not None and not key.strip():
+        raise ValueError(f"the API key from {next(iter(chosen))} is empty; give a key, or none to serve without one")
+    return key

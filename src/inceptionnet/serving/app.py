@@ -13,9 +13,11 @@ import json
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import PurePath
 from typing import Any
 
 from inceptionnet.serving.batcher import Batcher
@@ -69,7 +71,11 @@ class Handlers:
         return json_reply({"status": "ok"})
 
     async def model(self, request: Any) -> Reply:
-        return json_reply(self.classifier.card.to_dict())
+        """The network's card, without where its weights sit on this machine (a file name, not a path)."""
+        card = self.classifier.card.to_dict()
+        if card.get("weights_name"):
+            card["weights_name"] = PurePath(str(card["weights_name"]).replace("\\", "/")).name
+        return json_reply(card)
 
     async def metrics_text(self, request: Any) -> Reply:
         return 200, self.metrics.text().encode(), CONTENT_TYPE
@@ -191,9 +197,13 @@ def _endpoint(h: Handlers, path: str, handler: Handler, *, open_to_all: bool = F
             status, body, kind = json_reply({"error": str(err)}, err.status)
             if err.status == 401:
                 headers["WWW-Authenticate"] = "Bearer"
-        except Exception as err:  # a bug or a failing engine: logged, answered, and the server goes on
+        except Exception:  # a bug or a failing engine: logged with an id, answered without details, the server goes on
+            request_id = uuid.uuid4().hex[:16]
+            print(f"request {request_id} ({path}) failed:", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
-            status, body, kind = json_reply({"error": f"internal error ({type(err).__name__}: {err})"}, 500)
+            message = f"internal error; the server's log has its details under request id {request_id}"
+            status, body, kind = json_reply({"error": message, "request_id": request_id}, 500)
+            headers["X-Request-ID"] = request_id
         h.metrics.request(path, status, time.perf_counter() - start)
         return Response(body, status_code=status, media_type=kind, headers=headers)
 
