@@ -31,7 +31,8 @@ def test_an_internal_error_is_answered_with_an_id_and_no_details(capsys: pytest.
     async def failing(request: object) -> tuple[int, bytes, str]:
         raise RuntimeError("/home/alice/secret/weights.safetensors: engine exploded")
 
-    endpoint = _endpoint(SimpleNamespace(metrics=Metrics()), "/v1/predict", failing, open_to_all=True)
+    handlers = SimpleNamespace(metrics=Metrics(), check_host=lambda request: None)
+    endpoint = _endpoint(handlers, "/v1/predict", failing, open_to_all=True)
     response = asyncio.run(endpoint(SimpleNamespace(headers={})))
     answer = json.loads(response.body)
     assert response.status_code == 500 and "/home/alice" not in response.body.decode()
@@ -71,3 +72,13 @@ def test_the_api_key_comes_one_way(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         api_key(args(key_file=str(tmp_path / "empty")))
     with pytest.raises(ValueError, match="cannot read an API key from"):
         api_key(args(key_file=str(tmp_path / "missing")))
+
+
+def test_a_loopback_server_answers_only_requests_addressed_to_it(server: LocalServer) -> None:
+    """A page of another site whose name the browser resolved to 127.0.0.1 (DNS rebinding) sends that name."""
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    status, _, body = server.call("/v1/model", None, {"Host": f"attacker.example:{port}"})
+    assert status == 403 and "answers requests addressed to" in json.loads(body)["error"]
+    assert server.call("/healthz", None, {"Host": f"attacker.example:{port}"})[0] == 403
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        assert server.call("/v1/model", None, {"Host": host})[0] == 200, host

@@ -46,9 +46,25 @@ class Handlers:
         max_upload: int,
         max_files: int,
         metrics: Metrics,
+        host: str | None = None,
     ) -> None:
         self.classifier, self.explainer, self.batcher, self.metrics = classifier, explainer, batcher, metrics
         self.api_key, self.max_upload, self.max_files = api_key, max_upload, max_files
+        self.hosts = _loopback_names(host)
+
+    def check_host(self, request: Any) -> None:
+        """Bound to a loopback address, the server answers only requests addressed to it: a web page of another
+        site that makes the browser resolve its own name to 127.0.0.1 (DNS rebinding) sends that name as Host."""
+        if self.hosts is None:
+            return
+        given = request.headers.get("host", "")
+        name = given[: given.find("]") + 1] if given.startswith("[") else given.rsplit(":", 1)[0]
+        if name.lower() not in self.hosts:
+            raise Rejected(
+                403,
+                f"this server answers requests addressed to {' or '.join(sorted(self.hosts))} only (Host: "
+                f"{given[:100]!r}); it listens on a loopback address",
+            )
 
     def authorize(self, request: Any) -> None:
         """With an API key, the request must carry `Authorization: Bearer KEY` (compared in constant time)."""
@@ -154,15 +170,24 @@ def create_app(
     max_upload: int = 20 * 2**20,
     max_files: int = 64,
     metrics: Metrics | None = None,
+    host: str | None = None,
 ) -> Any:
-    """The ASGI application: the batcher runs for the application's lifespan and finishes its queue at shutdown."""
+    """The ASGI application: the batcher runs for the application's lifespan and finishes its queue at shutdown.
+    `host`: the address the server listens on (a loopback one limits the Host headers it answers)."""
     from fastapi import FastAPI
     from starlette.routing import Route
 
     metrics = metrics or Metrics()
     batcher = Batcher(classifier.forward, max_batch=max_batch, max_wait=max_wait, on_batch=metrics.batch)
     h = Handlers(
-        classifier, explainer, batcher, api_key=api_key, max_upload=max_upload, max_files=max_files, metrics=metrics
+        classifier,
+        explainer,
+        batcher,
+        api_key=api_key,
+        max_upload=max_upload,
+        max_files=max_files,
+        metrics=metrics,
+        host=host,
     )
 
     @asynccontextmanager
@@ -190,6 +215,7 @@ def _endpoint(h: Handlers, path: str, handler: Handler, *, open_to_all: bool = F
         start = time.perf_counter()
         headers = {}
         try:
+            h.check_host(request)
             if not open_to_all:
                 h.authorize(request)
             status, body, kind = await handler(request)
@@ -208,3 +234,13 @@ def _endpoint(h: Handlers, path: str, handler: Handler, *, open_to_all: bool = F
         return Response(body, status_code=status, media_type=kind, headers=headers)
 
     return endpoint
+
+
+def _loopback_names(host: str | None) -> frozenset[str] | None:
+    """The Host names a server bound to `host` answers: the loopback names when `host` is a loopback address,
+    None (any) otherwise (a server on the network is reached by names this process cannot know)."""
+    if host is None:
+        return None
+    if host not in ("localhost", "::1") and not host.startswith("127."):
+        return None
+    return frozenset({"localhost", "127.0.0.1", "[::1]", host if ":" not in host else f"[{host}]"})

@@ -65,6 +65,7 @@ def serve(
         max_wait=max_wait_ms / 1000,
         api_key=api_key,
         max_upload=int(max_upload_mb * 2**20),
+        host=host,
     )
     log(f"engine: {describe_engine(model)}; batches of up to {max_batch} images, waiting up to {max_wait_ms:g} ms")
     classifier.warm_up()
