@@ -50,10 +50,6 @@ def engine_results() -> list[dict]:
     return [load(f"engines-cpu/{name}") for name in ENGINE_FILES]
 
 
-def _spread(s: dict) -> str:
-    return f"{s['median']:.2f}x ({s['q1']:.2f}-{s['q3']:.2f}; {s['min']:.2f}-{s['max']:.2f})"
-
-
 def _reference_label(ref: dict) -> str:
     label = REFERENCES[ref["key"]]
     if ref["dtype"] == "bf16":
@@ -83,7 +79,7 @@ def engines_table() -> str:
             shown = f"{ours['images_per_s']:.2f} ({ENGINES[ours['engine']]})" if i == 0 else ""
             lines.append(
                 f"| {r['config']['model']} | {r['config']['dtype']} | {shown} | {_reference_label(ref)} | "
-                f"{ref['images_per_s']:.2f} | {_spread(speedups[ref['key']])} | "
+                f"{ref['images_per_s']:.2f} | {perf_tables.spread(speedups[ref['key']])} | "
                 f"{ours['ceiling_share']:.0%} / {ref['ceiling_share']:.0%} |"
             )
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in results]

@@ -19,7 +19,8 @@ def load(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def _spread(s: dict) -> str:
+def spread(s: dict) -> str:
+    """A speed-up's median, quartiles and range, as every table shows it."""
     return f"{s['median']:.2f}x ({s['q1']:.2f}-{s['q3']:.2f}; {s['min']:.2f}-{s['max']:.2f})"
 
 
@@ -54,7 +55,7 @@ def torch_table() -> str:
         memory = " / ".join(_mb(m["peak_memory_mb"]) for m in (ours, ref))
         lines.append(
             f"| {cfg['model']} | {mode} | {ours['dtype']} / {ref['dtype']} | {layout} | {ours['images_per_s']:.2f} | "
-            f"{ref['images_per_s']:.2f} | {_spread(s)}, {len(s['per_round'])} | {ours['ceiling_share']:.0%} / "
+            f"{ref['images_per_s']:.2f} | {spread(s)}, {len(s['per_round'])} | {ours['ceiling_share']:.0%} / "
             f"{ref['ceiling_share']:.0%} | {memory} |"
         )
     return "\n".join(lines + _commands(runs))
@@ -69,7 +70,7 @@ def torch_targets_table() -> str:
     by = {name.split("/")[1]: load(name)["speedups"][0] for name in TORCH_RUNS}
 
     def cell(kind: str) -> str:
-        return ", ".join(f"{m} {_spread(by[f'{m}_{kind}'])}" for m in ("inception_v4", "inception_resnet_v2"))
+        return ", ".join(f"{m} {spread(by[f'{m}_{kind}'])}" for m in ("inception_v4", "inception_resnet_v2"))
 
     def met(kind: str, target: float) -> str:
         ok = [round(by[f"{m}_{kind}"]["median"], 2) >= target for m in ("inception_v4", "inception_resnet_v2")]
@@ -108,7 +109,7 @@ def training_table() -> str:
         dtype = "bf16 autocast" if cfg["dtype"] == "bf16" else cfg["dtype"]
         ms = " / ".join(f"{1000 * cfg['batch_size'] / m['images_per_s']:.0f}" for m in (ours, ref))
         lines.append(
-            f"| {cfg['model']} | {dtype} | {ours['images_per_s']:.2f} | {ref['images_per_s']:.2f} | {_spread(s)} "
+            f"| {cfg['model']} | {dtype} | {ours['images_per_s']:.2f} | {ref['images_per_s']:.2f} | {spread(s)} "
             f"| {ms} |"
         )
     return "\n".join(lines + _commands(runs))

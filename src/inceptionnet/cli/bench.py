@@ -6,18 +6,17 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from inceptionnet.cpu import cpu_features
 from inceptionnet.inference.engines import ENGINES
 from inceptionnet.models import list_models
 from inceptionnet.perf.bench import BenchConfig, format_result, run_benchmark
 from inceptionnet.perf.loaderbench import LoaderBenchConfig, format_loader_result, run_loader_benchmark
+from inceptionnet.perf.measure import machine
 from inceptionnet.perf.references import REFERENCES
 from inceptionnet.perf.servebench import ServeBenchConfig, format_serve_result, run_serve_benchmark
 from inceptionnet.quantization.int8folder import describe_quantized
@@ -186,8 +185,7 @@ def _report(table: str, as_json: str, path: Path | None, args: argparse.Namespac
         result = json.loads(as_json)
         result["command"] = shlex.join(["inceptionnet", *args.argv])
         result.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        if not result.get("machine") or result["machine"] == cpu_features().name:  # the CPU's model name alone
-            result["machine"] = f"{cpu_features().describe()}, {os.cpu_count()} logical cores"
+        result.setdefault("machine", machine(torch.device(args.device)))  # serve's result has none of its own
         result.setdefault("torch_version", torch.__version__)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")

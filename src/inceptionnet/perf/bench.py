@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from inceptionnet.cpu import cpu_features
 from inceptionnet.devices import dtype_named
 from inceptionnet.perf.config import BenchConfig
 from inceptionnet.perf.contenders import Contender, build_contenders
@@ -37,6 +35,7 @@ from inceptionnet.perf.measure import (
     ceiling_size,
     device_name,
     interleaved,
+    machine,
     matmul_ceiling_tflops,
     peak_memory_mb,
     quantiles,
@@ -126,12 +125,5 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] | None = None)
         references=[result(c) for c in contenders[1:]],
         speedups=speedups,
         notes=[n for c in contenders for n in c.notes],
-        machine=_machine(device),
+        machine=machine(device),
     )
-
-
-def _machine(device: torch.device) -> str:
-    """What ran the benchmark: the CPU with its features and cores, or the GPU's name."""
-    if device.type == "cuda":
-        return device_name(device)
-    return f"{cpu_features().describe()}, {os.cpu_count()} logical cores"

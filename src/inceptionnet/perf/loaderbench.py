@@ -39,7 +39,7 @@ from inceptionnet.data import open_split, train_loader
 from inceptionnet.data.shardwriter import write_shards
 from inceptionnet.extras import install_line, installed
 from inceptionnet.models import Preprocessing
-from inceptionnet.perf.measure import device_name, quantiles
+from inceptionnet.perf.measure import machine, quantiles
 from inceptionnet.perf.pipeline import Repeated, link_jpegs, make_jpegs, steady_count
 from inceptionnet.training.config import TrainConfig
 from inceptionnet.training.inputs import training_transform
@@ -234,7 +234,7 @@ def run_loader_benchmark(
                 log(f"round {i + 1}/{cfg.rounds}: {label} {rates[key].rounds[-1]:.1f} images/s")
     return LoaderBenchResult(
         config={**asdict(cfg), "source": origin, "notes": notes},
-        machine=device_name(torch.device("cpu")),
+        machine=machine(torch.device("cpu")),
         files=files,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         rates=list(rates.values()),

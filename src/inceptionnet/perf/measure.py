@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 import statistics
 import time
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inceptionnet.cpu import cpu_features
 from inceptionnet.devices import sync
 
 Step = Callable[[], None]
@@ -187,3 +189,10 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> str:
+    """What a measurement ran on, as results record it: the GPU's name, or the CPU with its features and cores."""
+    if device.type == "cuda":
+        return device_name(device)
+    return f"{cpu_features().describe()}, {os.cpu_count()} logical cores"

@@ -52,8 +52,7 @@ class BenchResult:
     references: list[ModelResult] = field(default_factory=list)
     speedups: list[Speedup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    machine: str = ""  # the CPU's model, its features that matter and its cores (cpu.CpuFeatures.describe)
-    command: str = ""  # the command line that produced it
+    machine: str = ""  # what it ran on (measure.machine): the GPU, or the CPU with its features and cores
 
     def speedup(self, reference: str) -> Speedup:
         """The speed-up of ours over `reference` ("timm", "openvino", ...)."""

@@ -32,7 +32,7 @@ from inceptionnet.weights import save_model_folder
 from inceptionnet.weights.runfolder import PREVIOUS, RunFolder
 
 # The fields of an epoch record (runlog) that describe the weights written with it.
-METRICS = ("epoch", "step", "val_top1_error", "val_top5_error")
+RECORD_FIELDS = ("epoch", "step", "val_top1_error", "val_top5_error")
 # The scores beside them: a single-label run's records have the first, a multi-label run's the other two.
 OTHER_METRICS = ("val_balanced_accuracy", "val_map", "val_exact_match")
 
@@ -103,7 +103,7 @@ def save_run_model(
     with; `record`: the epoch's record (its epoch, step and validation scores are kept); `averaged`: whether
     `model` is the weight average; `command` (the train command line) and `dataset`: for README.md only.
     """
-    missing = [k for k in METRICS if k not in record]
+    missing = [k for k in RECORD_FIELDS if k not in record]
     if missing:
         raise ValueError(f"the epoch record lacks {missing}; pass the record that the evaluation of `model` wrote")
     return save_model_folder(
@@ -111,7 +111,7 @@ def save_run_model(
         model,
         class_names=class_names,
         preprocessing=preprocessing,
-        metrics={k: record[k] for k in (*METRICS, *OTHER_METRICS) if k in record},
+        metrics={k: record[k] for k in (*RECORD_FIELDS, *OTHER_METRICS) if k in record},
         weights="average" if averaged else "raw",
         dataset=dataset,
         command=command,

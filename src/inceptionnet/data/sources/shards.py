@@ -137,28 +137,26 @@ def _stored_index(shard: Path, stat: os.stat_result) -> dict[str, dict[str, Memb
         index: dict[str, dict[str, Member]] = {}
         for key, exts in members.items():
             for ext, (offset, size) in exts.items():
-                if not _header_names(f, offset, size, f"{key}.{ext}" if ext else key):
+                named, label = _member(f, offset, size, f"{key}.{ext}" if ext else key, data=ext in ("cls", "json"))
+                if not named:
                     return None
-                label = _read(f, offset, size) if ext in ("cls", "json") else None
                 index.setdefault(key, {})[ext] = (offset, size, label)
     return index
 
 
-def _header_names(f: Any, offset: int, size: int, name: str) -> bool:
-    """Whether the 512-byte tar header before `offset` describes a member `name` of `size` bytes."""
+def _member(f: Any, offset: int, size: int, name: str, *, data: bool) -> tuple[bool, bytes | None]:
+    """Whether the 512-byte tar header before `offset` describes a member `name` of `size` bytes, and (`data`)
+    the member's bytes, read with the header in one read."""
     if offset < tarfile.BLOCKSIZE:
-        return False
+        return False, None
     f.seek(offset - tarfile.BLOCKSIZE)
+    block = f.read(tarfile.BLOCKSIZE + (size if data else 0))
     try:
-        header = tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape")
+        header = tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
     except tarfile.HeaderError:
-        return False
-    return header.name == name and header.size == size
-
-
-def _read(f: Any, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    return f.read(size)
+        return False, None
+    named = header.name == name and header.size == size
+    return named, block[tarfile.BLOCKSIZE :] if data and named else None
 
 
 def _target(shard: Path, key: str, members: dict[str, Member]) -> Target:
