@@ -15,6 +15,7 @@ import pytest
 from torchvision.transforms.v2 import functional as F
 
 datasets = pytest.importorskip("datasets")
+pq = pytest.importorskip("pyarrow.parquet")
 
 from inceptionnet.cli import main  # noqa: E402
 from inceptionnet.data import SourceError, collate_skipping_bad, data_splits, open_split  # noqa: E402
@@ -185,3 +186,25 @@ def test_a_saved_dataset_becomes_shards_with_its_image_bytes_as_stored(folder: P
         assert shards.classes == expected.classes
         stored = sorted(zip([shards.encoded(i) for i in range(len(shards))], shards.targets, strict=True))
         assert stored == sorted(zip([expected.encoded(i) for i in range(len(expected))], expected.targets, strict=True))
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "link"])
+def test_a_row_naming_a_file_outside_the_dataset_is_refused(folder: Path, tmp_path: Path, where: str) -> None:
+    """A dataset from elsewhere cannot make training read, or `shards` copy, a file of this machine."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((folder / "train").glob("*/*").__next__().read_bytes())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "inside.png").write_bytes(secret.read_bytes())
+    (data / "link.png").symlink_to(secret)
+    named = {"absolute": str(secret), "parent": "../secret.png", "link": "link.png"}[where]
+    train = _split(folder / "train").cast_column("image", datasets.Image(decode=False))
+    train = train.map(
+        lambda row, i: {"image": {"bytes": None, "path": named if i == 1 else "inside.png"}}, with_indices=True
+    )
+    pq.write_table(train.data.table, data / "train.parquet")  # as written elsewhere: to_parquet would embed the files
+    with pytest.raises(SourceError, match=r"row 1: its image is the file .*outside the dataset's folder"):
+        open_split(data, "train")
+    ok = train.map(lambda row: {"image": {"bytes": None, "path": "inside.png"}})
+    pq.write_table(ok.data.table, data / "train.parquet")
+    assert open_split(data, "train").encoded(1) == (secret.read_bytes(), "png")  # its own files are read

@@ -18,6 +18,7 @@ from PIL import Image
 from inceptionnet.cli.serve import API_KEY_ENV, api_key
 from inceptionnet.serving.app import _endpoint
 from inceptionnet.serving.client import LocalServer
+from inceptionnet.serving.limits import Limits
 from inceptionnet.serving.metrics import Metrics
 
 
@@ -31,7 +32,7 @@ def test_an_internal_error_is_answered_with_an_id_and_no_details(capsys: pytest.
     async def failing(request: object) -> tuple[int, bytes, str]:
         raise RuntimeError("/home/alice/secret/weights.safetensors: engine exploded")
 
-    handlers = SimpleNamespace(metrics=Metrics(), check_host=lambda request: None)
+    handlers = SimpleNamespace(metrics=Metrics(), check_host=lambda request: None, limits=Limits(), in_flight=0)
     endpoint = _endpoint(handlers, "/v1/predict", failing, open_to_all=True)
     response = asyncio.run(endpoint(SimpleNamespace(headers={})))
     answer = json.loads(response.body)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from inceptionnet.cli.options import MODEL_HELP, add_engine_options, add_weights_option, say
 from inceptionnet.data.images import MAX_PIXELS as READER_MAX_PIXELS
+from inceptionnet.serving.limits import Limits
 from inceptionnet.serving.server import DRAIN_SECONDS, serve
-from inceptionnet.serving.service import MAX_PIXELS
 
 API_KEY_ENV = "INCEPTIONNET_API_KEY"  # where the API key may come from instead of the command line
 
@@ -50,27 +50,86 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=f"the API key as the first line of FILE (or set ${API_KEY_ENV}); the same as --api-key, unseen by others",
     )
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
-    p.add_argument(
-        "--max-megapixels",
-        type=float,
-        default=MAX_PIXELS / 1e6,
-        help=f"largest image in megapixels, read from its header before decoding (default {MAX_PIXELS / 1e6:g})",
-    )
+    add_limit_options(p)
     p.add_argument("--top-k", type=int, default=None, help="classes per image in the answers (default 5, at most all)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise ValueError(
-            "--max-batch must be 1 or more, --max-wait-ms 0 or more, --max-upload-mb and --max-megapixels above 0"
-        )
+def add_limit_options(p: argparse.ArgumentParser) -> None:
+    """The server's limits (docs/serving.md, "Security"), with the defaults of `Limits`."""
+    d = Limits()
+    g = p.add_argument_group("limits", "what one client may ask of the server (docs/serving.md, Security)")
+    mb, mp = d.max_upload / 2**20, d.max_pixels / 1e6
+    g.add_argument("--max-upload-mb", type=float, default=mb, help=f"largest request body in MB (default {mb:g})")
+    g.add_argument("--max-files", type=int, default=d.max_files, help=f"most images in one request ({d.max_files})")
+    g.add_argument(
+        "--max-megapixels", type=float, default=mp, help=f"largest image, read from its header before decoding ({mp:g})"
+    )
+    g.add_argument(
+        "--max-request-megapixels",
+        type=float,
+        default=d.max_request_pixels / 1e6,
+        help=f"most pixels of all the images of one request together ({d.max_request_pixels / 1e6:g})",
+    )
+    g.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"most images waiting for the network; 503 beyond ({d.max_queue})",
+    )
+    g.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=d.max_concurrent,
+        help=f"most requests handled at once, /healthz and /metrics aside; 503 beyond ({d.max_concurrent})",
+    )
+    g.add_argument(
+        "--max-connections", type=int, default=d.max_connections, help=f"most open connections ({d.max_connections})"
+    )
+    g.add_argument(
+        "--explain-queue",
+        type=int,
+        default=d.explain_queue,
+        help=f"Grad-CAM requests waiting behind the one running; 429 beyond ({d.explain_queue})",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout,
+        help=f"seconds for a request's whole header to arrive, or the connection is closed ({d.header_timeout:g})",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d.body_timeout,
+        help=f"seconds for a request's whole body to arrive after its header; 408 after ({d.body_timeout:g})",
+    )
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    """The limits the options give, checked."""
     if args.max_megapixels * 1e6 > READER_MAX_PIXELS:
         raise ValueError(
             f"--max-megapixels {args.max_megapixels:g} is above what the image reader decodes at all "
             f"({READER_MAX_PIXELS / 1e6:g} MP, Pillow's bomb limit); choose {READER_MAX_PIXELS / 1e6:g} or less"
         )
+    return Limits(
+        max_upload=int(args.max_upload_mb * 2**20),
+        max_files=args.max_files,
+        max_pixels=int(args.max_megapixels * 1e6),
+        max_request_pixels=int(args.max_request_megapixels * 1e6),
+        max_queue=args.max_queue,
+        max_concurrent=args.max_concurrent,
+        explain_queue=args.explain_queue,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_batch < 1 or args.max_wait_ms < 0:
+        raise ValueError("--max-batch must be 1 or more, --max-wait-ms 0 or more")
     serve(
         args.model,
         weights=args.weights,
@@ -83,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         api_key=api_key(args),
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=int(args.max_megapixels * 1e6),
+        limits=limits(args),
         log=say,
     )
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import re
 import statistics
 import tempfile
 import threading
@@ -162,10 +161,8 @@ def drive(server: LocalServer, jpegs: list[bytes], *, clients: int, requests: in
 
 def batches(server: LocalServer) -> tuple[float, int]:
     """(images, forwards) so far: the sum and count of the server's batch-size histogram."""
-    text = server.call("/metrics")[2].decode()
-    images = re.search(r"^inceptionnet_batch_size_sum (\S+)$", text, re.MULTILINE)
-    forwards = re.search(r"^inceptionnet_batch_size_count (\d+)$", text, re.MULTILINE)
-    return (float(images[1]), int(forwards[1])) if images and forwards else (0.0, 0)
+    samples = server.metrics()
+    return samples.get("inceptionnet_batch_size_sum", 0.0), int(samples.get("inceptionnet_batch_size_count", 0))
 
 
 def send_all(

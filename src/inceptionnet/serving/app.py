@@ -2,7 +2,8 @@
 
 Starlette (through FastAPI, the `serve` extra) is imported when `create_app` runs, not with this module,
 so that `inceptionnet --help` and every other command work without the extra. Every refusal is a 4xx
-with `{"error": "..."}` naming the problem; the server goes on serving the next request.
+(or a 503 when the server is at a limit, with Retry-After) with `{"error": "..."}` naming the problem;
+the server goes on serving the next request. The limits are one value, `Limits` (limits.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from importlib import resources
 from pathlib import PurePath
 from typing import Any
 
-from inceptionnet.serving.batcher import Batcher
+from inceptionnet.serving.batcher import Batcher, QueueFull
+from inceptionnet.serving.limits import Limits
 from inceptionnet.serving.metrics import CONTENT_TYPE, Metrics
+from inceptionnet.serving.requests import ClientGone, pixel_budget, unless_gone, uploads
 from inceptionnet.serving.service import Classifier, Explainer, Rejected
 
 Reply = tuple[int, bytes, str]  # status, body, content type
@@ -43,14 +46,14 @@ class Handlers:
         batcher: Batcher,
         *,
         api_key: str | None,
-        max_upload: int,
-        max_files: int,
+        limits: Limits,
         metrics: Metrics,
         host: str | None = None,
     ) -> None:
         self.classifier, self.explainer, self.batcher, self.metrics = classifier, explainer, batcher, metrics
-        self.api_key, self.max_upload, self.max_files = api_key, max_upload, max_files
+        self.api_key, self.limits = api_key, limits
         self.hosts = _loopback_names(host)
+        self.in_flight = 0  # requests being handled (health and metrics aside); changed on the event loop only
 
     def check_host(self, request: Any) -> None:
         """Bound to a loopback address, the server answers only requests addressed to it: a web page of another
@@ -98,66 +101,33 @@ class Handlers:
 
     async def predict(self, request: Any) -> Reply:
         """Top-k classes (or labels above threshold) of each uploaded image, in upload order."""
-        uploads = await self.uploads(request)
-        with self.batcher.arriving(len(uploads)):  # queued before the count drops: a batch waiting for them gets them
-            inputs = await asyncio.to_thread(lambda: [self.classifier.prepare(data, name) for name, data in uploads])
-            futures = [self.batcher.enqueue(x) for x in inputs]
-        outputs = await asyncio.gather(*futures)
-        results = [self.classifier.result(p, name) for (name, _), p in zip(uploads, outputs, strict=True)]
+        files = await uploads(request, self.limits)
+        try:
+            with self.batcher.arriving(len(files)):  # queued before the count drops: a batch waiting gets them
+                inputs = await asyncio.to_thread(self.prepare, files)
+                futures = [self.batcher.enqueue(x) for x in inputs]
+        except QueueFull as err:
+            raise Rejected(503, f"the server is busy ({err}); retry later", reason="queue") from None
+        outputs = await unless_gone(request, futures)
+        results = [self.classifier.result(p, name) for (name, _), p in zip(files, outputs, strict=True)]
         return json_reply({"model": self.classifier.card.model_name, "predictions": results})
+
+    def prepare(self, files: list[tuple[str, bytes]]) -> list[Any]:
+        """The network's inputs of a request's images: their headers checked together first, then each decoded."""
+        pixel_budget(self.classifier, files, self.limits)
+        return [self.classifier.prepare(data, name) for name, data in files]
 
     async def explain(self, request: Any) -> Reply:
         """The Grad-CAM overlay of one uploaded image as a base64 PNG: for its top class, or `?class=C`."""
         if self.explainer is None:
             raise Rejected(501, "Grad-CAM needs the PyTorch network; this server runs an int8 folder, which has none")
-        uploads = await self.uploads(request)
-        if len(uploads) != 1:
-            raise Rejected(400, f"explain takes one image, got {len(uploads)}; send one file per request")
-        name, data = uploads[0]
-        picture = await asyncio.to_thread(self.classifier.decode, data, name)
-        target = request.query_params.get("class")
-        return json_reply(await asyncio.to_thread(self.explainer.overlay, picture, name, target))
-
-    async def uploads(self, request: Any) -> list[tuple[str, bytes]]:
-        """(name, bytes) of each image: the `file` fields of a multipart form, or the body of an image/* request."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not (kind == "multipart/form-data" or kind.startswith("image/") or kind == "application/octet-stream"):
-            raise Rejected(
-                415,
-                f"unsupported Content-Type {kind or '(none)'}: send multipart/form-data with "
-                "the image in the field 'file', or the image's bytes with Content-Type image/*",
-            )
-        body = await self.body(request)
-        if kind != "multipart/form-data":
-            return [("image", body)]
-
-        async def replay() -> dict[str, Any]:  # the form parser reads the body already read (and size-checked)
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await type(request)(request.scope, replay).form(
-                max_files=self.max_files, max_part_size=self.max_upload
-            )
-        except Exception as err:  # the parser's errors are the client's malformed form
-            raise Rejected(400, f"not a readable multipart form ({err})") from None
-        files = [f for f in form.getlist("file") if hasattr(f, "read")]
-        if not files:
-            raise Rejected(400, "no image in the form: send each image in a multipart field named 'file'")
-        return [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
-
-    async def body(self, request: Any) -> bytes:
-        """The request body, refused (413) as soon as its declared or received size passes the limit."""
-        limit = f"this server's limit of {self.max_upload / 2**20:g} MB (--max-upload-mb)"
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_upload:
-            raise Rejected(413, f"the upload is {int(declared) / 2**20:.1f} MB, above {limit}; send a smaller file")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_upload:
-                raise Rejected(413, f"the upload passed {limit}; send a smaller file")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        with self.explainer.admit():
+            files = await uploads(request, self.limits)
+            if len(files) != 1:
+                raise Rejected(400, f"explain takes one image, got {len(files)}; send one file per request")
+            name, data = files[0]
+            picture = await asyncio.to_thread(self.classifier.decode, data, name)
+            return json_reply(await self.explainer.overlay(picture, name, request.query_params.get("class")))
 
 
 def create_app(
@@ -167,8 +137,7 @@ def create_app(
     max_batch: int,
     max_wait: float,
     api_key: str | None = None,
-    max_upload: int = 20 * 2**20,
-    max_files: int = 64,
+    limits: Limits | None = None,
     metrics: Metrics | None = None,
     host: str | None = None,
 ) -> Any:
@@ -177,17 +146,15 @@ def create_app(
     from fastapi import FastAPI
     from starlette.routing import Route
 
-    metrics = metrics or Metrics()
-    batcher = Batcher(classifier.forward, max_batch=max_batch, max_wait=max_wait, on_batch=metrics.batch)
-    h = Handlers(
-        classifier,
-        explainer,
-        batcher,
-        api_key=api_key,
-        max_upload=max_upload,
-        max_files=max_files,
-        metrics=metrics,
-        host=host,
+    limits, metrics = limits or Limits(), metrics or Metrics()
+    batcher = Batcher(
+        classifier.forward, max_batch=max_batch, max_wait=max_wait, max_queue=limits.max_queue, on_batch=metrics.batch
+    )
+    h = Handlers(classifier, explainer, batcher, api_key=api_key, limits=limits, metrics=metrics, host=host)
+    metrics.watch(
+        queue=lambda: batcher.queued,
+        in_flight=lambda: h.in_flight,
+        explaining=lambda: explainer.admitted if explainer is not None else 0,
     )
 
     @asynccontextmanager
@@ -195,45 +162,74 @@ def create_app(
         batcher.start()
         yield
         await batcher.close()
+        if explainer is not None:
+            explainer.close()
 
     routes = [
         Route("/", _endpoint(h, "/", h.page, open_to_all=True), methods=["GET"]),
-        Route("/healthz", _endpoint(h, "/healthz", h.healthz, open_to_all=True), methods=["GET"]),
+        Route("/healthz", _endpoint(h, "/healthz", h.healthz, open_to_all=True, counted=False), methods=["GET"]),
         Route("/v1/model", _endpoint(h, "/v1/model", h.model), methods=["GET"]),
-        Route("/metrics", _endpoint(h, "/metrics", h.metrics_text), methods=["GET"]),
+        Route("/metrics", _endpoint(h, "/metrics", h.metrics_text, counted=False), methods=["GET"]),
         Route("/v1/predict", _endpoint(h, "/v1/predict", h.predict), methods=["POST"]),
         Route("/v1/explain", _endpoint(h, "/v1/explain", h.explain), methods=["POST"]),
     ]
     return FastAPI(routes=routes, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _endpoint(h: Handlers, path: str, handler: Handler, *, open_to_all: bool = False) -> Handler:
-    """`handler` behind the API key, with refusals as JSON errors and every answer counted in the metrics."""
+def _endpoint(h: Handlers, path: str, handler: Handler, *, open_to_all: bool = False, counted: bool = True) -> Handler:
+    """`handler` behind the API key and (`counted`) the concurrency limit, with refusals as JSON errors and every
+    answer counted in the metrics. The health and metrics endpoints are not counted: they answer under load."""
     from starlette.responses import Response
 
     async def endpoint(request: Any) -> Any:
         start = time.perf_counter()
-        headers = {}
         try:
             h.check_host(request)
             if not open_to_all:
                 h.authorize(request)
-            status, body, kind = await handler(request)
+            if counted and h.in_flight >= h.limits.max_concurrent:
+                raise Rejected(
+                    503, f"the server handles {h.in_flight} requests, its limit; retry later", reason="concurrency"
+                )
+            h.in_flight += counted
+            try:
+                (status, body, kind), headers = await handler(request), {}
+            finally:
+                h.in_flight -= counted
+        except ClientGone:  # nobody reads this answer; counted, with the status nginx logs for it
+            h.metrics.refused("client_gone")
+            (status, body, kind), headers = json_reply({"error": "the client closed the connection"}, 499), {}
         except Rejected as err:
-            status, body, kind = json_reply({"error": str(err)}, err.status)
-            if err.status == 401:
-                headers["WWW-Authenticate"] = "Bearer"
+            (status, body, kind), headers = _refusal(h, err)
         except Exception:  # a bug or a failing engine: logged with an id, answered without details, the server goes on
-            request_id = uuid.uuid4().hex[:16]
-            print(f"request {request_id} ({path}) failed:", file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
-            message = f"internal error; the server's log has its details under request id {request_id}"
-            status, body, kind = json_reply({"error": message, "request_id": request_id}, 500)
-            headers["X-Request-ID"] = request_id
+            (status, body, kind), headers = _internal_error(path)
         h.metrics.request(path, status, time.perf_counter() - start)
         return Response(body, status_code=status, media_type=kind, headers=headers)
 
     return endpoint
+
+
+def _refusal(h: Handlers, err: Rejected) -> tuple[Reply, dict[str, str]]:
+    """The JSON answer of a refusal with the headers it needs, counted by the limit that refused it."""
+    headers = {}
+    if err.reason is not None:
+        h.metrics.refused(err.reason)
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if err.status in (429, 503):
+        headers["Retry-After"] = str(h.limits.retry_after)
+    if err.close:
+        headers["Connection"] = "close"
+    return json_reply({"error": str(err)}, err.status), headers
+
+
+def _internal_error(path: str) -> tuple[Reply, dict[str, str]]:
+    """A generic 500 with a request id; the exception's details go to the server's log under that id."""
+    request_id = uuid.uuid4().hex[:16]
+    print(f"request {request_id} ({path}) failed:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+    message = f"internal error; the server's log has its details under request id {request_id}"
+    return json_reply({"error": message, "request_id": request_id}, 500), {"X-Request-ID": request_id}
 
 
 def _loopback_names(host: str | None) -> frozenset[str] | None:

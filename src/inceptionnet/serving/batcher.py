@@ -8,6 +8,11 @@ forward in a worker thread (the event loop keeps accepting requests meanwhile) a
 with its own row. One
 forward runs at a time: the engines use every core for one batch already, so two at once would only
 compete. `close()` lets the loop finish every image queued before it returns.
+
+The queue is bounded: `arriving` refuses (QueueFull) images that would take the queued and arriving
+images past `max_queue`, so that under overload requests are answered at once instead of waiting
+longer and longer. An image whose future was cancelled (its client went away) is dropped before the
+forward.
 """
 
 from __future__ import annotations
@@ -22,27 +27,49 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 _CLOSE = None  # queued by close(): the loop ends once everything queued before it is answered
 
 
+class QueueFull(Exception):
+    """More images than the queue's bound: the request is refused, nothing of it queued."""
+
+
 class Batcher:
     """Collects single images into batches for `forward` (a batch in, one output row per image out)."""
 
     def __init__(
-        self, forward: Forward, *, max_batch: int, max_wait: float, on_batch: Callable[[int], None] | None = None
+        self,
+        forward: Forward,
+        *,
+        max_batch: int,
+        max_wait: float,
+        max_queue: int = 1 << 30,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1 or max_wait < 0:
-            raise ValueError(f"a batch needs at least 1 image and a wait of 0 s or more, got {max_batch}, {max_wait}")
+        if max_batch < 1 or max_wait < 0 or max_queue < 1:
+            raise ValueError(
+                f"a batch needs at least 1 image, a wait of 0 s or more and a queue of 1 or more, got "
+                f"{max_batch}, {max_wait}, {max_queue}"
+            )
         self.forward, self.max_batch, self.max_wait, self.on_batch = forward, max_batch, max_wait, on_batch
+        self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[torch.Tensor]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._arriving = 0  # images received and being decoded, not yet submitted
 
     @contextmanager
     def arriving(self, images: int) -> Iterator[None]:
-        """Announce `images` about to be submitted (while they are decoded), so that a batch waits for them."""
+        """Announce `images` about to be submitted (while they are decoded), so that a batch waits for them;
+        QueueFull when they would take the queue past `max_queue`."""
+        if self.queued + images > self.max_queue:
+            raise QueueFull(f"{self.queued} images wait for the network, and {images} more would pass {self.max_queue}")
         self._arriving += images
         try:
             yield
         finally:
             self._arriving -= images
+
+    @property
+    def queued(self) -> int:
+        """Images queued or being decoded for the queue (the batch in the forward not counted)."""
+        return self._queue.qsize() + self._arriving
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
@@ -89,6 +116,9 @@ class Batcher:
             await self._run(batch)
 
     async def _run(self, batch: list[tuple[torch.Tensor, asyncio.Future[torch.Tensor]]]) -> None:
+        batch = [(image, future) for image, future in batch if not future.done()]  # cancelled: the client left
+        if not batch:
+            return
         try:
             out = await asyncio.to_thread(self.forward, torch.stack([image for image, _ in batch]))
         except Exception as err:  # every waiting request gets the failure; the loop serves the next batch

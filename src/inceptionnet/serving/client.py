@@ -1,5 +1,6 @@
 """A server started as its own process, and plain HTTP calls to it: what the serve benchmark drives and
-the tests start. Only the standard library: a client needs none of the `serve` extra."""
+the tests start. Only the standard library, but for `metrics`, which reads /metrics with prometheus_client's
+own parser (the `serve` extra, which the server needs anyway)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,20 @@ class LocalServer:
         except urllib.error.HTTPError as err:
             with err:
                 return err.code, dict(err.headers), err.read()
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics, parsed by prometheus_client: {'name{label="value",...}': value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, _, body = self.call("/metrics")
+        if status != 200:
+            raise OSError(f"GET /metrics answered {status}: {body[:200]!r}")
+        samples = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return samples
 
     def rss_mb(self) -> float:
         """The server's resident memory (VmRSS of /proc/PID/status), in MB."""

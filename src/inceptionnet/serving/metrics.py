@@ -1,95 +1,86 @@
-"""The server's counters in the Prometheus text format (version 0.0.4), written here: four metrics do
-not need a client library, and none is installed.
+"""The server's metrics through `prometheus_client` (the `serve` extra), in its own registry per server.
+prometheus_client is imported when a Metrics is made, not with this module (as FastAPI in `create_app`).
 
 Requests are counted by endpoint and status; a status of 400 or more also counts as an error by
-endpoint. Latency (seconds, per endpoint) and batch size (images per forward) are histograms with
-cumulative `le` buckets, as Prometheus expects.
+endpoint. Latency (seconds, per endpoint) and batch size (images per forward) are histograms. The
+gauges read the server's state when scraped: images queued for the network, requests being handled,
+Grad-CAM requests running or waiting. Refusals by the server's limits are counted by reason
+(`concurrency`, `queue`, `explain_busy`, `connections`, `header_timeout`, `body_timeout`,
+`client_gone`: a client that left before its forward, whose images were not computed). The process's
+own metrics (memory, CPU time, open files) come from prometheus_client's process collector.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 
 PREFIX = "inceptionnet"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class Histogram:
-    """Observations counted into fixed buckets, one series per label value."""
-
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts: dict[str, list[int]] = {}  # per label value: one count per bucket, then +Inf
-        self.sums: Counter[str] = Counter()
-
-    def observe(self, value: float, label: str = "") -> None:
-        counts = self.counts.setdefault(label, [0] * (len(self.buckets) + 1))
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sums[label] += value
-
-    def lines(self, name: str, label_name: str | None) -> list[str]:
-        out = []
-        for label, counts in sorted(self.counts.items()):
-            head = f'{label_name}="{label}",' if label_name else ""
-            running = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
-                running += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                out.append(f'{name}_bucket{{{head}le="{le}"}} {running}')
-            tail = f"{{{head.rstrip(',')}}}" if head else ""
-            out += [f"{name}_sum{tail} {self.sums[label]:.6f}", f"{name}_count{tail} {running}"]
-        return out
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the format generate_latest writes
+REFUSALS = ("concurrency", "queue", "explain_busy", "connections", "header_timeout", "body_timeout", "client_gone")
 
 
 class Metrics:
-    """What the server counts; safe to update from the event loop and from worker threads."""
+    """What one server counts; prometheus_client's metrics are safe to update from any thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.batch_size = Histogram(BATCH_BUCKETS)
+        # imported here, as FastAPI is in create_app: every other command runs without the `serve` extra
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+        self.registry = CollectorRegistry()
+        r, p = self.registry, PREFIX
+        ProcessCollector(registry=r)
+        self.requests = Counter(
+            f"{p}_requests", "HTTP requests answered, by endpoint and status.", ["endpoint", "status"], registry=r
+        )
+        self.errors = Counter(
+            f"{p}_errors", "Requests answered with a status of 400 or more.", ["endpoint"], registry=r
+        )
+        self.latency = Histogram(
+            f"{p}_request_duration_seconds",
+            "Time from request to response, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{p}_batch_size", "Images per forward of the network.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.refusals = Counter(
+            f"{p}_refusals", "Requests or connections refused by a limit, by reason.", ["reason"], registry=r
+        )
+        for reason in REFUSALS:
+            self.refusals.labels(reason)  # every reason present from the start, at 0
+        self.queue = Gauge(f"{p}_queue_images", "Images queued for the network.", registry=r)
+        self.in_flight = Gauge(f"{p}_requests_in_flight", "Requests being handled.", registry=r)
+        self.explaining = Gauge(f"{p}_explain_requests", "Grad-CAM requests running or waiting.", registry=r)
+
+    def watch(
+        self, *, queue: Callable[[], float], in_flight: Callable[[], float], explaining: Callable[[], float]
+    ) -> None:
+        """Read the gauges from the server's state at each scrape."""
+        self.queue.set_function(queue)
+        self.in_flight.set_function(in_flight)
+        self.explaining.set_function(explaining)
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         """One answered request."""
-        with self._lock:
-            self.requests[endpoint, status] += 1
-            if status >= 400:
-                self.errors[endpoint] += 1
-            self.latency.observe(seconds, endpoint)
+        self.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(endpoint).inc()
+        self.latency.labels(endpoint).observe(seconds)
 
     def batch(self, size: int) -> None:
         """One forward of `size` images."""
-        with self._lock:
-            self.batch_size.observe(size)
+        self.batch_size.observe(size)
+
+    def refused(self, reason: str) -> None:
+        """One request or connection refused by a limit (one of REFUSALS)."""
+        self.refusals.labels(reason).inc()
 
     def text(self) -> str:
-        """Every metric in the text format, ending with a newline."""
-        p = PREFIX
-        with self._lock:
-            lines = [
-                f"# HELP {p}_requests_total HTTP requests answered, by endpoint and status.",
-                f"# TYPE {p}_requests_total counter",
-            ]
-            lines += [
-                f'{p}_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(self.requests.items())
-            ]
-            lines += [
-                f"# HELP {p}_errors_total Requests answered with a status of 400 or more, by endpoint.",
-                f"# TYPE {p}_errors_total counter",
-            ]
-            lines += [f'{p}_errors_total{{endpoint="{e}"}} {n}' for e, n in sorted(self.errors.items())]
-            lines += [
-                f"# HELP {p}_request_duration_seconds Time from request to response, by endpoint.",
-                f"# TYPE {p}_request_duration_seconds histogram",
-            ]
-            lines += self.latency.lines(f"{p}_request_duration_seconds", "endpoint")
-            lines += [f"# HELP {p}_batch_size Images per forward of the network.", f"# TYPE {p}_batch_size histogram"]
-            lines += self.batch_size.lines(f"{p}_batch_size", None)
-        return "\n".join(lines) + "\n"
+        """Every metric in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()

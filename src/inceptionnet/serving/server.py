@@ -1,6 +1,11 @@
 """Run the server: the network opened as `predict` opens it, run once at every batch size it will run
 (so that no request waits for an engine's first call at a size; on OpenVINO the batches are padded to
-powers of two), behind uvicorn, until SIGTERM or Ctrl-C.
+powers of two), behind uvicorn, until SIGTERM or Ctrl-C. The Grad-CAM network is a copy of the same
+network, taken before the engine converts it: one read of the weights serves both, so overlays always
+explain the predictions' weights, even while a run folder's weights are being replaced.
+
+uvicorn runs with the protocol of connections.py (deadlines for a request's header, a cap on open
+connections); its keep-alive timeout closes idle connections.
 
 Shutdown is uvicorn's graceful one: it stops accepting connections, waits for the requests in flight
 (up to DRAIN_SECONDS), then ends the application's lifespan, where the batcher answers what is still
@@ -11,22 +16,35 @@ traceback).
 
 from __future__ import annotations
 
+import copy
 import signal
 from types import FrameType
 
+import torch
+
+from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.extras import installed, missing
-from inceptionnet.inference.engines import Log, describe_engine
+from inceptionnet.factory import load_model
+from inceptionnet.inference.engines import Log, describe_engine, inference_network
 from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
 from inceptionnet.serving.app import create_app
-from inceptionnet.serving.service import MAX_PIXELS, Classifier, Explainer
+from inceptionnet.serving.connections import deadline_protocol
+from inceptionnet.serving.limits import Limits
+from inceptionnet.serving.metrics import Metrics
+from inceptionnet.serving.service import Classifier, Explainer
 
 DRAIN_SECONDS = 30
 
 
 def check_installed() -> None:
-    """A ValueError naming the extra when FastAPI, uvicorn or python-multipart is missing."""
+    """A ValueError naming the extra when FastAPI, uvicorn, python-multipart or prometheus-client is missing."""
     # python-multipart's module is python_multipart (multipart in releases before 0.0.13, a warning shim after)
-    needed = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
+    needed = {
+        "fastapi": ("fastapi",),
+        "uvicorn": ("uvicorn",),
+        "python-multipart": ("python_multipart", "multipart"),
+        "prometheus-client": ("prometheus_client",),
+    }
     absent = [name for name, modules in needed.items() if not any(installed(m) for m in modules)]
     if absent:
         raise missing(", ".join(absent), extra="serve", purpose="inceptionnet serve")
@@ -45,37 +63,64 @@ def serve(
     max_batch: int = 16,
     max_wait_ms: float = 5.0,
     api_key: str | None = None,
-    max_upload_mb: float = 20.0,
-    max_pixels: int = MAX_PIXELS,
+    limits: Limits | None = None,
     log: Log = print,
 ) -> None:
     """Serve the network `spec` names (any `predict --model`) on http://host:port until stopped."""
     check_installed()
     import uvicorn
 
-    int8 = names_int8_folder(spec, weights)
+    limits, metrics = limits or Limits(), Metrics()
     dev = inference_device([spec], weights=weights, engine=engine, dtype=dtype, device=device)
-    model = open_for_inference(spec, weights=weights, engine=engine, dtype=dtype, device=device, log=log)
-    classifier = Classifier(model.to(dev), device=dev, top_k=top_k, max_pixels=max_pixels, max_batch=max_batch)
-    explainer = None if int8 else Explainer(spec, weights)
+    model, explainer = _networks(
+        spec, weights, engine=engine, dtype=dtype, device=device, dev=dev, limits=limits, log=log
+    )
+    classifier = Classifier(model.to(dev), device=dev, top_k=top_k, max_pixels=limits.max_pixels, max_batch=max_batch)
     app = create_app(
         classifier,
         explainer,
         max_batch=max_batch,
         max_wait=max_wait_ms / 1000,
         api_key=api_key,
-        max_upload=int(max_upload_mb * 2**20),
+        limits=limits,
+        metrics=metrics,
         host=host,
     )
     log(f"engine: {describe_engine(model)}; batches of up to {max_batch} images, waiting up to {max_wait_ms:g} ms")
     classifier.warm_up()
     log(f"serving {classifier.card.model_name} on http://{host}:{port}/" + (" (API key required)" if api_key else ""))
     config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info"
+        app,
+        host=host,
+        port=port,
+        http=deadline_protocol(limits, metrics),
+        access_log=False,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        log_level="info",
     )
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _after_shutdown)
     uvicorn.Server(config).run()
+
+
+def _networks(
+    spec: str,
+    weights: str | None,
+    *,
+    engine: str,
+    dtype: str | None,
+    device: str | None,
+    dev: torch.device,
+    limits: Limits,
+    log: Log,
+) -> tuple[DescribedNetwork, Explainer | None]:
+    """The network the predictions run and the Grad-CAM explainer of the same weights (None for an int8
+    folder: it has no PyTorch network)."""
+    if names_int8_folder(spec, weights):
+        return open_for_inference(spec, weights=weights, engine=engine, dtype=dtype, device=device, log=log), None
+    net = load_model(spec, weights=weights, pretrained=True)
+    explainer = Explainer(copy.deepcopy(net), device=dev, queue=limits.explain_queue)  # before the engine changes it
+    return inference_network(net, engine, dtype=dtype, device=device, log=log), explainer
 
 
 def _after_shutdown(signum: int, frame: FrameType | None) -> None:

@@ -10,33 +10,38 @@ claim a huge image (a decompression bomb), and decoding it would take the server
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
-import threading
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
 
 from inceptionnet.card import ModelCard
 from inceptionnet.data import UNREADABLE, eval_transform
-from inceptionnet.data.images import ImageRefused, read_image_bytes
+from inceptionnet.data.images import ImageRefused, open_image, read_image_bytes
 from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.extras import MissingExtra
-from inceptionnet.factory import load_model
 from inceptionnet.inference.explain import explain
 from inceptionnet.inference.predict import checked_top_k, class_json, class_labels, classes_of, output_probabilities
 from inceptionnet.models import InceptionNetwork
+from inceptionnet.serving.limits import MAX_PIXELS
 
-MAX_PIXELS = 40_000_000  # 40 MP: a 7300 x 5500 photo; about 120 MB once decoded to RGB
+T = TypeVar("T")
 
 
 class Rejected(Exception):
-    """A request the server refuses: `status` (4xx) and a message naming the problem."""
+    """A request the server refuses: `status` (4xx, or 503: busy, retry later) and a message naming the
+    problem. `reason`: the limit that refused it, counted in the metrics (metrics.REFUSALS); `close`: the
+    request's body may be partly unread, so the connection is closed after the answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str | None = None, close: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.reason, self.close = status, reason, close
 
 
 class Classifier:
@@ -61,10 +66,23 @@ class Classifier:
 
     def decode(self, data: bytes, name: str) -> Image.Image:
         """The upload `name` as an upright RGB picture; Rejected (400, 413) when it is not one or too large."""
+        return self.reading(data, name, lambda: read_image_bytes(data, max_pixels=self.max_pixels))
+
+    def pixels(self, data: bytes, name: str) -> int:
+        """How many pixels the upload `name` says it has (its header read, nothing decoded); Rejected as decode."""
+
+        def header() -> int:
+            with open_image(io.BytesIO(data), max_pixels=self.max_pixels) as image:
+                return image.width * image.height
+
+        return self.reading(data, name, header)
+
+    def reading(self, data: bytes, name: str, read: Callable[[], T]) -> T:
+        """`read()` of the upload `name`, with the reader's refusals as the client's errors (400, 413)."""
         if not data:
             raise Rejected(400, f"{name} is empty; send the bytes of a JPEG, PNG, WebP, ... image")
         try:
-            return read_image_bytes(data, max_pixels=self.max_pixels)  # the header checked before any decoding
+            return read()
         except ImageRefused as err:
             if err.too_large:
                 raise Rejected(413, f"{name} is {err}, this server's limit; send a smaller image") from None
@@ -109,27 +127,47 @@ EXPLAIN_MIN_SIZE = 150  # the heat map has one cell per 32 px: a 75 px network's
 
 
 class Explainer:
-    """Grad-CAM overlays for the page, on the PyTorch network of the same model (the engines have no
-    gradients): loaded once, at the first request, and run one request at a time (its hooks are shared).
-    The view is the network's own size, at least EXPLAIN_MIN_SIZE (docs/explain.md)."""
+    """Grad-CAM overlays for the page, on the PyTorch network of the same weights as the predictions (given
+    at start: the engines have no gradients), on the server's device. Its own thread runs one request at a
+    time (the hooks are shared), with `queue` more admitted to wait; a request beyond them is refused (429,
+    retry later), so that a flood of explains never holds the threads that decode predictions. The view is
+    the network's own size, at least EXPLAIN_MIN_SIZE (docs/explain.md)."""
 
-    def __init__(self, spec: str, weights: str | None) -> None:
-        self.spec, self.weights = spec, weights
-        self._net: InceptionNetwork | None = None
-        self._lock = threading.Lock()
+    def __init__(self, net: InceptionNetwork, *, device: torch.device, queue: int = 2) -> None:
+        self.net, self.device, self.capacity = net.to(device).eval(), device, 1 + queue
+        self.admitted = 0  # running or waiting; changed on the event loop only
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
 
-    def overlay(self, picture: Image.Image, name: str, target: str | None = None) -> dict[str, Any]:
-        """The overlay of class `target` (an index, label or name; None: the top class) as a base64 PNG,
-        with the class it shows (called in a worker thread)."""
-        with self._lock:
-            if self._net is None:
-                self._net = load_model(self.spec, weights=self.weights, pretrained=True)
-            size = max(self._net.preprocessing.input_size, EXPLAIN_MIN_SIZE)
-            try:
-                (e,) = explain(self._net, [picture], target=target, top_k=1, input_size=size)
-            except ValueError as err:  # an unknown class, or the extra is missing
-                status = 501 if isinstance(err, MissingExtra) else 400
-                raise Rejected(status, str(err)) from None
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """A place for one request (held while its upload is read and explained); Rejected (429) when full."""
+        if self.admitted >= self.capacity:
+            raise Rejected(
+                429,
+                f"{self.admitted} Grad-CAM requests are running or waiting, this server's limit; retry later",
+                reason="explain_busy",
+            )
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def overlay(self, picture: Image.Image, name: str, target: str | None = None) -> dict[str, Any]:
+        """The overlay of class `target` (an index, label or name; None: the top class) as a base64 PNG, with
+        the class it shows, computed on the explainer's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._overlay, picture, name, target)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def _overlay(self, picture: Image.Image, name: str, target: str | None) -> dict[str, Any]:
+        size = max(self.net.preprocessing.input_size, EXPLAIN_MIN_SIZE)
+        try:
+            (e,) = explain(self.net, [picture], target=target, top_k=1, input_size=size, device=self.device)
+        except ValueError as err:  # an unknown class, or the extra is missing
+            status = 501 if isinstance(err, MissingExtra) else 400
+            raise Rejected(status, str(err)) from None
         png = io.BytesIO()
         Image.fromarray(e.overlay()).save(png, format="PNG")
         return {

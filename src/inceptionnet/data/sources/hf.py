@@ -9,8 +9,12 @@ folder's labels); integers without names are refused, since nothing says what th
 `image_column` / `label_column` choose the columns where the features leave a choice.
 
 Images are decoded one at a time in `load(i)`, from the row's encoded bytes, by `read_image`; the
-samples keep the dataset's own row order. The arrow-backed dataset is memory-mapped, so it pickles
-by file reference into DataLoader workers. `datasets` is an optional dependency (`inceptionnet[hf]`),
+samples keep the dataset's own row order. A row whose image is a `path` (no bytes) is read only when
+the path lies inside the dataset's own folder (or, for `hf:` datasets, the caches `datasets` extracts
+into): a dataset from elsewhere must not make training read, or `inceptionnet shards` copy, any file
+of this machine; such a dataset is refused when opened, naming the row. The arrow-backed dataset is
+memory-mapped, so it pickles by file reference into DataLoader workers. `datasets` is an optional
+dependency (`inceptionnet[hf]`),
 imported when such a dataset is opened.
 """
 
@@ -56,6 +60,7 @@ class HFSource(ImageSource):
         dataset: Any,
         *,
         origin: str,
+        roots: Sequence[Path] = (),
         image_column: str | None = None,
         label_column: str | None = None,
         transform: Callable[[Image.Image], Any] | None = None,
@@ -71,6 +76,8 @@ class HFSource(ImageSource):
         # Encoded bytes per row (decode=False): decoding happens in load(), where a corrupt image is skipped.
         images = dataset.select_columns([self.image_column])
         self.images = images.cast_column(self.image_column, datasets.Image(decode=False))
+        _check_paths(self.images, self.image_column, roots, origin)
+        self.folder = roots[0] if roots else None  # where a relative image path starts
         self.rows = list(range(len(dataset)))
 
     def load(self, index: int) -> Image.Image:
@@ -78,7 +85,7 @@ class HFSource(ImageSource):
         if cell is not None and cell.get("bytes") is not None:
             return read_image_bytes(cell["bytes"])
         if cell is not None and cell.get("path"):
-            return read_image(cell["path"])
+            return read_image(self.file(cell["path"]))
         raise ValueError(f"{self.where(index)} has no image")  # one of UNREADABLE: skipped and counted
 
     def encoded(self, index: int) -> tuple[bytes, str] | None:
@@ -86,7 +93,7 @@ class HFSource(ImageSource):
         WebP, or unreadable: `inceptionnet shards` then decodes and re-encodes it, or skips it)."""
         cell = self.images[self.rows[index]][self.image_column]
         if cell is not None and cell.get("path") and not cell.get("bytes"):
-            path = Path(cell["path"])
+            path = self.file(cell["path"])
             return path.read_bytes(), path.suffix[1:].lower()
         if cell is None or cell.get("bytes") is None:
             return None
@@ -96,6 +103,10 @@ class HFSource(ImageSource):
         except UNREADABLE:
             return None
         return (cell["bytes"], ext) if ext is not None else None
+
+    def file(self, path: str) -> Path:
+        """The file a row's image path names: relative to the dataset's folder (checked inside it when opened)."""
+        return self.folder / path if self.folder is not None else Path(path)
 
     def where(self, index: int) -> str:
         return f"{self.origin}, row {self.rows[index]}"
@@ -117,7 +128,44 @@ def open_hf_split(
     if split is not None and split not in SPLIT_NAMES:
         raise SourceError(f"unknown split {split!r}; choose one of: {', '.join(SPLIT_NAMES)}")
     dataset, origin = _pick_split(_load(data), split, str(data))
-    return HFSource(dataset, origin=origin, image_column=image_column, label_column=label_column, transform=transform)
+    return HFSource(
+        dataset,
+        origin=origin,
+        roots=_roots(data),
+        image_column=image_column,
+        label_column=label_column,
+        transform=transform,
+    )
+
+
+def _roots(data: str | Path) -> tuple[Path, ...]:
+    """The folders a row's image `path` may name: a local dataset's own folder; for a Hub dataset, the caches
+    where `datasets` and `huggingface_hub` put the files they download and extract."""
+    if not str(data).startswith(HUB_PREFIX):
+        return (Path(data).resolve(),)
+    import datasets
+    from huggingface_hub import constants
+
+    return Path(datasets.config.HF_DATASETS_CACHE).resolve(), Path(constants.HF_HUB_CACHE).resolve()
+
+
+def _check_paths(images: Any, column: str, roots: Sequence[Path], origin: str) -> None:
+    """SourceError naming the first row whose image is a path (its bytes absent) outside every one of `roots`
+    (links resolved): an absolute path, a `..`, or a link out of the dataset's folder."""
+    import pyarrow.compute as pc
+
+    cells = images.data.column(column)  # the arrow storage of datasets.Image: struct<bytes, path>
+    by_path = pc.and_(pc.is_null(pc.struct_field(cells, "bytes")), pc.is_valid(pc.struct_field(cells, "path")))
+    rows = pc.indices_nonzero(by_path).to_pylist()
+    paths = pc.filter(pc.struct_field(cells, "path"), by_path).to_pylist()
+    for row, path in zip(rows, paths, strict=True):
+        real = (roots[0] / path if roots else Path(path)).resolve()  # a relative path: from the dataset's folder
+        if not any(real.is_relative_to(root) for root in roots):
+            raise SourceError(
+                f"{origin}, row {row}: its image is the file {path!r}, outside the dataset's folder "
+                f"({', '.join(map(str, roots))}); a dataset may only name its own files: embed the images' bytes in "
+                "the dataset (datasets.Image() columns of bytes), or copy the files into its folder"
+            )
 
 
 def _load(data: str | Path) -> Any:
