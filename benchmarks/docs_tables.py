@@ -182,6 +182,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loader": perf_tables.loader_table,
     "serve-v4": lambda: perf_tables.serve_table("inception_v4"),
     "serve-demo": lambda: perf_tables.serve_table("demo"),
+    "serve-soak": perf_tables.soak_table,
 }
 
 

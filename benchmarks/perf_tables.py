@@ -190,3 +190,39 @@ def serve_table(name: str) -> str:
         f"{after:,.0f} MB after |",
     ]
     return "\n".join(lines)
+
+
+def soak_table() -> str:
+    """The load-and-soak run of benchmarks/soak.py: good requests alone and beside the hostile ones."""
+    r = load("serve/soak")
+    base, mixed, rss = r["baseline"], r["mixed"], r["rss_mb"]
+    hostile = sum(r["hostile_statuses"].values())
+    fives = {k: n for k, n in r["hostile_statuses"].items() if k.split()[-1].startswith("5")}
+    fives_good = {s: n for run in (base, mixed) for s, n in run["statuses"].items() if s.startswith("5")}
+    lines = [
+        f"{r['machine']}; torch {r['versions']['torch']}, hey {r['versions']['hey']}; {r['date']} (UTC); "
+        f"`{r['command']}`; server options `{' '.join(r['config']['server_options'])}`.",
+        "",
+        "| run | good requests | hostile requests | good: statuses | good p50 ms | good p99 ms | requests/s |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, run, bad in (("good only", base, 0), ("with hostile", mixed, hostile)):
+        statuses = ", ".join(f"{n:,} x {s}" for s, n in sorted(run["statuses"].items()))
+        lines.append(
+            f"| {name}, {run['clients']} + {r['config']['hostile_clients'] if bad else 0} clients | "
+            f"{run['requests']:,} | {bad:,} | {statuses} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | "
+            f"{run['requests'] / run['seconds']:,.0f} |"
+        )
+    kinds = ", ".join(f"{n:,} x {k}" for k, n in sorted(r["hostile_statuses"].items()))
+    lines += [
+        "",
+        f"Good p99 with the hostile part / without: **{mixed['p99_ms'] / base['p99_ms']:.2f}x**. "
+        f"5xx: {sum(fives.values()) + sum(fives_good.values())} ({fives or 'none among the hostile'}). "
+        f"Server RSS: {rss['after_warmup']:,.0f} MB after warm-up, {rss['peak']:,.0f} MB at its peak, "
+        f"{rss['end']:,.0f} MB at the end (**{rss['end'] / rss['after_warmup'] - 1:+.1%}**).",
+        "",
+        f"Hostile requests by kind and status: {kinds}.",
+        "",
+        "Server refusal counters at the end: " + ", ".join(f"{k} {v:,.0f}" for k, v in r["refusals"].items()) + ".",
+    ]
+    return "\n".join(lines)
