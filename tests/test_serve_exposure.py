@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from inceptionnet.cli.serve import API_KEY_ENV, api_key
-from inceptionnet.serving.app import _endpoint
 from inceptionnet.serving.client import LocalServer
+from inceptionnet.serving.handlers import endpoint
 from inceptionnet.serving.limits import Limits
 from inceptionnet.serving.metrics import Metrics
 
@@ -33,8 +33,8 @@ def test_an_internal_error_is_answered_with_an_id_and_no_details(capsys: pytest.
         raise RuntimeError("/home/alice/secret/weights.safetensors: engine exploded")
 
     handlers = SimpleNamespace(metrics=Metrics(), check_host=lambda request: None, limits=Limits(), in_flight=0)
-    endpoint = _endpoint(handlers, "/v1/predict", failing, open_to_all=True)
-    response = asyncio.run(endpoint(SimpleNamespace(headers={})))
+    wrapped = endpoint(handlers, "/v1/predict", failing, open_to_all=True)
+    response = asyncio.run(wrapped(SimpleNamespace(headers={})))
     answer = json.loads(response.body)
     assert response.status_code == 500 and "/home/alice" not in response.body.decode()
     assert answer["request_id"] == response.headers["x-request-id"] and answer["request_id"] in answer["error"]

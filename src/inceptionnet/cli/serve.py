@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="an HTTP service (JSON API and a web page) that classifies uploaded images",
         description="Serve a network over HTTP: POST /v1/predict (multipart field 'file', or an image/* body) "
-        "answers the top-k classes as JSON, POST /v1/explain the Grad-CAM overlay, GET /v1/model the model card, "
+        "answers the top-k classes as JSON, POST /v1/explain the Grad-CAM overlay, /v2 the Open Inference Protocol "
+        "(KServe v2, as Triton speaks it; gRPC too with --grpc-port), GET /v1/model the model card, "
         "GET /healthz, GET /metrics (Prometheus); GET / is a web page to drop images on. Requests that arrive "
         "together share a forward (--max-batch, --max-wait-ms). SIGTERM or Ctrl-C drains the requests in flight "
         f"(up to {DRAIN_SECONDS} s) and exits 0. Needs the `serve` extra (docs/serving.md).",
@@ -49,6 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FILE",
         help=f"the API key as the first line of FILE (or set ${API_KEY_ENV}); the same as --api-key, unseen by others",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve the Open Inference Protocol over gRPC on this port (the `grpc` extra; REST /v2 is always on)",
+    )
+    p.add_argument(
+        "--model-name", default=None, help="the model's name in the Open Inference Protocol (default: the card's)"
     )
     add_limit_options(p)
     p.add_argument("--top-k", type=int, default=None, help="classes per image in the answers (default 5, at most all)")
@@ -143,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         api_key=api_key(args),
         limits=limits(args),
+        model_name=args.model_name,
+        grpc_port=args.grpc_port,
         log=say,
     )
     return 0

@@ -50,11 +50,11 @@ class LocalServer:
             with err:
                 return err.code, dict(err.headers), err.read()
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, headers: dict[str, str] | None = None) -> dict[str, float]:
         """Every sample of /metrics, parsed by prometheus_client: {'name{label="value",...}': value}."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        status, _, body = self.call("/metrics")
+        status, _, body = self.call("/metrics", None, headers)
         if status != 200:
             raise OSError(f"GET /metrics answered {status}: {body[:200]!r}")
         samples = {}

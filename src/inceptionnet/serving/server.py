@@ -27,17 +27,18 @@ from inceptionnet.extras import installed, missing
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import Log, describe_engine, inference_network
 from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
-from inceptionnet.serving.app import create_app
+from inceptionnet.serving.app import DRAIN_SECONDS, create_app
 from inceptionnet.serving.connections import deadline_protocol
 from inceptionnet.serving.limits import Limits
 from inceptionnet.serving.metrics import Metrics
 from inceptionnet.serving.service import Classifier, Explainer
 
-DRAIN_SECONDS = 30
 
-
-def check_installed() -> None:
-    """A ValueError naming the extra when FastAPI, uvicorn, python-multipart or prometheus-client is missing."""
+def check_installed(*, grpc: bool = False) -> None:
+    """A ValueError naming the extra when FastAPI, uvicorn, python-multipart or prometheus-client is missing (and
+    with `grpc`, the gRPC service's grpcio and tritonclient)."""
+    if grpc and not (installed("grpc") and installed("tritonclient.grpc")):
+        raise missing("grpcio, tritonclient[grpc]", extra="grpc", purpose="serve --grpc-port")
     # python-multipart's module is python_multipart (multipart in releases before 0.0.13, a warning shim after)
     needed = {
         "fastapi": ("fastapi",),
@@ -64,10 +65,13 @@ def serve(
     max_wait_ms: float = 5.0,
     api_key: str | None = None,
     limits: Limits | None = None,
+    model_name: str | None = None,
+    grpc_port: int | None = None,
     log: Log = print,
 ) -> None:
-    """Serve the network `spec` names (any `predict --model`) on http://host:port until stopped."""
-    check_installed()
+    """Serve the network `spec` names (any `predict --model`) on http://host:port until stopped; with
+    `grpc_port`, the Open Inference Protocol's gRPC service on host:grpc_port too."""
+    check_installed(grpc=grpc_port is not None)
     import uvicorn
 
     limits, metrics = limits or Limits(), Metrics()
@@ -85,15 +89,20 @@ def serve(
         limits=limits,
         metrics=metrics,
         host=host,
+        model_name=model_name,
+        grpc_port=grpc_port,
     )
     log(f"engine: {describe_engine(model)}; batches of up to {max_batch} images, waiting up to {max_wait_ms:g} ms")
     classifier.warm_up()
-    log(f"serving {classifier.card.model_name} on http://{host}:{port}/" + (" (API key required)" if api_key else ""))
+    grpc = f" and grpc://{host}:{grpc_port}" if grpc_port is not None else ""
+    key = " (API key required)" if api_key else ""
+    log(f"serving {classifier.card.model_name} on http://{host}:{port}/{grpc}{key}")
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         http=deadline_protocol(limits, metrics),
+        loop="asyncio",  # the loop grpc.aio shares
         access_log=False,
         timeout_graceful_shutdown=DRAIN_SECONDS,
         log_level="info",

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from inceptionnet.card import ModelCard
@@ -93,6 +94,13 @@ class Classifier:
     def prepare(self, data: bytes, name: str) -> torch.Tensor:
         """The network's input (C, H, W) for one upload."""
         return self.transform(self.decode(data, name))
+
+    def prepare_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network's inputs (N, 3, S, S) of uint8 RGB pixels (N, S, S, 3) already decoded, resized and cropped
+        (the input of `export --with-preprocessing`): scaled to [0, 1] and normalised as the card says."""
+        pre = self.model.preprocessing
+        images = TF.to_dtype(pixels.permute(0, 3, 1, 2), torch.float32, scale=True)
+        return TF.normalize(images, mean=list(pre.mean), std=list(pre.std))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, classes) of a batch of prepared images: what the batcher runs in a worker thread."""
