@@ -168,6 +168,11 @@ BAD_METADATA = {
     ),
     "not an object": ("metadata.jsonl", '["a.jpg", "cat"]\n', r"line 1 is a JSON list, not an object"),
     "labels not a list": ("metadata.jsonl", '{"file_name": "a.jpg", "labels": "cat"}\n', r"not a JSON list"),
+    "label a list": (
+        "metadata.jsonl",
+        '{"file_name": "a.jpg", "label": ["cat", "dog"]}\n',
+        r'`label` is \["cat", "dog"\], not one class; .* go in a `labels` column',
+    ),
     "row without file_name": (
         "metadata.jsonl",
         '{"file_name": "a.jpg", "label": "cat"}\n{"label": "dog"}\n',

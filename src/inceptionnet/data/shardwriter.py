@@ -3,13 +3,16 @@ on many nodes (data/sources/shards.py).
 
 DST/train/*.tar and DST/val/*.tar, each split with its `_info.json` (shard names, samples per shard,
 class names), and DST/_info.json in timm's whole-dataset form (`splits` -> `filenames` relative to
-DST), so that timm's wds reader takes the same folder. A sample is `KEY.<ext>` (the image) and
-`KEY.cls` (its class index), or `KEY.json` (`{"labels": [...]}`) for several labels; KEY is the
-sample's index in the source (8 digits), which names the image it came from (`ImageSource.where`).
+DST; val listed again as "validation", timm's default split name), so that timm's wds reader takes the
+same folder. A sample is `KEY.<ext>` (the image) and `KEY.cls` (its class index), or `KEY.json`
+(`{"labels": [...]}`) for several labels (timm: `target_key="labels"`); KEY is the sample's index in the
+source (8 digits), which names the image it came from (`ImageSource.where`).
 
 Images are copied as the source stores them (JPEG, PNG and WebP files: no decoding, no quality lost;
 a .jpeg or .JPEG file becomes a .jpg member, the extension timm's reader looks for); anything else
-(a BMP, a TIFF, a decoded image) is written as PNG, lossless. The training split is written in a
+(a BMP, a TIFF, a decoded image) is written as PNG, lossless, and so is an image whose EXIF orientation
+tag turns it (a phone's photo stored sideways): written upright, so that readers which ignore the tag
+(timm's and webdataset's decoders) see the picture `read_image` gives. The training split is written in a
 seeded shuffled order: the shard sampler shuffles shards and samples within a shard, never across
 shards, so a shard must already hold a mix of classes. The validation split keeps the
 source's order. Everything is written to a temporary folder beside DST, renamed to DST at the end:
@@ -29,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inceptionnet.data.images import UNREADABLE
+from PIL import ExifTags
+
+from inceptionnet.data.images import UNREADABLE, open_image
 from inceptionnet.data.sources import SPLITS, ImageSource, SourceError, open_split
 from inceptionnet.data.sources.shards import IMAGE_EXTENSIONS, INFO_NAME, write_index
 from inceptionnet.extras import require
@@ -51,7 +56,7 @@ class WrittenSplit:
 def _sample(source: ImageSource, index: int) -> tuple[dict[str, Any], bool] | None:
     """The tar members of sample `index` and whether its image was encoded here; None when it cannot be read."""
     stored = source.encoded(index)
-    if stored is not None and stored[1] in IMAGE_EXTENSIONS:
+    if stored is not None and stored[1] in IMAGE_EXTENSIONS and _upright(stored[0]):
         (image, ext), encoded_here = stored, False
         ext = "jpg" if ext == "jpeg" else ext  # the same bytes; timm's reader looks for jpg, png and webp only
     else:
@@ -65,6 +70,16 @@ def _sample(source: ImageSource, index: int) -> tuple[dict[str, Any], bool] | No
     target = source.targets[index]
     label = {"json": json.dumps({"labels": list(target)})} if isinstance(target, tuple) else {"cls": str(target)}
     return {"__key__": f"{index:08d}", ext: image, **label}, encoded_here
+
+
+def _upright(image: bytes) -> bool:
+    """Whether encoded `image` shows as stored: no EXIF orientation tag that turns it (an unreadable header
+    counts as upright: the bytes are copied as they are, and the reader skips them as it would the file)."""
+    try:
+        with open_image(io.BytesIO(image)) as opened:
+            return opened.getexif().get(ExifTags.Base.Orientation, 1) == 1
+    except UNREADABLE:
+        return True
 
 
 def _write_split(source: ImageSource, folder: Path, name: str, *, shard_size: int, seed: int) -> WrittenSplit:
@@ -137,7 +152,8 @@ def write_shards(
 
 
 def _timm_info(name: str, written: list[WrittenSplit]) -> dict[str, Any]:
-    """DST/_info.json as timm's wds reader reads it (`--dataset wds/NAME --data-dir DST --train-split train`)."""
+    """DST/_info.json as timm's wds reader reads it: `create_dataset("wds/NAME", root=DST, split=...)` with split
+    "train", "val" or "validation" (timm's default name of the validation split: the val shards again)."""
     splits = {
         w.name: {
             "name": w.name,
@@ -147,4 +163,5 @@ def _timm_info(name: str, written: list[WrittenSplit]) -> dict[str, Any]:
         }
         for w in written
     }
-    return {"name": name, "splits": splits}
+    # timm names the validation split "validation" (its default --val-split): the same shards under both names
+    return {"name": name, "splits": {**splits, "validation": {**splits["val"], "name": "validation"}}}

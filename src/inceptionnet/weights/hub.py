@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from inceptionnet.weights.artifact import CONFIG_FILE, WEIGHTS_FILE
-from inceptionnet.weights.files import first_sentence
+from inceptionnet.weights.files import CONFIG_FILE, WEIGHTS_FILE, first_sentence
 from inceptionnet.weights.tags import WeightsError
 
 HUB_PREFIX = "hf-hub:"
@@ -21,6 +20,12 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 def is_hub_address(weights: str) -> bool:
     return weights.startswith(HUB_PREFIX)
+
+
+def hub_model_id(weights: str | None) -> str | None:
+    """ORG/NAME of the hub repository `weights` names (`hf-hub:ORG/NAME`); None for anything else."""
+    repo_id = weights.removeprefix(HUB_PREFIX) if weights is not None and is_hub_address(weights) else ""
+    return repo_id if _REPO_ID.match(repo_id) else None
 
 
 def download_model_folder(address: str) -> Path:

@@ -28,7 +28,9 @@ from inceptionnet.data.sources.shards import ShardSource, is_shard_split
 from inceptionnet.names import unprintable
 
 SPLITS = ("train", "val")
-_VAL_NAMES = ("val", "test")  # the validation split's folder: val/, else test/ (CIFAR-10's layout)
+# The validation split's folder: val/, else the other names `datasets` reads as its validation split, else
+# test/ (CIFAR-10's layout).
+_VAL_NAMES = ("val", "validation", "valid", "dev", "test")
 
 
 def source_kind(location: str | Path) -> str:
@@ -44,7 +46,8 @@ def source_kind(location: str | Path) -> str:
 
 
 def split_location(data: str | Path, split: str) -> Path:
-    """Where split `split` ("train" or "val") of `data` is: DATA/train, DATA/val (else DATA/test)."""
+    """Where split `split` ("train" or "val") of `data` is: DATA/train, DATA/val (else DATA/validation,
+    DATA/valid, DATA/dev, DATA/test: the first that exists)."""
     if split not in SPLITS:
         raise SourceError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     root = Path(data)

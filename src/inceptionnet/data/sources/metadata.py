@@ -3,9 +3,11 @@
 
 The metadata file sits in the split folder, beside the images (flat, or in subfolders). Its `file_name`
 column is each image's path relative to that folder; its class column is `label` (one class per image)
-or `labels` (several: `;`-separated in CSV, a JSON list in JSONL). Other columns are ignored. The class
+or `labels` (several: a JSON list in JSONL, the form `datasets` also reads as a list; `;`-separated in
+CSV, read here only: `datasets` gives that cell as one string). Other columns are ignored. The class
 names are the sorted distinct label strings of the split (the same rule as a folder's sorted class
-folders, so `data_splits` can check that train and val agree).
+folders, so `data_splits` can check that train and val agree; and the order of `datasets`'
+`class_encode_column`, which sorts the labels as text too, so a class index here is its index there).
 
 Canonical order: single-label samples sorted by (class index, file name), which is the image folder's
 order, so the same images as a folder or as a metadata folder give the same training run; multi-label
@@ -140,6 +142,11 @@ def _read_jsonl(metadata: Path) -> tuple[str, list[_Row]]:
             raise SourceError(
                 f"{metadata} line {line}: `labels` is {json.dumps(value)}, not a JSON list; "
                 'write the classes of the image as a list, e.g. "labels": ["cat", "indoor"]'
+            )
+        if column == "label" and isinstance(value, (list, dict)):
+            raise SourceError(
+                f"{metadata} line {line}: `label` is {json.dumps(value)}, not one class; several classes of an "
+                'image go in a `labels` column, e.g. "labels": ["cat", "indoor"] (rename the column in every row)'
             )
         labels = value if column == "labels" else [value]
         rows.append(_row(metadata, line, record.get("file_name"), ["" if v is None else str(v) for v in labels]))
