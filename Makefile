@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install gpu-check
+.PHONY: demo test lint install gpu-check triton-check
 
 $(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,20 @@ GPU_CHECK_OUT    ?= $(if $(OUT),$(OUT)/gpu-check,gpu-check)
 GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	PYTHONPATH=src:benchmarks PYTHONUNBUFFERED=1 $(GPU_CHECK_PYTHON) -m gpucheck --out "$(GPU_CHECK_OUT)" $(GPU_CHECK_ARGS)
+
+# The Triton check (docs/export.md, "Triton check"): a real Triton Inference Server, the tritonserver that the
+# nvidia-pytriton wheel bundles (Python backend only), loads what `inceptionnet export --format triton
+# --triton-backend python` writes and answers over HTTP and gRPC (Triton's tritonclient) what `inceptionnet
+# predict --json` answers, dynamic batching included. .venv-triton holds the server, onnxruntime and the client,
+# at the versions of constraints-triton.txt (numpy < 2); .venv makes the network, the repository and the
+# reference. CPU only: under a minute with .venv-triton created, about 25 s after; benchmarks/tritoncheck/.
+TRITON_VENV := .venv-triton
+$(TRITON_VENV)/.installed: constraints-triton.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -c constraints-triton.txt \
+		nvidia-pytriton onnxruntime "tritonclient[all]" pillow
+	touch $(TRITON_VENV)/.installed
+
+triton-check: install $(TRITON_VENV)/.installed
+	PYTHONPATH=benchmarks PYTHONUNBUFFERED=1 $(TRITON_VENV)/bin/python -m tritoncheck.local --venv $(VENV)

@@ -3,6 +3,7 @@ and the development machines' shared data (absent on a user's machine: the tests
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -24,6 +25,24 @@ from inceptionnet.training.runlog import RunLog
 from inceptionnet.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def debian_tool() -> Callable[[str, str], str]:
+    """`debian_tool(command, package)`: the path of a command a test runs against (promtool, ...). Without it
+    the test is skipped, naming the package, except under .ci/run (INCEPTIONNET_CI=1), which installs it:
+    there its absence fails."""
+
+    def find(command: str, package: str) -> str:
+        path = shutil.which(command)
+        if path is None:
+            message = f"{command} is not installed: apt-get install {package}"
+            if os.environ.get("INCEPTIONNET_CI") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return find
 
 
 @pytest.fixture(scope="module")

@@ -258,3 +258,12 @@ def test_openvino_batches_are_padded_to_powers_of_two_and_answered_unpadded() ->
     assert [plain.run_size(n) for n in (3, 5)] == [3, 5]
     x = torch.randn(3, 3, 75, 75)
     assert torch.allclose(padded.forward(x), plain.forward(x), atol=1e-6) and padded.forward(x).shape == (3, 3)
+
+
+def test_metrics_pass_prometheus_own_checker(server: LocalServer, debian_tool: Callable[[str, str], str]) -> None:
+    """promtool (Debian's prometheus package) reads /metrics as Prometheus will, and finds nothing to fix."""
+    promtool = debian_tool("promtool", "prometheus")
+    server.call("/v1/predict", jpeg(5), {"Content-Type": "image/jpeg"})
+    text = server.call("/metrics")[2]
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()

@@ -52,7 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="onnx: take uint8 RGB pixels (N, H, W, 3) at the input size and return probabilities (softmax, or "
         "sigmoid for a multi-label network): the scaling and normalisation of the card are in the graph",
     )
-    p.add_argument("--triton-backend", choices=BACKENDS, default="onnxruntime", help="triton: the serving backend")
+    p.add_argument(
+        "--triton-backend",
+        choices=BACKENDS,
+        default="onnxruntime",
+        help="triton: the backend that serves the ONNX file: onnxruntime (default), openvino (CPU), or python "
+        "(CPU; for a Triton without the ONNX Runtime backend: 1/model.py runs the file on ONNX Runtime or OpenVINO, "
+        "one of which Triton's Python environment needs, with numpy)",
+    )
     p.add_argument(
         "--max-batch",
         type=int,
@@ -101,11 +108,13 @@ def run_triton(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     size = repo.export.input_size
+    python = args.triton_backend == "python"
     print(
-        f"wrote {repo.model_dir}/ (config.pbtxt, labels.txt, 1/model.onnx: uint8 (N, {size}, {size}, 3) in, "
-        f"{model.num_classes} probabilities out, batches up to {args.max_batch}, {args.triton_backend}); "
-        f"max abs difference vs PyTorch: {repo.export.max_abs_diff:.3g}. Serve it with\n"
+        f"wrote {repo.model_dir}/ (config.pbtxt, labels.txt, 1/model.onnx{', 1/model.py' * python}: uint8 (N, "
+        f"{size}, {size}, 3) in, {model.num_classes} probabilities out, batches up to {args.max_batch}, "
+        f"{args.triton_backend}); max abs difference vs PyTorch: {repo.export.max_abs_diff:.3g}. Serve it with\n"
         f"  tritonserver --model-repository {folder}"
+        + ("\nwith numpy and onnxruntime (or openvino) installed in Triton's Python environment" if python else "")
     )
     return 0
 
