@@ -183,6 +183,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve-v4": lambda: perf_tables.serve_table("inception_v4"),
     "serve-demo": lambda: perf_tables.serve_table("demo"),
     "serve-soak": perf_tables.soak_table,
+    "serve-crosscheck": perf_tables.crosscheck_table,
 }
 
 

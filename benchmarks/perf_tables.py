@@ -226,3 +226,39 @@ def soak_table() -> str:
         "Server refusal counters at the end: " + ", ".join(f"{k} {v:,.0f}" for k, v in r["refusals"].items()) + ".",
     ]
     return "\n".join(lines)
+
+
+def crosscheck_table() -> str:
+    """bench --mode serve beside hey at the same client counts, and the /v2 path against /v1 at saturation."""
+    r = load("serve/crosscheck")
+    cfg = r["config"]
+    runs = {"bench": r["bench"], **{k: r[k] for k in ("v1_new_connections", "v1_keep_alive", "v2_keep_alive")}}
+    lines = [
+        f"{r['machine']}; torch {r['versions']['torch']}, hey {r['versions']['hey']}; engine {r['engine']}; "
+        f"{cfg['model']} at 1/{round(1 / cfg['width'])} width, {cfg['input_size']} px, random weights; "
+        f"{r['date']} (UTC); `{r['command']}`.",
+        "",
+        "| clients | bench --mode serve req/s | hey, /v1, new connections | hey, /v1, kept alive "
+        "| hey, /v2 (OIP), kept alive |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    bench = {row["clients"]: row["per_s"] for row in r["bench"]}
+    for i, clients in enumerate(cfg["clients"]):
+        cells = [f"{bench[clients]:.0f}"]
+        for key in ("v1_new_connections", "v1_keep_alive", "v2_keep_alive"):
+            row = runs[key][i]
+            cells.append(f"{row['per_s']:.0f} ({row['per_s'] / bench[clients]:.2f}x)")
+        lines.append(f"| {clients} | " + " | ".join(cells) + " |")
+    rounds = r["saturation_rounds"]
+    ratios = sorted(x["v2"]["per_s"] / x["v1"]["per_s"] for x in rounds)
+    pairs = ", ".join(f"{x['v1']['per_s']:.0f} / {x['v2']['per_s']:.0f}" for x in rounds)
+    failed = sum(row["failed"] for key in runs for row in runs[key])
+    failed += sum(x[k]["failed"] for x in rounds for k in ("v1", "v2"))
+    lines += [
+        "",
+        f"At saturation ({max(cfg['clients'])} clients, kept alive; the server pinned to one core on torch, hey on "
+        f"the other), `/v1` / `/v2` requests/s in {len(rounds)} alternating rounds: {pairs}; `/v2` / `/v1` "
+        f"median **{ratios[len(ratios) // 2]:.2f}x** (range {ratios[0]:.2f}-{ratios[-1]:.2f}). "
+        f"Answers other than 200: {failed}.",
+    ]
+    return "\n".join(lines)
