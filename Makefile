@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install gpu-check triton-check
+.PHONY: demo test lint install gpu-check triton-check slurm-check
 
 $(BIN)/inceptionnet $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,3 +55,15 @@ $(TRITON_VENV)/.installed: constraints-triton.txt
 
 triton-check: install $(TRITON_VENV)/.installed
 	PYTHONPATH=benchmarks PYTHONUNBUFFERED=1 $(TRITON_VENV)/bin/python -m tritoncheck.local --venv $(VENV)
+
+# The Slurm check (docs/training.md, "Slurm"): a real Slurm of two nodes on this machine (Debian's slurm-wlm and
+# munge, installed here when missing; munged, slurmctld and two slurmd on 127.0.0.1, all their files in one
+# temporary folder, stopped and removed afterwards) runs deploy/slurm/'s scripts as written but for their sizes:
+# a time-limit warning, a requeue, the finished run against an uninterrupted one, predict over a folder.
+# About 3 minutes on 2 cores; benchmarks/slurmcheck/. `make slurm-check SLURM_CHECK_ARGS="--keep DIR"` keeps the
+# cluster's folder (logs, job outputs, results.json).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+slurm-check: install
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || { \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q slurm-wlm munge; }
+	PYTHONPATH=src:benchmarks PYTHONUNBUFFERED=1 $(BIN)/python -m slurmcheck $(SLURM_CHECK_ARGS)
