@@ -198,16 +198,16 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_server(
     tiny_classifier: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., LocalServer]]:
-    """Start `inceptionnet serve` on the tiny network (torch, one thread) with extra options; every server
-    is stopped at the end."""
+    """Start `inceptionnet serve` on the tiny network (torch, one thread) with extra options (`model=`: another
+    network's weights instead); every server is stopped at the end."""
     started: list[LocalServer] = []
     folder = tmp_path_factory.mktemp("serve-logs")
 
-    def start(*options: str) -> LocalServer:
+    def start(*options: str, model: Path | None = None) -> LocalServer:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("OMP_NUM_THREADS", "1")
             log = folder / f"serve-{len(started)}.log"
-            started.append(LocalServer(tiny_classifier, ["--engine", "torch", *options], log))
+            started.append(LocalServer(model or tiny_classifier, ["--engine", "torch", *options], log))
         return started[-1]
 
     yield start

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inceptionnet import create_model
-from inceptionnet.card import ModelCard
+from inceptionnet.card import ModelCard, UnknownRule
 from inceptionnet.export.formats import export_model, read_export_card
 from inceptionnet.export.fuse import fuse_for_inference
 from inceptionnet.export.runtimes import engine_installed
@@ -38,6 +38,8 @@ AGREE = (
     "min_input_size",
     "label_mode",
     "thresholds",
+    "temperature",
+    "unknown",
 )
 needs_onnx = pytest.mark.skipif(
     not engine_installed("onnxruntime") or importlib.util.find_spec("onnxscript") is None,
@@ -51,6 +53,7 @@ def net() -> InceptionNetwork:
     model = create_model("inception_v3", num_classes=len(CLASSES), width=0.25).eval()
     model.preprocessing = dataclasses.replace(model.preprocessing, input_size=SIZE, crop_fraction=0.9)
     model.class_names = CLASSES
+    model.temperature, model.unknown = 1.5, UnknownRule(score="energy", threshold=2.25)  # fitted by calibrate
     return model
 
 

@@ -26,7 +26,7 @@ def test_require_returns_the_module_or_names_the_extra(monkeypatch: pytest.Monke
     assert install_line(None, "timm.data") == "pip install timm"
     with pytest.raises(KeyError, match="no extra named 'gpu'"):
         install_line("gpu", "x")
-    assert set(EXTRAS) == {"onnxruntime", "openvino", "shards", "hf", "report", "explain", "serve"}
+    assert set(EXTRAS) == {"onnxruntime", "openvino", "shards", "hf", "report", "explain", "serve", "retrieval"}
 
 
 # (what is blocked, the extra named, the command line given the tiny network's weights file and a folder)

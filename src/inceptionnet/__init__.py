@@ -5,6 +5,7 @@ from inceptionnet._version import __version__
 from inceptionnet.card import ModelCard
 from inceptionnet.factory import create_model
 from inceptionnet.models import FeatureExtractor, FeatureInfo, InceptionNetwork, Preprocessing, list_models
+from inceptionnet.retrieval import embed
 
 __all__ = [
     "FeatureExtractor",
@@ -14,5 +15,6 @@ __all__ = [
     "Preprocessing",
     "__version__",
     "create_model",
+    "embed",
     "list_models",
 ]

@@ -12,6 +12,7 @@ folder's config.json, ONNX metadata, timm's pretrained_cfg, the engine cache's k
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -21,6 +22,8 @@ from inceptionnet.names import unprintable
 MIN_INPUT_SIZE = 75  # the smallest input every network of the paper shrinks to 1x1 (docs/architecture.md)
 LABEL_MODES = ("single", "multi")
 DEFAULT_THRESHOLD = 0.5  # a multi-label class's decision threshold where none was tuned
+UNKNOWN_SCORES = ("msp", "energy")  # the unknown-image scores a card may name: both computed from the logits
+DEFAULT_KNOWN_KEPT = 0.95  # the share of known validation images an unknown-image threshold keeps
 FIRST_CONV_MODULE = "stem.conv1a.conv"  # every network's first convolution (module path)
 CLASSIFIER_MODULE = "head.fc"  # every network's classifier (module path)
 
@@ -55,13 +58,47 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class UnknownRule:
+    """When an image is of none of the classes ("unknown"): its unknown-image `score` is below `threshold`.
+
+    `score`: "energy" (logsumexp of the logits) or "msp" (the top softmax probability), each of the logits
+    divided by the card's temperature; higher means more like a known class. `threshold` was fitted on
+    validation images so that `known_kept` of them score at or above it (docs/calibration.md).
+    """
+
+    score: str
+    threshold: float
+    known_kept: float = DEFAULT_KNOWN_KEPT
+
+    def __post_init__(self) -> None:
+        if self.score not in UNKNOWN_SCORES:
+            raise CardError(f"unknown-image score must be one of {', '.join(UNKNOWN_SCORES)}, got {self.score!r}")
+        if not math.isfinite(self.threshold) or not 0 < self.known_kept < 1:
+            raise CardError(
+                f"an unknown-image threshold must be a finite number and the share of known images kept between 0 "
+                f"and 1, got {self.threshold} and {self.known_kept}; fit them with `inceptionnet calibrate`"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> UnknownRule:
+        known_kept = float(d.get("known_kept", DEFAULT_KNOWN_KEPT))
+        return cls(score=str(d["score"]), threshold=float(d["threshold"]), known_kept=known_kept)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """One network as its users see it; `to_dict()` / `from_dict()` is its one serialisation.
 
     `options` are every build option (`create_model(model_name, **options)` builds the same network);
     `input_size_fixed`: the network takes `preprocessing.input_size` only (an ONNX file exported for
     one size), else any size from `min_input_size` up. `thresholds`: one per class for multi-label
-    networks (None: 0.5 for every class). `metrics`: the validation numbers of these weights.
+    networks (None: 0.5 for every class). `metrics`: the validation numbers of these weights. `temperature`:
+    a single-label network's probabilities are softmax(logits / temperature) (None: softmax(logits), as
+    before calibration); `unknown`: when an image is answered "unknown" (None: never). Both are fitted on
+    validation images (`inceptionnet calibrate`, and at the end of training).
     """
 
     model_name: str
@@ -76,6 +113,8 @@ class ModelCard:
     label_mode: str = "single"
     thresholds: tuple[float, ...] | None = None
     metrics: Mapping[str, Any] | None = None
+    temperature: float | None = None
+    unknown: UnknownRule | None = None
 
     def __post_init__(self) -> None:
         if self.label_mode not in LABEL_MODES:
@@ -96,6 +135,18 @@ class ModelCard:
             )
         if self.thresholds is not None and self.label_mode != "multi":
             raise CardError("thresholds are for multi-label networks; set label_mode='multi' or drop them")
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        """A temperature is a positive number; both it and an unknown rule are for single-label networks."""
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise CardError(f"the temperature must be a positive number, got {self.temperature}")
+        if self.label_mode == "multi" and (self.temperature is not None or self.unknown is not None):
+            raise CardError(
+                "temperature and unknown-image threshold are for single-label networks: a multi-label network's "
+                "per-class thresholds are its calibration, and no label above them is its answer for an image of "
+                "none of its classes; drop them"
+            )
 
     def decision_thresholds(self) -> tuple[float, ...]:
         """Each class's threshold of a multi-label network (an image shows the class when its sigmoid reaches
@@ -121,6 +172,8 @@ class ModelCard:
             "label_mode": self.label_mode,
             "thresholds": list(self.thresholds) if self.thresholds is not None else None,
             "metrics": _jsonable(dict(self.metrics)) if self.metrics is not None else None,
+            "temperature": self.temperature,
+            "unknown": self.unknown.to_dict() if self.unknown is not None else None,
         }
 
     @classmethod
@@ -140,10 +193,12 @@ class ModelCard:
                 label_mode=str(d.get("label_mode", "single")),
                 thresholds=tuple(float(t) for t in d["thresholds"]) if d.get("thresholds") is not None else None,
                 metrics=d.get("metrics"),
+                temperature=float(d["temperature"]) if d.get("temperature") is not None else None,
+                unknown=UnknownRule.from_dict(d["unknown"]) if d.get("unknown") is not None else None,
             )
         except CardError as err:
             raise CardError(f"{source}: {err}") from None
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CardError(f"{source}: not a readable model card ({type(err).__name__}: {err})") from None
 
     def to_json(self) -> str:

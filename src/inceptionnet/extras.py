@@ -22,6 +22,7 @@ EXTRAS = {
     "report": "eval --report (scikit-learn)",
     "explain": "Grad-CAM (pytorch-grad-cam)",
     "serve": "the HTTP server (FastAPI, uvicorn, python-multipart)",
+    "retrieval": "embed (pyarrow) and similar (FAISS)",
 }
 
 

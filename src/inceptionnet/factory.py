@@ -129,6 +129,7 @@ def _fitted_card(model: InceptionNetwork, described: ModelCard | None, *, fresh_
     }
     if not fresh_classifier and described.num_classes == model.num_classes:
         fields.update(class_names=described.class_names, thresholds=described.thresholds, metrics=described.metrics)
+        fields.update(temperature=described.temperature, unknown=described.unknown)
     return model.card.replace(**fields)
 
 

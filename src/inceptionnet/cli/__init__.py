@@ -7,7 +7,22 @@ import sys
 from collections.abc import Sequence
 
 from inceptionnet._version import __version__
-from inceptionnet.cli import bench, evaluate, explain, export, predict, quantize, serve, shards, study, summary, train
+from inceptionnet.cli import (
+    bench,
+    calibrate,
+    embed,
+    evaluate,
+    explain,
+    export,
+    predict,
+    quantize,
+    serve,
+    shards,
+    similar,
+    study,
+    summary,
+    train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inceptionnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (summary, bench, evaluate, train, shards, predict, explain, export, quantize, serve, study):
+    for command in (
+        summary,
+        bench,
+        evaluate,
+        train,
+        shards,
+        predict,
+        embed,
+        similar,
+        calibrate,
+        explain,
+        export,
+        quantize,
+        serve,
+        study,
+    ):
         command.add_parser(sub)
     return parser
 

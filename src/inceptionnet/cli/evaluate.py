@@ -17,6 +17,7 @@ from inceptionnet.data.sources import source_kind
 from inceptionnet.evaluation import EvalResult
 from inceptionnet.evaluation.multilabel_run import MultiLabelResult
 from inceptionnet.evaluation.report import build_report, sklearn_metrics
+from inceptionnet.evaluation.unknown import UnknownResult, measure_unknown
 from inceptionnet.factory import load_model, parse_model_spec
 from inceptionnet.inference.engines import describe_engine
 from inceptionnet.inference.loading import inference_device, names_int8_folder, open_for_inference
@@ -83,12 +84,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also write an HTML report to DIR/index.html: confusion matrix, per-class precision / recall / F1, "
         "reliability diagram with the calibration error, most confident mistakes (needs inceptionnet[report])",
     )
+    _add_ood_option(p)
     p.add_argument(
         "--data-only",
         action="store_true",
         help="measure decoding + view cutting alone, no network (the network alone: `inceptionnet bench`)",
     )
     p.set_defaults(func=run)
+
+
+def _add_ood_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ood",
+        metavar="DIR",
+        help="also score images of none of the classes (every image below DIR, any layout) against --data's: "
+        "AUROC and false-positive rate at 95%% true positives of each unknown-image score, and the share the "
+        "card's threshold rejects, one central view per image (one network; needs inceptionnet[report])",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     ranks = from_env()
     if ranks.distributed and (args.report is not None or args.data_only):
         raise ValueError("under torchrun, eval scores the images only: run --report or --data-only in one process")
-    if args.report is not None:
+    if args.ood is not None and (ranks.distributed or len(args.model) != 1):
+        raise ValueError("--ood scores one network in one process: name one --model, without torchrun")
+    if args.report is not None or args.ood is not None:
         sklearn_metrics()  # a missing optional dependency fails before the evaluation, not after it
     columns = {"image_column": args.image_column, "label_column": args.label_column}
     # a request the engine cannot run fails before the networks are built
@@ -123,31 +137,47 @@ def run(args: argparse.Namespace) -> int:
         )
     if not ranks.is_main:
         return 0
-    _show(args, result)
+    unknown = _unknown(args, models, device, workers) if args.ood is not None else None
+    _show(args, result, unknown)
     if args.report is not None:
-        say(f"report: {_write_report(args, result, columns)}")
+        say(f"report: {_write_report(args, result, columns, unknown)}")
     return 0
 
 
-def _show(args: argparse.Namespace, result: EvalResult | MultiLabelResult) -> None:
-    """The console table (unless the JSON goes to stdout) and the --json file."""
+def _unknown(
+    args: argparse.Namespace, models: dict[str, nn.Module], device: torch.device, workers: int
+) -> UnknownResult:
+    """--ood: the unknown-image scores of the one network (evaluation/unknown.py)."""
+    (model,) = models.values()
+    columns = {"image_column": args.image_column, "label_column": args.label_column}
+    how = dict(batch_size=args.batch_size, workers=workers, device=device, max_images=args.max_images)
+    return measure_unknown(model, args.data, args.ood, **how, **columns)
+
+
+def _show(args: argparse.Namespace, result: EvalResult | MultiLabelResult, unknown: UnknownResult | None) -> None:
+    """The console table (unless the JSON goes to stdout) and the --json file (--ood: its "unknown" entry)."""
     if args.json != "-":
         print(result.table())
+        if unknown is not None:
+            print(unknown.table())
         if isinstance(result, EvalResult):
             print(result.describe())
             if args.per_class:
                 print(f"\nper class ({result.scores[-1].model}):\n{result.scores[-1].per_class_table()}")
     if args.json is not None:
         as_dict = result.to_dict(per_class=args.per_class) if isinstance(result, EvalResult) else result.to_dict()
-        write_json(args.json, as_dict)
+        write_json(args.json, {**as_dict, **({"unknown": unknown.to_dict()} if unknown is not None else {})})
 
 
-def _write_report(args: argparse.Namespace, result: EvalResult | MultiLabelResult, columns: dict) -> Path:
+def _write_report(
+    args: argparse.Namespace, result: EvalResult | MultiLabelResult, columns: dict, unknown: UnknownResult | None
+) -> Path:
     """--report: the page of a single-label evaluation (report.py), or a multi-label one's scores page."""
     if isinstance(result, MultiLabelResult):
         return result.write_report(args.report)
     title = f"{result.scores[-1].model} on {args.data}"
-    return build_report(result.predictions, args.report, source=open_split(args.data, **columns), title=title)
+    source = open_split(args.data, **columns)
+    return build_report(result.predictions, args.report, source=source, title=title, unknown=unknown)
 
 
 def _networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Module]:

@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_engine_options(p)
     p.add_argument(
+        "--reject-unknown",
+        action="store_true",
+        help="answer 'unknown' (with its score) for an image whose unknown-image score is below the threshold of "
+        "the network's card, fitted by `inceptionnet calibrate` or at the end of training (docs/calibration.md)",
+    )
+    p.add_argument(
         "--json",
         metavar="PATH",
         help="also write the results as JSON to PATH ('-': print only the JSON). A PATH ending in .jsonl gets one "
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         with process_group(ranks):
             return run_jsonl(args, files, model, device, ranks)
     run = dict(top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
-    results = predict(files, model=model, **run)
+    results = predict(files, model=model, reject_unknown=args.reject_unknown, **run)
     if args.json != "-":
         print(format_predictions(results))
     if args.json is not None:
@@ -86,6 +92,7 @@ def run_jsonl(
 
     def classify_files(todo: list[str]) -> Iterator[list[dict[str, Any]]]:
         run = dict(top_k=args.top_k, batch_size=args.batch_size, device=device, workers=args.workers)
+        run["reject_unknown"] = args.reject_unknown
         multi_label = model.card.label_mode == "multi"
         return (
             [prediction_record(r, multi_label=multi_label) for r in batch] for batch in classify(todo, model, **run)

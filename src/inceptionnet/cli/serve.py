@@ -60,6 +60,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model-name", default=None, help="the model's name in the Open Inference Protocol (default: the card's)"
     )
+    p.add_argument(
+        "--index",
+        default=None,
+        metavar="FILE.parquet",
+        help="an embeddings file of this network (inceptionnet embed): POST /v1/similar answers each uploaded "
+        "image's nearest indexed images, GET /v1/indexed/ROW their thumbnails, and the page shows them",
+    )
     add_limit_options(p)
     p.add_argument("--top-k", type=int, default=None, help="classes per image in the answers (default 5, at most all)")
     p.set_defaults(func=run)
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         limits=limits(args),
         model_name=args.model_name,
         grpc_port=args.grpc_port,
+        index=args.index,
         log=say,
     )
     return 0

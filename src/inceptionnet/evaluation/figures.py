@@ -57,9 +57,10 @@ def confused_pairs(pairs: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def reliability(
-    edges: Sequence[float], accuracy: Sequence[float], counts: Sequence[int], ece: float, path: Path
+    edges: Sequence[float], accuracy: Sequence[float], counts: Sequence[int], ece: float, path: Path, *, label: str = ""
 ) -> None:
-    """Accuracy per confidence bin (NaN: empty) against the diagonal of a calibrated network, bin sizes below."""
+    """Accuracy per confidence bin (NaN: empty) against the diagonal of a calibrated network, bin sizes below;
+    `label` opens the title."""
     edges = np.array(edges)
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     plt = _pyplot()
@@ -69,7 +70,7 @@ def reliability(
     top.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
-    top.set_title(f"ECE = {ece:.4f}")
+    top.set_title(f"{label}ECE = {ece:.4f}")
     top.legend(loc="upper left")
     bottom.bar(centres, counts, width=width, edgecolor="black", color="tab:gray")
     bottom.set_xlabel("confidence (top probability)")

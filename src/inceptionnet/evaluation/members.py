@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from inceptionnet.card import ModelCard
 from inceptionnet.evaluation.classmap import ClassMap, map_classes
-from inceptionnet.evaluation.views import ViewBatch, view_probabilities
+from inceptionnet.evaluation.views import ViewBatch, view_probability_pair
 from inceptionnet.export.runtimes import network_card
 from inceptionnet.models import Preprocessing
 
@@ -49,6 +49,7 @@ class ScoredBatch:
     probs: list[torch.Tensor]  # (N, outputs) each, N the batch's readable images
     batch: ViewBatch
     first: int  # the position in the loader's dataset of the batch's first image (unreadable ones included)
+    uncalibrated: list[torch.Tensor] | None = None  # as `probs` without the cards' temperatures; None: none has one
 
     def model_targets(self, member: Member) -> torch.Tensor:
         """The batch's labels in the networks' output order: class indices, or multi-hot rows over the outputs."""
@@ -153,26 +154,35 @@ def probability_passes(
                 continue
             tick = time.perf_counter()
             with torch.inference_mode():
-                probs = [_probabilities(m, batch, batch_size, device, multi_label) for m in found]
+                pairs = [_probabilities(m, batch, batch_size, device, multi_label) for m in found]
             times.model_seconds += time.perf_counter() - tick
-            if len(probs) > 1:
-                probs.append(torch.stack(probs).mean(dim=0))
-            yield ScoredBatch(probs, batch, first)
+            probs = _with_mean([p for p, _ in pairs])
+            calibrated = any(raw is not None for _, raw in pairs)
+            raw = _with_mean([p if r is None else r for p, r in pairs]) if calibrated else None
+            yield ScoredBatch(probs, batch, first, raw)
     finally:
         for m, was_training in zip(found, training, strict=True):
             m.model.train(was_training)
         times.seconds = time.perf_counter() - start
 
 
+def _with_mean(probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each member's probabilities, then (several members) the ensemble's: their mean."""
+    return [*probs, torch.stack(probs).mean(dim=0)] if len(probs) > 1 else probs
+
+
 def _probabilities(
     m: Member, batch: ViewBatch, batch_size: int, device: torch.device, multi_label: bool
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A member's probabilities of a batch (its card's temperature applied), and without the temperature (None
+    without one)."""
     cm = m.classes
     views = batch.views[m.config_index]
     how = {"preprocessing": m.pre, "offset": cm.offset, "batch_size": batch_size, "device": device}
-    probs = view_probabilities(m.model, views, **how, multi_label=multi_label)
+    temperature = m.card.temperature if m.card is not None else None
+    probs, raw = view_probability_pair(m.model, views, **how, multi_label=multi_label, temperature=temperature)
     if probs.shape[-1] != cm.num_classes:
         raise ValueError(
             f"{m.name} returned {probs.shape[-1] + cm.offset} outputs, expected {cm.num_classes + cm.offset}"
         )
-    return probs
+    return probs, raw

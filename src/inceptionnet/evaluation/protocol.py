@@ -40,6 +40,9 @@ from inceptionnet.export.runtimes import DescribedNetwork, network_card
 from inceptionnet.models import Preprocessing
 from inceptionnet.ranks import Ranks
 
+# One kept batch: probabilities, output targets, positions in the dataset, probabilities without temperature
+_Kept = tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor | None]
+
 
 def evaluate(
     models: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
@@ -101,9 +104,10 @@ def evaluate(
 
 def _tally(
     found: Sequence[Member], passes: Iterable[ScoredBatch], *, num_classes: int, keep: bool
-) -> tuple[list[Tally], list[tuple[torch.Tensor, torch.Tensor, list[int]]]]:
+) -> tuple[list[Tally], list[_Kept]]:
     """The top-1 / top-5 hits of each member and of the ensemble; with `keep`, every batch's probabilities
-    (the last score's), output targets and positions in the loader's dataset."""
+    (the last score's), output targets and positions in the loader's dataset, and the probabilities without the
+    cards' temperatures (None without any)."""
     tallies = [Tally(num_classes) for _ in range(len(found) + (len(found) > 1))]
     kept = []
     for scored in passes:
@@ -111,7 +115,8 @@ def _tally(
         for tally, p in zip(tallies, scored.probs, strict=True):
             tally.add(p, scored.batch.targets, model_targets)
         if keep:
-            kept.append((scored.probs[-1], model_targets, scored.positions()))
+            raw = scored.uncalibrated[-1] if scored.uncalibrated is not None else None
+            kept.append((scored.probs[-1], model_targets, scored.positions(), raw))
     return tallies, kept
 
 
@@ -130,13 +135,13 @@ def _label_mode(named: Sequence[tuple[str, nn.Module]]) -> str:
     return "multi"
 
 
-def _predictions(
-    kept: list[tuple[torch.Tensor, torch.Tensor, list[int]]], dataset: object, m: Member, classes: Sequence[str]
-) -> Predictions:
+def _predictions(kept: list[_Kept], dataset: object, m: Member, classes: Sequence[str]) -> Predictions:
     """The kept probabilities, each image by its index in the data source (through the Subset of `max_images`)."""
     subset = getattr(dataset, "indices", None)
-    parts = [(p, t, [i if subset is None else subset[i] for i in idx]) for p, t, idx in kept]
-    return Predictions.gather(parts, _output_names(m, classes))
+    parts = [(p, t, [i if subset is None else subset[i] for i in idx]) for p, t, idx, _ in kept]
+    raw = [r for *_, r in kept]
+    uncalibrated = torch.cat(raw).float() if raw and all(r is not None for r in raw) else None
+    return Predictions.gather(parts, _output_names(m, classes), uncalibrated=uncalibrated)
 
 
 def _output_names(m: Member, classes: Sequence[str]) -> list[str]:

@@ -3,7 +3,9 @@
 Everything is drawn from `Predictions` (the averaged probabilities the scores were counted from), so
 the report agrees with the top-1 the command prints. The page (`DIR/index.html`) references its
 pictures relatively and loads nothing else, so the folder can be copied or attached as it is.
-scikit-learn (the `report` extra) computes the confusion matrix and the per-class metrics.
+scikit-learn (the `report` extra) computes the confusion matrix and the per-class metrics. A network whose
+card has a temperature gets its reliability diagram twice, before and after temperature scaling; `eval --ood`
+adds the unknown-image scores (unknown.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from inceptionnet.data import ImageSource
 from inceptionnet.evaluation import figures
 from inceptionnet.evaluation.scores import Predictions, balanced_accuracy
+from inceptionnet.evaluation.unknown import UnknownResult
 from inceptionnet.extras import require
 from inceptionnet.names import csv_cell
 
@@ -67,12 +70,18 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRA
 
 
 def build_report(
-    predictions: Predictions, out_dir: str | Path, *, source: ImageSource | None = None, title: str = "evaluation"
+    predictions: Predictions,
+    out_dir: str | Path,
+    *,
+    source: ImageSource | None = None,
+    title: str = "evaluation",
+    unknown: UnknownResult | None = None,
 ) -> Path:
     """Write the report of `predictions` into `out_dir` and return its page, `out_dir/index.html`.
 
     `source`: the data source the predictions' indices point into, for the thumbnails of the most
-    confident mistakes (None: the sheet shows the class names and probabilities alone).
+    confident mistakes (None: the sheet shows the class names and probabilities alone). `unknown`: the
+    unknown-image scores of `eval --ood`, a section of their own (and unknown.json).
     """
     metrics = sklearn_metrics()
     if len(predictions.targets) == 0:
@@ -89,6 +98,7 @@ def build_report(
     _write_rows(out / "per_class.csv", rows)
     (out / "per_class.json").write_text(json.dumps(rows, indent=2) + "\n")
     cal = calibration(confidence, predicted == targets)
+    before = _uncalibrated(predictions, targets)
     accuracy = float((predicted == targets).mean())
     balanced = matrix_balanced_accuracy(matrix)
     summary = {
@@ -96,10 +106,14 @@ def build_report(
         "top1_accuracy": round(accuracy, 6),
         "balanced_accuracy": round(balanced, 6),
         "calibration": cal.to_dict(),
+        **({"calibration_before_temperature": before.to_dict()} if before is not None else {}),
     }
     (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
-    parts = [_confusion_part(out, matrix, names), _calibration_part(out, cal), _per_class_part(rows)]
+    parts = [_confusion_part(out, matrix, names), _calibration_part(out, cal, before), _per_class_part(rows)]
     parts.insert(2, _mistakes_part(out, predictions, predicted, source))
+    if unknown is not None:
+        (out / "unknown.json").write_text(json.dumps(unknown.to_dict(), indent=2) + "\n")
+        parts.insert(2, _section("Unknown images", unknown.table(), ""))
     page = out / "index.html"
     page.write_text(_page(title, len(targets), accuracy, balanced, cal.ece, parts))
     return page
@@ -158,10 +172,33 @@ def _confusion_part(out: Path, matrix: np.ndarray, names: list[str]) -> str:
     return _section("Most confused pairs", text, _img("confused_pairs.png", "confused pairs") + table)
 
 
-def _calibration_part(out: Path, cal: Calibration) -> str:
-    figures.reliability(cal.edges, cal.accuracy, cal.counts, cal.ece, out / "reliability.png")
+def _uncalibrated(predictions: Predictions, targets: np.ndarray) -> Calibration | None:
+    """The calibration of the probabilities without the card's temperature (None: the card has none)."""
+    if predictions.uncalibrated is None:
+        return None
+    probs = predictions.uncalibrated.numpy()
+    return calibration(probs.max(1), probs.argmax(1) == targets)
+
+
+def _calibration_part(out: Path, cal: Calibration, before: Calibration | None) -> str:
     text = f"Expected calibration error over {len(cal.counts)} equal-width bins: {cal.ece:.4f}."
-    return _section("Reliability", text, _img("reliability.png", "reliability diagram"))
+    if before is None:
+        figures.reliability(cal.edges, cal.accuracy, cal.counts, cal.ece, out / "reliability.png")
+        return _section("Reliability", text, _img("reliability.png", "reliability diagram"))
+    label = "before temperature scaling: "
+    figures.reliability(*_bars(before), out / "reliability_before.png", label=label)
+    figures.reliability(*_bars(cal), out / "reliability.png", label=label.replace("before", "after"))
+    text = (
+        f"{text[:-1]} with the card's temperature, {before.ece:.4f} without it (the first diagram before temperature "
+        "scaling, the second after)."
+    )
+    pictures = _img("reliability_before.png", "reliability before temperature scaling")
+    pictures += _img("reliability.png", "reliability after temperature scaling")
+    return _section("Reliability", text, pictures)
+
+
+def _bars(cal: Calibration) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...], float]:
+    return cal.edges, cal.accuracy, cal.counts, cal.ece
 
 
 def _mistakes_part(out: Path, predictions: Predictions, predicted: np.ndarray, source: ImageSource | None) -> str:

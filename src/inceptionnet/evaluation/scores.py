@@ -198,10 +198,16 @@ class Predictions:
     targets: torch.Tensor  # (N,) the output of each image's class
     indices: torch.Tensor  # (N,) the image's index in the data source (its `load(i)`, `where(i)`)
     class_names: tuple[str, ...]  # one per output
+    # the same without the cards' temperatures (the report's "before"); None where no card has one
+    uncalibrated: torch.Tensor | None = None
 
     @classmethod
     def gather(
-        cls, parts: Sequence[tuple[torch.Tensor, torch.Tensor, list[int]]], class_names: Sequence[str]
+        cls,
+        parts: Sequence[tuple[torch.Tensor, torch.Tensor, list[int]]],
+        class_names: Sequence[str],
+        *,
+        uncalibrated: torch.Tensor | None = None,
     ) -> Predictions:
         """Join per-batch (probabilities, targets, source indices) into one record."""
         if not parts:
@@ -210,7 +216,7 @@ class Predictions:
         probs = torch.cat([p for p, _, _ in parts]).float()
         targets = torch.cat([t for _, t, _ in parts])
         indices = torch.tensor([i for _, _, idx in parts for i in idx], dtype=torch.long)
-        return cls(probs, targets, indices, tuple(class_names))
+        return cls(probs, targets, indices, tuple(class_names), uncalibrated)
 
 
 class Tally:

@@ -24,6 +24,7 @@ from inceptionnet.data import SourceError, collate_skipping_bad, open_split
 from inceptionnet.data.crops import CROP_SCHEMES, render_views, views_for
 from inceptionnet.evaluation.sharding import rank_share
 from inceptionnet.models import Preprocessing
+from inceptionnet.models.outputs import scaled_logits
 from inceptionnet.ranks import Ranks
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # data-loading processes of an evaluation
@@ -181,19 +182,41 @@ def view_probabilities(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     multi_label: bool = False,
+    temperature: float | None = None,
 ) -> torch.Tensor:
     """uint8 views (N, V, C, S, S) -> (N, classes) softmax probabilities averaged over each image's V views
-    (`multi_label`: a sigmoid per class).
+    (`multi_label`: a sigmoid per class; `temperature`: the softmax of the logits divided by it, the card's).
 
     The views go through `model` `batch_size` at a time, scaled to [0, 1] and normalised with the
     preprocessing's mean and std; the first `offset` outputs (TF's background class) are dropped
     before the softmax. Probabilities, not logits, are averaged, as GoogLeNet and the paper do.
     """
+    how = {"preprocessing": preprocessing, "offset": offset, "batch_size": batch_size, "device": device}
+    return view_probability_pair(model, views, **how, multi_label=multi_label, temperature=temperature)[0]
+
+
+def view_probability_pair(
+    model: nn.Module,
+    views: torch.Tensor,
+    *,
+    preprocessing: Preprocessing,
+    offset: int = 0,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    multi_label: bool = False,
+    temperature: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`view_probabilities`, and the same without the temperature from the same forward passes (None without
+    one): the report's calibration before and after."""
     n_images, n_views = views.shape[:2]
     mean, std = list(preprocessing.mean), list(preprocessing.std)
-    probs = []
+    probs, raw = [], []
     for chunk in views.flatten(0, 1).split(batch_size):
         x = F.to_dtype(chunk.to(device, non_blocking=True), torch.float32, scale=True)
         logits = model(F.normalize(x, mean=mean, std=std)).float()
-        probs.append(logits[:, offset:].sigmoid() if multi_label else logits[:, offset:].softmax(dim=-1))
-    return torch.cat(probs).view(n_images, n_views, -1).mean(dim=1).cpu()
+        kept = logits[:, offset:]
+        probs.append(kept.sigmoid() if multi_label else scaled_logits(kept, temperature).softmax(dim=-1))
+        if temperature is not None and not multi_label:
+            raw.append(kept.softmax(dim=-1))
+    average = [torch.cat(p).view(n_images, n_views, -1).mean(dim=1).cpu() for p in (probs, raw) if p]
+    return average[0], average[1] if len(average) > 1 else None

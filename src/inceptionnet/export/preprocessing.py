@@ -4,7 +4,9 @@ A deployment (a Triton server, a phone, a browser) then sends the decoded, resiz
 as it is, (N, H, W, 3) uint8 RGB at the card's input size, and gets class probabilities back: the
 graph casts, scales by 1/255, normalises by the card's mean and std, turns NHWC into NCHW, runs the
 network (BatchNorm folded) and ends in a softmax, or a sigmoid per class for a multi-label network
-(`card.label_mode == "multi"`). Resizing and cropping stay outside: they depend on the source image.
+(`card.label_mode == "multi"`). A card with a temperature (`inceptionnet calibrate`) has the logits divided by
+it before the softmax, in the graph; without one the graph is what it was before calibration existed.
+Resizing and cropping stay outside: they depend on the source image.
 
 The check feeds the file random pixels and compares its probabilities with the PyTorch network on the
 same pixels normalised by torchvision (the data layer's way), within `DEFAULT_TOLERANCE`.
@@ -34,6 +36,7 @@ from inceptionnet.export.formats import (
     run_onnx,
 )
 from inceptionnet.models import InceptionNetwork
+from inceptionnet.models.outputs import scaled_logits
 
 INPUT_FORMAT = "uint8_nhwc"
 INPUT_NAME = "pixels"
@@ -43,7 +46,9 @@ OUTPUT_NAME = "probabilities"
 class PixelsToProbabilities(nn.Module):
     """uint8 (N, H, W, 3) RGB pixels -> (N, classes) probabilities: the preprocessing, `network`, the activation."""
 
-    def __init__(self, network: nn.Module, pre: Preprocessing, *, multi_label: bool) -> None:
+    def __init__(
+        self, network: nn.Module, pre: Preprocessing, *, multi_label: bool, temperature: float | None = None
+    ) -> None:
         super().__init__()
         self.network = network
         std = torch.tensor(pre.std).view(1, 3, 1, 1)
@@ -51,11 +56,14 @@ class PixelsToProbabilities(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -torch.tensor(pre.mean).view(1, 3, 1, 1) / std)
         self.multi_label = multi_label
+        self.temperature = temperature
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         images = pixels.permute(0, 3, 1, 2).float() * self.scale + self.shift
         logits = self.network(images)
-        return logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
+        if self.multi_label:
+            return logits.sigmoid()
+        return scaled_logits(logits, self.temperature).softmax(dim=1)
 
 
 def export_onnx_with_preprocessing(
@@ -82,7 +90,8 @@ def export_onnx_with_preprocessing(
     multi = card.label_mode == "multi"
     eager = InferenceNetwork(model).eval()
     folded, count = fold_batchnorm(eager)
-    deployed = PixelsToProbabilities(folded, card.preprocessing, multi_label=multi).eval()
+    temperature = card.temperature
+    deployed = PixelsToProbabilities(folded, card.preprocessing, multi_label=multi, temperature=temperature).eval()
     gen = torch.Generator().manual_seed(0)
     trace_batch, check_batch = (2, 3) if dynamic_batch else (1, 1)
     example = torch.randint(0, 256, (trace_batch, size, size, 3), dtype=torch.uint8, generator=gen)
@@ -90,7 +99,7 @@ def export_onnx_with_preprocessing(
     with torch.no_grad():
         export_onnx(deployed, example, path, dynamic_batch, metadata, names=(INPUT_NAME, OUTPUT_NAME))
         got = run_onnx(path, check)
-        expected = python_probabilities(eager, check, card.preprocessing, multi_label=multi)
+        expected = python_probabilities(eager, check, card.preprocessing, multi_label=multi, temperature=temperature)
     diff = (got.float() - expected).abs().max().item()
     if not diff <= tolerance:  # probabilities: their scale is 1
         raise ExportError(
@@ -101,9 +110,15 @@ def export_onnx_with_preprocessing(
 
 
 def python_probabilities(
-    network: nn.Module, pixels: torch.Tensor, pre: Preprocessing, *, multi_label: bool
+    network: nn.Module,
+    pixels: torch.Tensor,
+    pre: Preprocessing,
+    *,
+    multi_label: bool,
+    temperature: float | None = None,
 ) -> torch.Tensor:
-    """The Python path on uint8 NHWC `pixels`: scaled to [0, 1], normalised by `pre`, the network, the activation."""
+    """The Python path on uint8 NHWC `pixels`: scaled to [0, 1], normalised by `pre`, the network, the activation
+    (a softmax of the logits divided by `temperature`, where given)."""
     images = TF.normalize(TF.to_dtype(pixels.permute(0, 3, 1, 2), torch.float32, scale=True), pre.mean, pre.std)
     logits = network(images).float()
-    return logits.sigmoid() if multi_label else logits.softmax(dim=1)
+    return logits.sigmoid() if multi_label else scaled_logits(logits, temperature).softmax(dim=1)

@@ -17,6 +17,9 @@ images none of them holds, so a killed or requeued job finishes the rest. A line
 The sidecar OUT.jsonl.meta.json (`job_meta`: network, weights, classes, preprocessing, top-k, precision)
 says what wrote the lines; a sidecar rather than a header line keeps every line of OUT.jsonl one
 image's record. A rerun with another network, weights or options is refused instead of mixing results.
+
+`embed --output OUT.parquet` runs the same job with another `OutputFormat`: JSON-line part files, merged by
+rank 0 into a parquet file (retrieval/table.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ JSONL_SUFFIX = ".jsonl"
 META_SUFFIX = ".meta.json"
 
 Classify = Callable[[list[str]], Iterator[list[dict[str, Any]]]]  # one JSON record per file (prediction_record)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What a job's merged output is: how the keys it holds are read (what a rerun skips), how rank 0 merges it
+    with the part files (each key once) and removes them, and the words its messages use. The part files are
+    always JSON lines; the output is JSON lines for `predict --json` (JSONL), a parquet file for `embed`."""
+
+    done: Callable[[Path], set[str]]
+    merge: Callable[[Path, list[Path]], Any]
+    job: str = "predict"  # the command, in messages
+    holds: str = "predictions"
+    option: str = "--json"  # the option naming the output
+    same: str = "--model, --weights, --top-k and --dtype"  # what a rerun must repeat to finish an output
 
 
 @dataclass(frozen=True)
@@ -75,14 +92,15 @@ def job_meta(model: DescribedNetwork, top_k: int | None) -> dict[str, Any]:
     }
 
 
-def check_meta(output: Path, meta: dict[str, Any]) -> None:
+def check_meta(output: Path, meta: dict[str, Any], fmt: OutputFormat | None = None) -> None:
     """Refuse to add to an output written with another network, weights or options (ValueError naming the fix)."""
+    fmt = fmt or JSONL
     sidecar = meta_file(output)
     if not sidecar.exists():
         if output.exists() or _parts(output):
             raise ValueError(
                 f"{output} (or its part files) exists without {sidecar.name}, so what wrote it is unknown; "
-                "remove it or choose another --json path"
+                f"remove it or choose another {fmt.option} path"
             )
         return
     written = json.loads(sidecar.read_text())
@@ -90,8 +108,8 @@ def check_meta(output: Path, meta: dict[str, Any]) -> None:
     if changed:
         shown = ", ".join(f"{k} {written.get(k)!r} -> {meta[k]!r}" for k in changed if k != "class_names")
         raise ValueError(
-            f"{output} holds predictions of another network or options ({shown or 'other class names'}); "
-            "rerun with the same --model, --weights, --top-k and --dtype to finish it, or choose another --json path"
+            f"{output} holds {fmt.holds} of another network or options ({shown or 'other class names'}); "
+            f"rerun with the same {fmt.same} to finish it, or choose another {fmt.option} path"
         )
 
 
@@ -118,9 +136,10 @@ def _parts(output: Path) -> list[Path]:
     return sorted(p for p in found if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit())
 
 
-def done_paths(output: Path) -> set[str]:
+def done_paths(output: Path, fmt: OutputFormat | None = None) -> set[str]:
     """The images the output and every part file (of any earlier world size) already hold."""
-    return {r["path"] for f in (output, *_parts(output)) for r in read_records(f)}
+    parts = {r["path"] for f in _parts(output) for r in read_records(f)}
+    return (fmt or JSONL).done(output) | parts
 
 
 def _cut_incomplete(path: Path) -> None:
@@ -134,9 +153,11 @@ def _cut_incomplete(path: Path) -> None:
             f.truncate(end)
 
 
-def run_share(files: list[str], output: Path, ranks: Ranks, classify: Classify) -> JobSummary:
+def run_share(
+    files: list[str], output: Path, ranks: Ranks, classify: Classify, fmt: OutputFormat | None = None
+) -> JobSummary:
     """Predict this rank's share of the sorted `files` not yet in the output, appending to its part file."""
-    done = done_paths(output)
+    done = done_paths(output, fmt)
     share = ranks.share(files)
     todo = [f for f in share if f not in done]
     part = part_file(output, ranks.rank)
@@ -151,10 +172,10 @@ def run_share(files: list[str], output: Path, ranks: Ranks, classify: Classify) 
     return JobSummary(len(share) - len(todo), predicted, failed)
 
 
-def merge(output: Path) -> list[dict[str, Any]]:
+def merge(output: Path, parts: list[Path] | None = None) -> list[dict[str, Any]]:
     """Rank 0, once every rank is done: the output and the part files into one output sorted by path (each
     image once: the output's record, else the first part's), written atomically, then the parts removed."""
-    parts = _parts(output)
+    parts = _parts(output) if parts is None else parts
     merged: dict[str, dict[str, Any]] = {}
     for f in (output, *parts):
         for record in read_records(f):
@@ -167,23 +188,30 @@ def merge(output: Path) -> list[dict[str, Any]]:
 
 
 def run_job(
-    files: Iterable[str], output: str | os.PathLike[str], *, meta: dict[str, Any], ranks: Ranks, classify: Classify
-) -> tuple[JobSummary, list[dict[str, Any]] | None]:
+    files: Iterable[str],
+    output: str | os.PathLike[str],
+    *,
+    meta: dict[str, Any],
+    ranks: Ranks,
+    classify: Classify,
+    fmt: OutputFormat | None = None,
+) -> tuple[JobSummary, Any]:
     """The whole job on this rank: check the sidecar, predict the share, wait for all ranks, merge on rank 0.
 
-    Returns this rank's summary, and on rank 0 the merged records (None on the others). Every rank must call it
-    inside `ranks.process_group`.
+    Returns this rank's summary, and on rank 0 what the format's merge returns (JSONL: the merged records; None
+    on the other ranks). Every rank must call it inside `ranks.process_group`.
     """
+    fmt = fmt or JSONL
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _holding(lock_file(out), out, held=ranks.is_main):
-        check_meta(out, meta)
+    with _holding(lock_file(out), out, held=ranks.is_main, fmt=fmt):
+        check_meta(out, meta, fmt)
         barrier(ranks)  # every rank has read the sidecar before rank 0 writes it
         if ranks.is_main and not meta_file(out).exists():
             atomic_write(meta_file(out), (json.dumps(meta, indent=2) + "\n").encode())
-        summary = run_share(sorted(set(files)), out, ranks, classify)
+        summary = run_share(sorted(set(files)), out, ranks, classify, fmt)
         barrier(ranks)
-        return summary, merge(out) if ranks.is_main else None
+        return summary, fmt.merge(out, _parts(out)) if ranks.is_main else None
 
 
 def lock_file(output: Path) -> Path:
@@ -191,7 +219,7 @@ def lock_file(output: Path) -> Path:
 
 
 @contextmanager
-def _holding(lock: Path, output: Path, *, held: bool) -> Iterator[None]:
+def _holding(lock: Path, output: Path, *, held: bool, fmt: OutputFormat) -> Iterator[None]:
     """`lock` held (flock) by rank 0 for the whole job, so that a second job writing the same output at the same
     time is refused (its rank 0 before any of its ranks writes) instead of both losing records; never opened
     through a symbolic link; removed at the end while still held."""
@@ -201,14 +229,16 @@ def _holding(lock: Path, output: Path, *, held: bool) -> Iterator[None]:
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as err:
-        raise ValueError(f"cannot open {lock} ({err.strerror}), the lock of {output}; choose another --json") from err
+        raise ValueError(
+            f"cannot open {lock} ({err.strerror}), the lock of {output}; choose another {fmt.option}"
+        ) from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(
-                f"{output} is being written by another predict job right now (it holds {lock.name}); wait for it "
-                "to end (the same command then finishes what is missing), or write to another --json file"
+                f"{output} is being written by another {fmt.job} job right now (it holds {lock.name}); wait for it "
+                f"to end (the same command then finishes what is missing), or write to another {fmt.option} file"
             ) from None
         except OSError as err:
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # no locks here: go on without
@@ -217,3 +247,10 @@ def _holding(lock: Path, output: Path, *, held: bool) -> Iterator[None]:
         lock.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+def _jsonl_done(output: Path) -> set[str]:
+    return {r["path"] for r in read_records(output)}
+
+
+JSONL = OutputFormat(done=_jsonl_done, merge=merge)

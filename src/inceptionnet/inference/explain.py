@@ -31,6 +31,7 @@ from inceptionnet.extras import require
 from inceptionnet.factory import load_model
 from inceptionnet.inference.predict import checked_top_k, class_labels
 from inceptionnet.models import InceptionNetwork
+from inceptionnet.models.outputs import scaled_logits
 
 OVERLAY_ALPHA = 0.5  # weight of the heat map's colours in an overlay; the image keeps the rest
 
@@ -115,7 +116,7 @@ def explain(
             source = f"image {i}" if isinstance(image, Image.Image) else os.fspath(image)
             x = transform(_picture(image, source)).unsqueeze(0).to(dev)
             with torch.no_grad():
-                probs = net(x).float().softmax(dim=1)[0].cpu()
+                probs = scaled_logits(net(x).float(), net.card.temperature).softmax(dim=1)[0].cpu()
             classes = [wanted] if wanted is not None else probs.topk(k).indices.tolist()
             view = _view(x[0].cpu(), net)
             for rank, (c, heat) in enumerate(zip(classes, _heatmaps(cam, x, classes), strict=True), start=1):

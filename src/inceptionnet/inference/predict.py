@@ -30,6 +30,7 @@ from inceptionnet.export.runtimes import DescribedNetwork
 from inceptionnet.factory import load_model
 from inceptionnet.inference.engines import engine_device, inference_network
 from inceptionnet.models import InceptionNetwork
+from inceptionnet.models.outputs import card_unknown_scores, probabilities
 
 DEFAULT_TOP_K = 5
 
@@ -51,6 +52,8 @@ class Prediction:
     top: list[TopClass] = field(default_factory=list)
     error: str | None = None
     probabilities: list[TopClass] | None = None  # multi-label: every class, in output order
+    unknown: bool | None = None  # with reject_unknown: whether its unknown-image score is below the card's threshold
+    unknown_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,7 @@ def predict(
     engine: str = "auto",
     dtype: str | None = None,
     workers: int = 0,
+    reject_unknown: bool = False,
 ) -> list[Prediction]:
     """Top-k classes of each image, in the order of `paths` (a folder: its images, sorted).
 
@@ -98,12 +102,14 @@ def predict(
     runs the network (`inference_network`: "auto", "torch", "onnxruntime", "openvino"; "fp32" by default,
     "bf16"); a network already made for inference runs as it is. Unreadable files and non-images get a Prediction
     with `error` set; they do not stop the others. `workers`: processes decoding the images ahead of the network.
+    `reject_unknown`: also score each image against the card's unknown-image threshold (`card.unknown`, fitted by
+    `inceptionnet calibrate`): `Prediction.unknown` is True below it.
     """
     net = load_model(model, weights=weights, pretrained=True) if isinstance(model, str) else model
     files = image_files(paths)
     dev = engine_device(engine, device)
     net = inference_network(net, engine, dtype=dtype, device=dev, images=len(files)).to(dev).eval()
-    run = dict(top_k=top_k, batch_size=batch_size, device=dev, workers=workers)
+    run = dict(top_k=top_k, batch_size=batch_size, device=dev, workers=workers, reject_unknown=reject_unknown)
     return [r for batch in classify(files, net, **run) for r in batch]
 
 
@@ -115,13 +121,17 @@ def classify(
     batch_size: int,
     device: torch.device,
     workers: int = 0,
+    reject_unknown: bool = False,
 ) -> Iterator[list[Prediction]]:
     """The Predictions of `files`, in order, one list per `batch_size` files: a batch's images are read only when
     its turn comes, so a job over millions of files holds a few batches in memory and can save each as it comes.
 
     `net`: made for inference (`inference_network`, `open_for_inference`) and on `device`. `workers`: processes
-    that decode the images ahead of the network (0: decoded here, between forward passes).
+    that decode the images ahead of the network (0: decoded here, between forward passes). `reject_unknown`: as
+    `predict`'s.
     """
+    if reject_unknown:
+        checked_unknown_rule(net.card)
     k = checked_top_k(net.card, top_k)
     labels = class_labels(net.card)
     images = _ImageFiles(list(files), eval_transform(net.preprocessing))
@@ -135,12 +145,32 @@ def classify(
             probs = output_probabilities(logits, net.card)
             for (result, _), row in zip(ready, probs, strict=True):
                 result.top, result.probabilities = classes_of(row, net.card, labels, k=k)
+            if reject_unknown:
+                mark_unknown([r for r, _ in ready], logits, net.card)
         yield results
 
 
 def output_probabilities(logits: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    """The probabilities of logits (N, C): a softmax, or for a multi-label `card` a sigmoid per class."""
-    return logits.sigmoid() if card.label_mode == "multi" else logits.softmax(dim=1)
+    """The probabilities of logits (N, C): a softmax (of the logits divided by the card's temperature, where it has
+    one), or for a multi-label `card` a sigmoid per class (models/outputs.py)."""
+    return probabilities(logits, card)
+
+
+def checked_unknown_rule(card: ModelCard) -> None:
+    """A ValueError naming the fix unless `card` says when an image is unknown."""
+    if card.label_mode == "multi":
+        raise ValueError(
+            "a multi-label network answers an image of none of its classes with no label above the thresholds; "
+            "drop --reject-unknown (reject_unknown)"
+        )
+    card_unknown_scores(torch.zeros(0, card.num_classes), card)  # the error that names `inceptionnet calibrate`
+
+
+def mark_unknown(results: Sequence[Prediction], logits: torch.Tensor, card: ModelCard) -> None:
+    """Set each result's unknown-image score (from its row of `logits`) and whether it is below the threshold."""
+    assert card.unknown is not None
+    for result, score in zip(results, card_unknown_scores(logits, card).tolist(), strict=True):
+        result.unknown_score, result.unknown = score, score < card.unknown.threshold
 
 
 def classes_of(
@@ -204,6 +234,8 @@ def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r.path}:" if r.ok else f"{r.path}: error: {r.error}")
+        if r.unknown:
+            lines.append(f"  unknown: none of the classes (unknown-image score {r.unknown_score:.4g}, below threshold)")
         for t in r.top:
             label = f"{t.label}, " if t.label not in (None, t.name) else ""
             lines.append(f"  {t.probability:7.2%}  {t.name} ({label}class {t.index})")
@@ -235,7 +267,10 @@ def prediction_record(result: Prediction, *, multi_label: bool = False) -> dict[
     `multi_label` network its `labels` above threshold and every class's `probabilities` instead."""
     classes = [class_json(t) for t in result.top]
     if not multi_label:
-        return {"path": result.path, "error": result.error, "top": classes}
+        record = {"path": result.path, "error": result.error, "top": classes}
+        if result.unknown is not None:  # asked for (reject_unknown): "unknown" true below the card's threshold
+            record.update(unknown=result.unknown, unknown_score=result.unknown_score)
+        return record
     every = [class_json(t) for t in result.probabilities or []]
     return {"path": result.path, "error": result.error, "labels": classes, "probabilities": every}
 

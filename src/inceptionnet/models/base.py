@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inceptionnet.card import MIN_INPUT_SIZE, ModelCard, Preprocessing, pretrained_cfg
+from inceptionnet.card import MIN_INPUT_SIZE, ModelCard, Preprocessing, UnknownRule, pretrained_cfg
 from inceptionnet.models.layers import AuxHead, BlockStage, ClassifierHead, check_input_size
 
 
@@ -50,6 +50,8 @@ class InceptionNetwork(nn.Module):
     label_mode: str = "single"  # "single" (softmax over the classes) or "multi" (a sigmoid per class)
     thresholds: tuple[float, ...] | None = None  # multi-label: each class's decision threshold
     metrics: dict[str, Any] | None = None  # the validation numbers of the weights loaded, where recorded
+    temperature: float | None = None  # single-label: probabilities are softmax(logits / temperature) when set
+    unknown: UnknownRule | None = None  # single-label: when an image is answered "unknown"
 
     def __init__(self, arguments: dict[str, Any]) -> None:
         """Records the build options and the preprocessing from `arguments`: the subclass constructor's own
@@ -104,11 +106,14 @@ class InceptionNetwork(nn.Module):
             label_mode=self.label_mode,
             thresholds=self.thresholds,
             metrics=self.metrics,
+            temperature=self.temperature,
+            unknown=self.unknown,
         )
 
     def apply_card(self, card: ModelCard) -> None:
         """Take what `card` says about the network's weights and use: its class names, preprocessing, weights
-        name, label mode, thresholds and metrics (the attributes `card` is made from, but for the build).
+        name, label mode, thresholds, metrics, temperature and unknown-image rule (the attributes `card` is made
+        from, but for the build).
 
         The build is the network's own (its name, outputs and input channels must be the card's: a card of
         another network is a ValueError); `create_model(card=...)` builds the network a card describes.
@@ -127,6 +132,8 @@ class InceptionNetwork(nn.Module):
         self.label_mode = card.label_mode
         self.thresholds = card.thresholds
         self.metrics = dict(card.metrics) if card.metrics is not None else None
+        self.temperature = card.temperature
+        self.unknown = card.unknown
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Raise a ValueError for inputs below the minimum size or with the wrong channel count."""
@@ -153,7 +160,7 @@ class InceptionNetwork(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (and the auxiliary classifier) with freshly initialised ones.
 
-        What described the old classifier goes with it: class names, thresholds and metrics.
+        What described the old classifier goes with it: class names, thresholds, metrics and calibration.
         """
         drop_rate = self.head.drop.p
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
@@ -165,6 +172,8 @@ class InceptionNetwork(nn.Module):
         self.class_names = None
         self.thresholds = None
         self.metrics = None
+        self.temperature = None
+        self.unknown = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every block stage while training (see `BlockStage`); same results."""

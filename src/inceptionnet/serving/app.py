@@ -1,5 +1,6 @@
 """The HTTP application: the routes of `/v1`, the Open Inference Protocol's `/v2` (oip_http.py) and its gRPC
-service (oip_grpc.py) over one batcher, for the application's lifespan.
+service (oip_grpc.py) over one batcher, for the application's lifespan; with an index, /v1/similar and
+/v1/indexed (similar.py) over a batcher of their own.
 
 FastAPI/Starlette (the `serve` extra) is imported when `create_app` runs, not with this module, so that
 `inceptionnet --help` and every other command work without the extra. The limits are one value, `Limits`
@@ -20,6 +21,7 @@ from inceptionnet.serving.oip import ModelProtocol, Statistics
 from inceptionnet.serving.oip_grpc import grpc_server
 from inceptionnet.serving.oip_http import oip_routes
 from inceptionnet.serving.service import Classifier, Explainer
+from inceptionnet.serving.similar import Similarity, similar_routes
 
 DRAIN_SECONDS = 30  # requests in flight are answered for up to this long at shutdown
 
@@ -36,11 +38,13 @@ def create_app(
     host: str | None = None,
     model_name: str | None = None,
     grpc_port: int | None = None,
+    similarity: Similarity | None = None,
 ) -> Any:
     """The ASGI application: the batcher (and, with `grpc_port`, the gRPC service) run for the application's
     lifespan; the batcher finishes its queue at shutdown. `host`: the address the server listens on (a
     loopback one limits the Host headers it answers). `model_name`: the model's name in the Open Inference
-    Protocol (default the card's model name)."""
+    Protocol (default the card's model name). `similarity`: an embeddings file's index and the served network's
+    features, for /v1/similar and /v1/indexed (serving/similar.py), with a batcher of their own."""
     from fastapi import FastAPI
 
     limits, metrics = limits or Limits(), metrics or Metrics()
@@ -55,28 +59,31 @@ def create_app(
         classifier.forward, max_batch=max_batch, max_wait=max_wait, max_queue=limits.max_queue, on_batch=counted
     )
     h = Handlers(classifier, explainer, batcher, api_key=api_key, limits=limits, metrics=metrics, host=host)
+    batchers = [batcher]
+    similar = similar_routes(h, similarity, batchers, max_batch=max_batch, max_wait=max_wait)
     metrics.watch(
-        queue=lambda: batcher.queued,
+        queue=lambda: sum(b.queued for b in batchers),
         in_flight=lambda: h.in_flight,
         explaining=lambda: explainer.admitted if explainer is not None else 0,
     )
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        batcher.start()
+        for b in batchers:
+            b.start()
         grpc = None if grpc_port is None else grpc_server(h, protocol, stats, host=host or "127.0.0.1", port=grpc_port)
         if grpc is not None:
             await grpc.start()
         yield
         if grpc is not None:
             await grpc.stop(DRAIN_SECONDS)
-        await batcher.close()
+        for b in batchers:
+            await b.close()
         if explainer is not None:
             explainer.close()
 
-    return FastAPI(
-        routes=_routes(h, protocol, stats), lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
+    routes = [*_routes(h, protocol, stats), *similar]
+    return FastAPI(routes=routes, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _routes(h: Handlers, protocol: ModelProtocol, stats: Statistics) -> list[Any]:

@@ -101,15 +101,41 @@ class Handlers:
         return 200, self.metrics.text().encode(), CONTENT_TYPE
 
     async def predict(self, request: Any) -> Reply:
-        """Top-k classes (or labels above threshold) of each uploaded image, in upload order."""
+        """Top-k classes (or labels above threshold) of each uploaded image, in upload order; with the query
+        parameter `reject_unknown=true`, also whether each is of none of the classes (the card's threshold)."""
+        reject = self.reject_unknown(request)
         files = await uploads(request, self.limits)
-        outputs = await self.classify(files, client=request)
-        results = [self.classifier.result(p, name) for (name, _), p in zip(files, outputs, strict=True)]
+        probs, scores = self.classifier.split(await self.outputs(files, client=request))
+        scored = scores.tolist() if reject and scores is not None else [None] * len(files)
+        results = [
+            self.classifier.result(p, name, unknown_score=s)
+            for (name, _), p, s in zip(files, probs, scored, strict=True)
+        ]
         return json_reply({"model": self.classifier.card.model_name, "predictions": results})
+
+    def reject_unknown(self, request: Any) -> bool:
+        """The query parameter `reject_unknown` (true / false, 1 / 0, yes / no; default false), checked against
+        the card: Rejected (400) when asked of a network whose card has no unknown-image threshold."""
+        given = request.query_params.get("reject_unknown", "false").strip().lower()
+        if given not in ("true", "1", "yes", "false", "0", "no"):
+            raise Rejected(400, f"reject_unknown must be true or false, got {given[:20]!r}")
+        if given in ("false", "0", "no"):
+            return False
+        if self.classifier.card.unknown is None:
+            raise Rejected(
+                400,
+                "this server's network has no unknown-image threshold in its card: fit one with `inceptionnet "
+                "calibrate RUN --data VAL` and serve that model, or drop reject_unknown",
+            )
+        return True
 
     async def classify(self, images: list[Upload] | torch.Tensor, *, client: Any | None = None) -> torch.Tensor:
         """Probabilities (N, classes) of encoded images (their headers checked, then decoded and prepared) or of
         prepared ones (N, C, H, W), through the batcher; `client` (a Starlette Request): dropped if it leaves."""
+        return self.classifier.split(await self.outputs(images, client=client))[0]
+
+    async def outputs(self, images: list[Upload] | torch.Tensor, *, client: Any | None = None) -> torch.Tensor:
+        """`classify`'s rows as the batcher gives them: with the unknown-image scores where the card has a rule."""
         if len(images) > self.limits.max_files:
             raise Rejected(413, f"{len(images)} images in one request, above --max-files {self.limits.max_files}")
         try:

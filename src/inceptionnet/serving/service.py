@@ -4,7 +4,9 @@ An upload is decoded as `read_image` decodes a file (whole, EXIF orientation app
 with the network's own preprocessing (its card), as `inceptionnet predict` prepares it; the outputs are
 the same probabilities: softmax for a single-label network, and for a multi-label one
 (`card.label_mode == "multi"`) a sigmoid per class with the labels at or above the card's thresholds
-(0.5 without). Before decoding, the header's size is checked against `max_pixels`: a small file can
+(0.5 without). A card with a temperature divides the logits by it before the softmax; a card with an
+unknown-image rule also scores each image against its threshold, for the requests that ask (`reject_unknown`).
+Before decoding, the header's size is checked against `max_pixels`: a small file can
 claim a huge image (a decompression bomb), and decoding it would take the server's memory.
 """
 
@@ -30,6 +32,7 @@ from inceptionnet.extras import MissingExtra
 from inceptionnet.inference.explain import explain
 from inceptionnet.inference.predict import checked_top_k, class_json, class_labels, classes_of, output_probabilities
 from inceptionnet.models import InceptionNetwork
+from inceptionnet.models.outputs import card_unknown_scores
 from inceptionnet.serving.limits import MAX_PIXELS
 
 T = TypeVar("T")
@@ -103,13 +106,22 @@ class Classifier:
         return TF.normalize(images, mean=list(pre.mean), std=list(pre.std))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Probabilities (N, classes) of a batch of prepared images: what the batcher runs in a worker thread."""
+        """Probabilities (N, classes) of a batch of prepared images: what the batcher runs in a worker thread.
+        With an unknown-image rule in the card, each row also ends with the image's score (`split` parts them)."""
         n = len(batch)
         if self.pads and self.run_size(n) > n:
             batch = torch.cat([batch, batch.new_zeros(self.run_size(n) - n, *batch.shape[1:])])
         with torch.inference_mode():
             logits = self.model(batch.to(self.device)).float().cpu()[:n]
-        return output_probabilities(logits, self.card)
+        probs = output_probabilities(logits, self.card)
+        if self.card.unknown is None:
+            return probs
+        return torch.cat([probs, card_unknown_scores(logits, self.card)[:, None]], dim=1)
+
+    def split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The probabilities (N, classes) and unknown-image scores (N,) of `forward`'s rows (None: no rule)."""
+        n = self.card.num_classes
+        return outputs[:, :n], outputs[:, n] if outputs.shape[1] > n else None
 
     def run_size(self, n: int) -> int:
         """The batch size `n` images run at: the next power of two (at most max_batch) when padding, else n."""
@@ -122,12 +134,16 @@ class Classifier:
         for n in sorted({self.run_size(n) for n in range(1, self.max_batch + 1)}):
             self.forward(torch.zeros(n, self.card.in_chans, size, size))
 
-    def result(self, probs: torch.Tensor, name: str) -> dict[str, Any]:
+    def result(self, probs: torch.Tensor, name: str, *, unknown_score: float | None = None) -> dict[str, Any]:
         """One image's answer: the top-k classes (single-label), or the labels above threshold and every
-        probability (multi-label)."""
+        probability (multi-label). With `unknown_score` (asked for), also whether it is below the card's threshold:
+        "unknown": true, as `predict --reject-unknown` answers."""
         top, every = classes_of(probs, self.card, self.labels, k=self.top_k)  # as predict, which --json writes
         if every is None:
-            return {"file": name, "top": [class_json(t) for t in top]}
+            answer: dict[str, Any] = {"file": name, "top": [class_json(t) for t in top]}
+            if unknown_score is not None and self.card.unknown is not None:
+                answer.update(unknown=unknown_score < self.card.unknown.threshold, unknown_score=unknown_score)
+            return answer
         return {"file": name, "labels": [class_json(t) for t in top], "probabilities": [class_json(t) for t in every]}
 
 

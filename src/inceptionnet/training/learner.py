@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from inceptionnet.card import UnknownRule
 from inceptionnet.cpu import cpu_features
 from inceptionnet.devices import DTYPES
 from inceptionnet.models.merged import merge_heads
@@ -57,6 +58,13 @@ class Learner:
         for network in {id(n): n for n in (self.model, self.evaluated)}.values():
             network.label_mode = label_mode
             network.thresholds = thresholds
+        self.describe_calibration(None, None)  # fitted again by the next validation of a single-label run
+
+    def describe_calibration(self, temperature: float | None, unknown: UnknownRule | None) -> None:
+        """Set the single-label calibration fitted on the last validation (None: none) on both networks alike."""
+        for network in {id(n): n for n in (self.model, self.evaluated)}.values():
+            network.temperature = temperature
+            network.unknown = unknown
 
 
 def build_learner(cfg: TrainConfig, ctx: Context, *, num_classes: int, model: nn.Module | None = None) -> Learner:

@@ -33,7 +33,7 @@ from inceptionnet.training.runlog import RunLog, format_epoch
 from inceptionnet.training.session import RunSession, TrainResult
 from inceptionnet.training.state import RunPosition
 from inceptionnet.training.step import StepSync, kept_batches, train_step
-from inceptionnet.training.validation import multilabel_validation, validation_errors
+from inceptionnet.training.validation import fit_on_logits, multilabel_validation, validation_errors
 from inceptionnet.training.writer import RunWriter
 
 
@@ -228,16 +228,30 @@ def _validate(run: RunSession) -> dict[str, float]:
     """Validate the evaluated network, setting `run.errors`. A multi-label run's errors are 100 - mAP and
     100 - exact match (%), so the best model is the best by mAP; its scores are returned for the epoch record
     and the per-class thresholds tuned on this validation go onto the network (its card: model folder,
-    checkpoints), each time, so that every saved model carries the thresholds of its own predictions."""
+    checkpoints), each time, so that every saved model carries the thresholds of its own predictions. A
+    single-label run's temperature and unknown-image threshold are fitted on this validation's logits and go
+    onto the network likewise (its card: the model folder)."""
     how = {"ctx": run.ctx, "channels_last": run.cfg.channels_last, "autocast": run.learner.autocast}
     if run.inputs.label_mode != "multi":
-        top1, top5, balanced = validation_errors(run.learner.evaluated, run.inputs.val_batches, **how)
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        top1, top5, balanced = validation_errors(run.learner.evaluated, run.inputs.val_batches, **how, keep=kept)
         run.errors = (top1, top5)
+        _calibrate(run, kept)
         return {"val_balanced_accuracy": balanced}
     scores = multilabel_validation(run.learner.evaluated, run.inputs.val_batches, **how)
     run.learner.describe_labels("multi", tuple(scores.thresholds))
     run.errors = (100 - scores.map, 100 - scores.exact_match)
     return {"val_map": scores.map, "val_exact_match": scores.exact_match}
+
+
+def _calibrate(run: RunSession, kept: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Fit the temperature and unknown-image threshold on the validation's logits, onto the evaluated network."""
+    try:
+        fitted = fit_on_logits(kept, classes=run.learner.evaluated.num_classes, ctx=run.ctx)
+    except ValueError as err:  # a degenerate validation set: the run goes on, its model uncalibrated
+        run.say(f"note: no calibration fitted on this validation ({err})")
+        fitted = (None, None)
+    run.learner.describe_calibration(*fitted)
 
 
 def _save_stopped(run: RunSession, stopped_by: StopReason) -> None:

@@ -83,6 +83,18 @@ def save_model_folder(
     return folder
 
 
+def update_folder_card(folder: str | os.PathLike[str], **changes: Any) -> ModelCard:
+    """Change fields of a model folder's card (`ModelCard.replace(**changes)`: its calibration, say); returns the new
+    card. config.json and the weights file's header are rewritten, atomically, config.json last; the weights
+    themselves and README.md are left as they are."""
+    folder = Path(folder)
+    state, card, weights = read_model_folder(folder)
+    card = card.replace(**changes)
+    atomic_write(folder / WEIGHTS_FILE, safetensors.torch.save(state, metadata=card_metadata(card)))
+    atomic_write(folder / CONFIG_FILE, (json.dumps(model_config(card, weights=weights), indent=2) + "\n").encode())
+    return card
+
+
 def _timm_name(model: InceptionNetwork) -> str | None:
     """timm's name of `model`'s network when timm builds the same one, else None."""
     try:
