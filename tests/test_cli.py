@@ -26,7 +26,24 @@ COMMANDS = {
     "study": ("residual", "scaling", "--data", "--out-dir", "--seeds", "--quick", "--threads", "--warmup-epochs"),
     "quantize": ("MODEL", "--calibration", "--output", "--images", "--method"),
     "shards": ("SRC", "DST", "--shard-size", "--seed"),
-    "serve": ("MODEL_OR_RUN", "--weights", "--host", "--port", "--engine", "--max-batch", "--max-wait-ms", "--api-key"),
+    "serve": (
+        "MODEL_OR_RUN",
+        "--weights",
+        "--host",
+        "--port",
+        "--engine",
+        "--max-batch",
+        "--max-wait-ms",
+        "--api-key",
+        "--grpc-port",
+        "--model-name",
+        "--max-queue",
+        "--header-timeout",
+        "--index",
+    ),
+    "embed": ("--data", "--model", "--output", "--no-normalize", "--engine", "--nproc"),
+    "similar": ("--index", "--model", "--top-k", "--json"),
+    "calibrate": ("--data", "--output", "--score", "--known-kept"),
 }
 
 
