@@ -29,7 +29,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# slow (about 35 s: every kind of export, then the reference evaluator); .ci/run runs it
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 SIZE = 75
 CLASSES = ("cat", "dog", "fox")

@@ -145,6 +145,7 @@ def test_interleaved_against_timm() -> None:
     assert s.min <= s.median <= s.max and s.median == pytest.approx(sum(s.per_round) / 2)
 
 
+@pytest.mark.slow  # about 25 s; .ci/run runs it
 @needs_engines
 def test_bench_against_every_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ours on the engine predict picks, against timm on PyTorch (both layouts), ONNX Runtime and OpenVINO.

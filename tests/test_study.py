@@ -136,6 +136,7 @@ def test_recipes_share_everything_but_the_arm(tmp_path: Path) -> None:
         build_study("residual", colour=1)
 
 
+@pytest.mark.slow  # about 30 s; .ci/run runs it
 def test_quick_residual_study_end_to_end_and_rerun_skips_finished_runs(tmp_path: Path, capsys) -> None:
     # `inceptionnet study residual --quick` as a user runs it: default data (CIFAR-10 here, else the demo set)
     out = tmp_path / "residual"

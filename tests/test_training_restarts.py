@@ -336,6 +336,7 @@ def _torchrun(data: Path, out: Path) -> list[str]:
     return [*launcher, "-m", "inceptionnet", *command]
 
 
+@pytest.mark.slow  # about 25 s; .ci/run runs it
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers in /proc (Linux)")
 def test_torchrun_restarts_a_killed_worker_and_the_run_continues(tmp_path, make_image_folder) -> None:
     data = make_image_folder(tmp_path / "data", train=6, val=2)
