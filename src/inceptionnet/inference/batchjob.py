@@ -78,8 +78,9 @@ def meta_file(output: Path) -> Path:
     return output.with_name(output.name + META_SUFFIX)
 
 
-def job_meta(model: DescribedNetwork, top_k: int | None) -> dict[str, Any]:
-    """What the lines of an output depend on: a rerun must match it to append to them."""
+def network_meta(model: DescribedNetwork) -> dict[str, Any]:
+    """The network an output's records depend on: its card's name, weights, classes and preprocessing, and the
+    engine's precision."""
     card = model.card
     return {
         "model": card.model_name,
@@ -87,9 +88,13 @@ def job_meta(model: DescribedNetwork, top_k: int | None) -> dict[str, Any]:
         "num_classes": card.num_classes,
         "class_names": list(card.class_names) if card.class_names is not None else None,
         "preprocessing": card.preprocessing.to_dict(),
-        "top_k": checked_top_k(card, top_k),
         "precision": model.precision,
     }
+
+
+def job_meta(model: DescribedNetwork, top_k: int | None) -> dict[str, Any]:
+    """What the lines of an output depend on: a rerun must match it to append to them."""
+    return {**network_meta(model), "top_k": checked_top_k(model.card, top_k)}
 
 
 def check_meta(output: Path, meta: dict[str, Any], fmt: OutputFormat | None = None) -> None:

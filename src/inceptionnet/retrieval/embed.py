@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from inceptionnet.data import eval_transform
 from inceptionnet.export.runtimes import DescribedNetwork
-from inceptionnet.inference.batchjob import OutputFormat, run_job
+from inceptionnet.inference.batchjob import OutputFormat, network_meta, run_job
 from inceptionnet.inference.engines import Log, describe_engine
 from inceptionnet.inference.features import feature_network
 from inceptionnet.inference.loading import inference_device, open_for_inference
@@ -102,17 +102,7 @@ def _optional(path: str | os.PathLike[str] | None) -> str | None:
 
 def table_meta(features: DescribedNetwork, *, normalize: bool) -> dict[str, Any]:
     """What the vectors depend on: a rerun must match it to add to a file, a search to compare with it."""
-    card = features.card
-    return {
-        "model": card.model_name,
-        "weights": card.weights_name,
-        "num_classes": card.num_classes,
-        "class_names": list(card.class_names) if card.class_names is not None else None,
-        "preprocessing": card.preprocessing.to_dict(),
-        "precision": features.precision,
-        "normalize": normalize,
-        "num_features": num_features(features),
-    }
+    return {**network_meta(features), "normalize": normalize, "num_features": num_features(features)}
 
 
 def num_features(features: DescribedNetwork) -> int:
